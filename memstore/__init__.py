@@ -1,0 +1,49 @@
+"""memstore: a personal memory store with offline semantic recall.
+
+    import memstore
+    with memstore.open() as store:
+        store.capture("We chose PostgreSQL for JSONB support", namespace="decisions")
+        hits = store.recall("which database did we pick?")
+"""
+
+from .embedder import Embedder, EmbedderFallbackWarning, FastEmbedder, HashEmbedder, ModelInfo
+from .errors import (
+    CorruptDatabaseError,
+    InvalidInputError,
+    MemstoreError,
+    ModelError,
+    ModelMismatchError,
+    NotFoundError,
+    SchemaTooNewError,
+    StoreError,
+    StoreNotWritableError,
+)
+from .models import CaptureResult, Hit, Memory
+from .store import MemoryStore, ModelMismatchWarning
+from .store import open_store as open
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CaptureResult",
+    "CorruptDatabaseError",
+    "Embedder",
+    "EmbedderFallbackWarning",
+    "FastEmbedder",
+    "HashEmbedder",
+    "Hit",
+    "InvalidInputError",
+    "Memory",
+    "MemoryStore",
+    "MemstoreError",
+    "ModelError",
+    "ModelInfo",
+    "ModelMismatchError",
+    "ModelMismatchWarning",
+    "NotFoundError",
+    "SchemaTooNewError",
+    "StoreError",
+    "StoreNotWritableError",
+    "__version__",
+    "open",
+]

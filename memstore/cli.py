@@ -1,0 +1,389 @@
+"""The ``memstore`` command: parse, make one MemoryStore call, format (text or --json).
+
+Library errors become one line on stderr and exit status 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import MemstoreError
+from .models import Hit, Memory
+from .store import MemoryStore, open_store
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
+    click.echo(str(message), err=True)
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MemstoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+@contextmanager
+def _store(ctx: click.Context) -> Iterator[MemoryStore]:
+    warnings.showwarning = _one_line_warning
+    store = open_store(ctx.obj["home"], model_dir=ctx.obj["model_dir"])
+    try:
+        yield store
+    finally:
+        store.close()
+        for notice in store.notices:
+            click.echo(f"memstore: {notice}", err=True)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _progress(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A click progress bar on stderr driven by a (done, total) callback."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
+            state["bar"].__enter__()
+        bar = state["bar"]
+        bar.update(done - bar.pos)
+
+    def finish() -> None:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+
+    return update, finish
+
+
+def _tags_label(memory: Memory) -> str:
+    return " ".join(f"#{t}" for t in memory.tags)
+
+
+def _memory_line(memory: Memory) -> str:
+    stamp = memory.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
+    parts = [memory.id, f"[{memory.namespace}]", stamp]
+    if memory.tags:
+        parts.append(_tags_label(memory))
+    if memory.deleted:
+        parts.append("(forgotten)")
+    return " ".join(parts)
+
+
+def _hit_lines(rank: int, hit: Hit) -> str:
+    evidence = []
+    if hit.keyword_rank is not None:
+        evidence.append(f"keyword #{hit.keyword_rank}")
+    if hit.vector_rank is not None:
+        evidence.append(f"vector #{hit.vector_rank} cos {hit.similarity:.3f}")
+    head = f"{rank:>2}. {_memory_line(hit.memory)}  score {hit.score:.4f} ({', '.join(evidence)})"
+    text = hit.memory.text.strip().replace("\n", "\n    ")
+    return f"{head}\n    {text}"
+
+
+def _parse_meta(pairs: tuple[str, ...]) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
+        meta[key.strip()] = value
+    return meta
+
+
+def _read_stdin_text() -> bytes:
+    stream = sys.stdin.buffer
+    if stream.isatty():
+        raise click.UsageError("give the text as an argument or pipe it on stdin")
+    # A trailing newline from `echo` or a heredoc is not part of the memory.
+    return stream.read().rstrip(b"\r\n")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="memstore")
+@click.option(
+    "--home", type=click.Path(file_okay=False), envvar="MEMSTORE_HOME",
+    help="Store directory (default: $MEMSTORE_HOME or the platform data dir).",
+)
+@click.option(
+    "--model-dir", type=click.Path(file_okay=False), envvar="MEMSTORE_MODEL_DIR",
+    help="Use the ONNX model in this directory instead of the bundled one.",
+)
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, model_dir: str | None) -> None:
+    """memstore: capture memories and recall them by meaning or keyword, offline."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(home=home, model_dir=model_dir)
+
+
+namespace_opt = click.option("-n", "--namespace", help="Namespace (default: 'default').")
+tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeatable).")
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@cli.command()
+@click.argument("text", required=False)
+@namespace_opt
+@tags_opt
+@click.option("--source", help="Where the memory came from (e.g. a tool or file).")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata entry (repeatable).")
+@json_opt
+@click.pass_context
+@_handle_errors
+def capture(
+    ctx: click.Context, text: str | None, namespace: str | None, tags: tuple[str, ...],
+    source: str | None, meta: tuple[str, ...], as_json: bool,
+) -> None:
+    """Store a memory. TEXT, or stdin when TEXT is omitted or '-'."""
+    metadata = _parse_meta(meta)
+    body: str | bytes = text if text not in (None, "-") else _read_stdin_text()  # type: ignore[assignment]
+    with _store(ctx) as store:
+        result = store.capture(body, namespace=namespace, tags=tags, metadata=metadata, source=source)  # type: ignore[arg-type]
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    verb = "stored" if result.created else "already stored"
+    click.echo(f"{verb} {_memory_line(result)}")
+    for notice in result.notices:
+        click.echo(f"memstore: {notice}", err=True)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-k", "--limit", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--mode", type=click.Choice(["hybrid", "keyword", "semantic"]), default="hybrid",
+    show_default=True,
+)
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Only these namespaces.")
+@tags_opt
+@click.option("--since", help="Only memories created since (2024-05-01, 7d, yesterday).")
+@click.option("--until", help="Only memories created before this time.")
+@json_opt
+@click.pass_context
+@_handle_errors
+def recall(
+    ctx: click.Context, query: str, limit: int, mode: str, namespaces: tuple[str, ...],
+    tags: tuple[str, ...], since: str | None, until: str | None, as_json: bool,
+) -> None:
+    """Find memories by meaning and keyword."""
+    with _store(ctx) as store:
+        hits = store.recall(
+            query, limit, namespace=namespaces or None, tags=tags or None, since=since,
+            until=until, mode=mode,  # type: ignore[arg-type]
+        )
+    if as_json:
+        _emit_json([hit.to_dict() for hit in hits])
+        return
+    if not hits:
+        click.echo("no memories found", err=True)
+    for rank, hit in enumerate(hits, start=1):
+        click.echo(_hit_lines(rank, hit))
+
+
+@cli.command()
+@click.argument("memory_id")
+@json_opt
+@click.pass_context
+@_handle_errors
+def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
+    """Show one memory."""
+    with _store(ctx) as store:
+        memory = store.get(memory_id)
+    if as_json:
+        _emit_json(memory.to_dict())
+        return
+    click.echo(_memory_line(memory))
+    if memory.source:
+        click.echo(f"source: {memory.source}")
+    for key, value in memory.metadata.items():
+        click.echo(f"{key}: {value}")
+    click.echo()
+    click.echo(memory.text)
+
+
+@cli.command(name="list")
+@click.option("-k", "--limit", default=20, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--offset", default=0, type=click.IntRange(0))
+@click.option("-n", "--namespace", "namespaces", multiple=True, help="Only these namespaces.")
+@tags_opt
+@click.option("--since", help="Only memories created since this time.")
+@click.option("--until", help="Only memories created before this time.")
+@click.option("--deleted", is_flag=True, help="List forgotten memories instead.")
+@json_opt
+@click.pass_context
+@_handle_errors
+def list_(
+    ctx: click.Context, limit: int, offset: int, namespaces: tuple[str, ...],
+    tags: tuple[str, ...], since: str | None, until: str | None, deleted: bool, as_json: bool,
+) -> None:
+    """List memories, newest first."""
+    with _store(ctx) as store:
+        memories = store.list(
+            limit=limit, offset=offset, namespace=namespaces or None, tags=tags or None,
+            since=since, until=until, deleted=deleted,
+        )
+    if as_json:
+        _emit_json([m.to_dict() for m in memories])
+        return
+    for memory in memories:
+        first = memory.text.strip().splitlines()[0]
+        click.echo(f"{_memory_line(memory)}  {first[:100]}")
+
+
+@cli.command()
+@click.argument("memory_id")
+@json_opt
+@click.pass_context
+@_handle_errors
+def forget(ctx: click.Context, memory_id: str, as_json: bool) -> None:
+    """Forget a memory (a tombstone until `purge`)."""
+    with _store(ctx) as store:
+        memory = store.forget(memory_id)
+    if as_json:
+        _emit_json(memory.to_dict())
+    else:
+        click.echo(f"forgot {memory.id}")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only say how many would be deleted.")
+@json_opt
+@click.pass_context
+@_handle_errors
+def purge(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+    """Delete forgotten memories for good."""
+    with _store(ctx) as store:
+        count = store.purge(dry_run=dry_run)
+    if as_json:
+        _emit_json({"purged": 0 if dry_run else count, "would_purge": count if dry_run else 0})
+    else:
+        click.echo(f"would purge {count} memories" if dry_run else f"purged {count} memories")
+
+
+@cli.command()
+@json_opt
+@click.pass_context
+@_handle_errors
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Counts, sizes, model and index state."""
+    with _store(ctx) as store:
+        data = store.stats()
+    if as_json:
+        _emit_json(data)
+        return
+    click.echo(f"memories:   {data['memories']} ({data['forgotten']} forgotten, "
+               f"{data['superseded']} superseded)")
+    for ns, count in data["namespaces"].items():
+        click.echo(f"  {ns}: {count}")
+    click.echo(f"model:      {data['model']['model_id']} ({data['model']['backend']}, "
+               f"{data['model']['source']})")
+    click.echo(f"vectors:    {data['index']['vectors']} indexed, "
+               f"{data['without_current_vector']} memories lack a current vector")
+    click.echo(f"database:   {data['database_bytes']:,} bytes")
+    click.echo(f"index:      {data['index']['bytes']:,} bytes")
+    click.echo(f"home:       {data['home']}")
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Re-embed every memory, not only stale ones.")
+@json_opt
+@click.pass_context
+@_handle_errors
+def reindex(ctx: click.Context, force: bool, as_json: bool) -> None:
+    """Embed memories lacking a vector from the current model and rebuild the index."""
+    update, finish = _progress("embedding")
+    with _store(ctx) as store:
+        try:
+            result = store.reindex(force=force, progress=update)
+        finally:
+            finish()
+    if as_json:
+        _emit_json(result)
+    else:
+        click.echo(f"embedded {result['embedded']}, indexed {result['indexed']} with {result['model']}")
+
+
+@cli.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@namespace_opt
+@json_opt
+@click.pass_context
+@_handle_errors
+def import_(ctx: click.Context, file: str, namespace: str | None, as_json: bool) -> None:
+    """Capture memories from a JSON Lines file ('-' for stdin)."""
+    update, finish = _progress("importing")
+    with _store(ctx) as store:
+        try:
+            if file == "-":
+                results = store.import_jsonl(sys.stdin, namespace=namespace, progress=update)
+            else:
+                results = store.import_jsonl(file, namespace=namespace, progress=update)
+        finally:
+            finish()
+    created = sum(r.created for r in results)
+    if as_json:
+        _emit_json({"read": len(results), "created": created, "existing": len(results) - created})
+    else:
+        click.echo(f"read {len(results)}, stored {created}, already present {len(results) - created}")
+
+
+@cli.command()
+@json_opt
+@click.pass_context
+@_handle_errors
+def model(ctx: click.Context, as_json: bool) -> None:
+    """Show the embedding model in use and where it came from."""
+    with _store(ctx) as store:
+        info = store.model_info()
+    if as_json:
+        _emit_json(info.to_dict())
+        return
+    click.echo(f"model:     {info.model_id}")
+    click.echo(f"backend:   {info.backend}")
+    click.echo(f"source:    {info.source}")
+    click.echo(f"dimension: {info.dimension}")
+    if info.path:
+        click.echo(f"path:      {info.path}")
+    if info.note:
+        click.echo(f"note:      {info.note}")
+
+
+@cli.command()
+@json_opt
+@click.pass_context
+@_handle_errors
+def path(ctx: click.Context, as_json: bool) -> None:
+    """Show where the store keeps its files."""
+    from . import config
+
+    home = config.home_dir(ctx.obj["home"])
+    data = {
+        "home": str(home),
+        "database": str(home / config.DB_FILENAME),
+        "index": str(home / "index"),
+        "cache": str(config.cache_dir()),
+    }
+    if as_json:
+        _emit_json(data)
+    else:
+        for key, value in data.items():
+            click.echo(f"{key + ':':<10}{value}")
+

@@ -1,0 +1,483 @@
+"""The SQLite side: connections, schema checks, and every SQL statement the store runs.
+
+SQLite is the single source of truth. Writes happen in ``BEGIN IMMEDIATE``
+transactions (one per capture or per batch) so concurrent writers queue on
+the busy timeout instead of failing, and triggers keep FTS5, tags and the
+vector change log in the same transaction as the row they describe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import CorruptDatabaseError, SchemaTooNewError, StoreError, StoreNotWritableError
+from .migrations import MIGRATION_NAMES, MIGRATION_SET, build_migrations
+from .models import Memory
+from .timeutil import format_ts, parse_ts
+
+__all__ = [
+    "MEMORY_COLUMNS",
+    "Filter",
+    "connect",
+    "transaction",
+]
+
+BUSY_TIMEOUT_MS = 60_000
+
+MEMORY_COLUMNS = (
+    "seq, id, text, namespace, tags, source, metadata, content_hash, project, branch, "
+    "created_at, updated_at, expires_at, deleted, supersedes, superseded_by"
+)
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in MEMORY_COLUMNS.split(","))
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the database, apply pending migrations, check it is ours.
+
+    Raises StoreNotWritableError, CorruptDatabaseError or SchemaTooNewError with a
+    message that says what to do; a damaged file is never modified.
+    """
+    existed = path.exists()
+    if existed and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreNotWritableError(f"database {path} is not readable and writable by this user")
+    try:
+        old_umask = os.umask(0o077)
+        try:
+            conn = sqlite3.connect(
+                str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                check_same_thread=False,
+            )
+        finally:
+            os.umask(old_umask)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StoreError(f"could not switch {path} to WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        _raise_for(exc, path)
+        raise
+    try:
+        _ensure_schema(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _raise_for(exc: sqlite3.DatabaseError, path: Path) -> None:
+    message = str(exc).lower()
+    if "not a database" in message or "malformed" in message or "corrupt" in message:
+        raise CorruptDatabaseError(
+            f"{path} is not a readable memstore database ({exc}); it was left untouched — "
+            "restore it from a backup or move it aside to start a new store"
+        ) from exc
+    if "readonly" in message or "unable to open" in message or "read-only" in message:
+        raise StoreNotWritableError(f"cannot write to {path}: {exc}") from exc
+    raise StoreError(f"cannot use database {path}: {exc}") from exc
+
+
+def _applied_migrations(conn: sqlite3.Connection) -> list[str]:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'"
+    ).fetchone()
+    if not exists:
+        return []
+    return [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM _sqlite_migrations WHERE migration_set = ? ORDER BY id",
+            (MIGRATION_SET,),
+        )
+    ]
+
+
+def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        if _check_applied(conn, path):
+            return
+        from filelock import FileLock
+
+        # Concurrent first opens: one process migrates, the others wait and re-check.
+        with FileLock(str(path) + ".migrate.lock"):
+            if _check_applied(conn, path):
+                return
+            from sqlite_utils import Database
+
+            build_migrations().apply(Database(conn))
+    except sqlite3.DatabaseError as exc:
+        _raise_for(exc, path)
+        raise
+
+
+def _check_applied(conn: sqlite3.Connection, path: Path) -> bool:
+    """True when every migration is applied; raises if the file is newer or not ours."""
+    applied = _applied_migrations(conn)
+    unknown = [name for name in applied if name not in MIGRATION_NAMES]
+    if unknown:
+        raise SchemaTooNewError(
+            f"{path} was written by a newer memstore (schema step {unknown[-1]!r} is "
+            "unknown to this version); upgrade memstore to open it"
+        )
+    if not applied and _has_foreign_tables(conn):
+        raise StoreError(f"{path} is an SQLite database but not a memstore store")
+    return len(applied) == len(MIGRATION_NAMES)
+
+
+def _has_foreign_tables(conn: sqlite3.Connection) -> bool:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "AND name != '_sqlite_migrations'"
+    ).fetchall()
+    return bool(rows)
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (including KeyboardInterrupt)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def store_id(conn: sqlite3.Connection) -> str:
+    """A random id fixed when the store was created: index files name the store they belong to."""
+    return conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows and filters
+
+
+def row_to_memory(row: Sequence[Any]) -> Memory:
+    """A ``SELECT MEMORY_COLUMNS`` row as a Memory (seq is dropped)."""
+    (
+        _seq, id_, text, namespace, tags, source, metadata, chash, project, branch,
+        created, updated, expires, deleted, supersedes, superseded_by,
+    ) = row
+    return Memory(
+        id=id_,
+        text=text,
+        namespace=namespace,
+        tags=tuple(json.loads(tags)),
+        source=source,
+        metadata=json.loads(metadata),
+        content_hash=chash,
+        created_at=parse_ts(created),
+        updated_at=parse_ts(updated),
+        project=project,
+        branch=branch,
+        expires_at=parse_ts(expires) if expires else None,
+        deleted=bool(deleted),
+        supersedes=supersedes,
+        superseded_by=superseded_by,
+    )
+
+
+@dataclass
+class Filter:
+    """Which memories a recall or list may return. Applied in SQL on both recall legs."""
+
+    namespaces: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    projects: tuple[str | None, ...] | None = None
+    branch: str | None = None
+    include_deleted: bool = False
+    only_deleted: bool = False
+    include_superseded: bool = False
+    include_expired: bool = False
+    now: datetime | None = None
+    extra: list[tuple[str, list[Any]]] = field(default_factory=list)
+
+    def is_selective(self) -> bool:
+        """True when something beyond the live/current/unexpired defaults narrows the set."""
+        return bool(
+            self.namespaces or self.tags or self.since or self.until
+            or self.projects is not None or self.branch or self.extra
+        )
+
+    def sql(self, alias: str = "m") -> tuple[str, list[Any]]:
+        """A WHERE clause body over ``alias`` and its parameters."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.only_deleted:
+            clauses.append(f"{alias}.deleted = 1")
+        elif not self.include_deleted:
+            clauses.append(f"{alias}.deleted = 0")
+        if not self.include_superseded:
+            clauses.append(f"{alias}.superseded_by IS NULL")
+        if not self.include_expired and self.now is not None:
+            clauses.append(f"({alias}.expires_at IS NULL OR {alias}.expires_at > ?)")
+            params.append(format_ts(self.now))
+        if self.namespaces:
+            clauses.append(f"{alias}.namespace IN ({', '.join('?' * len(self.namespaces))})")
+            params.extend(self.namespaces)
+        if self.tags:
+            clauses.append(
+                f"{alias}.seq IN (SELECT seq FROM memory_tags WHERE tag IN "
+                f"({', '.join('?' * len(self.tags))}) GROUP BY seq HAVING count(*) = ?)"
+            )
+            params.extend(self.tags)
+            params.append(len(self.tags))
+        if self.since is not None:
+            clauses.append(f"{alias}.created_at >= ?")
+            params.append(format_ts(self.since))
+        if self.until is not None:
+            clauses.append(f"{alias}.created_at < ?")
+            params.append(format_ts(self.until))
+        if self.projects is not None:
+            named = [p for p in self.projects if p is not None]
+            parts = []
+            if named:
+                parts.append(f"{alias}.project IN ({', '.join('?' * len(named))})")
+                params.extend(named)
+            if None in self.projects:
+                parts.append(f"{alias}.project IS NULL")
+            clauses.append("(" + " OR ".join(parts or ["0"]) + ")")
+        if self.branch is not None:
+            clauses.append(f"{alias}.branch = ?")
+            params.append(self.branch)
+        for clause, clause_params in self.extra:
+            clauses.append(clause.replace("{m}", alias))
+            params.extend(clause_params)
+        return (" AND ".join(clauses) or "1"), params
+
+
+# ---------------------------------------------------------------------------------------------
+# Memories
+
+
+def insert_memory(conn: sqlite3.Connection, values: dict[str, Any]) -> int:
+    """Insert one memory row; returns its seq. Call inside :func:`transaction`."""
+    columns = ", ".join(values)
+    placeholders = ", ".join("?" * len(values))
+    cursor = conn.execute(
+        f"INSERT INTO memories ({columns}) VALUES ({placeholders})", list(values.values())
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def find_live_by_hash(conn: sqlite3.Connection, chash: str) -> Memory | None:
+    """The current, not forgotten memory with this content hash, if any."""
+    row = conn.execute(
+        f"SELECT {MEMORY_COLUMNS} FROM memories "
+        "WHERE content_hash = ? AND deleted = 0 AND superseded_by IS NULL",
+        (chash,),
+    ).fetchone()
+    return row_to_memory(row) if row else None
+
+
+def get_memory(conn: sqlite3.Connection, memory_id: str) -> tuple[int, Memory] | None:
+    """(seq, memory) for an id, forgotten and superseded ones included."""
+    row = conn.execute(
+        f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = ?", (memory_id,)
+    ).fetchone()
+    return (row[0], row_to_memory(row)) if row else None
+
+
+def memories_by_seq(conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, Memory]:
+    """Memories for a set of seqs, keyed by seq."""
+    seqs = list(seqs)
+    found: dict[int, Memory] = {}
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
+        rows = conn.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE seq IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        for row in rows:
+            found[row[0]] = row_to_memory(row)
+    return found
+
+
+def list_memories(
+    conn: sqlite3.Connection, flt: Filter, limit: int, offset: int = 0
+) -> list[Memory]:
+    """Memories passing the filter, newest first."""
+    where, params = flt.sql("m")
+    rows = conn.execute(
+        f"SELECT {_prefixed('m')} FROM memories m WHERE {where} "
+        "ORDER BY m.created_at DESC, m.seq DESC LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    return [row_to_memory(row) for row in rows]
+
+
+def filtered_seqs(conn: sqlite3.Connection, flt: Filter, limit: int) -> list[int]:
+    """Seqs passing the filter, at most ``limit`` (+1 so callers can tell when it overflowed)."""
+    where, params = flt.sql("m")
+    return [
+        row[0]
+        for row in conn.execute(
+            f"SELECT m.seq FROM memories m WHERE {where} LIMIT ?", [*params, limit + 1]
+        )
+    ]
+
+
+def seqs_passing(conn: sqlite3.Connection, flt: Filter, seqs: Sequence[int]) -> set[int]:
+    """The subset of ``seqs`` that passes the filter."""
+    where, params = flt.sql("m")
+    passing: set[int] = set()
+    for start in range(0, len(seqs), 500):
+        chunk = list(seqs[start : start + 500])
+        rows = conn.execute(
+            f"SELECT m.seq FROM memories m WHERE m.seq IN ({', '.join('?' * len(chunk))}) "
+            f"AND {where}",
+            [*chunk, *params],
+        )
+        passing.update(row[0] for row in rows)
+    return passing
+
+
+def keyword_search(
+    conn: sqlite3.Connection, match: str, flt: Filter, limit: int
+) -> list[tuple[int, float]]:
+    """(seq, bm25) of memories matching an FTS5 expression, best first, filter applied."""
+    where, params = flt.sql("m")
+    rows = conn.execute(
+        "SELECT m.seq, bm25(memories_fts) AS rank FROM memories_fts "
+        "JOIN memories m ON m.seq = memories_fts.rowid "
+        f"WHERE memories_fts MATCH ? AND {where} ORDER BY rank, m.seq LIMIT ?",
+        [match, *params, limit],
+    )
+    return [(row[0], float(row[1])) for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings and the vector change log
+
+
+def put_embedding(
+    conn: sqlite3.Connection, seq: int, model: str, chash: str, vector: bytes
+) -> None:
+    """Store (or replace) a memory's embedding: little-endian float32 bytes."""
+    conn.execute(
+        "INSERT INTO embeddings (seq, model, content_hash, vector) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (seq) DO UPDATE SET model = excluded.model, "
+        "content_hash = excluded.content_hash, vector = excluded.vector",
+        (seq, model, chash, vector),
+    )
+
+
+def log_head(conn: sqlite3.Connection) -> int:
+    """The newest vector_log op (0 when the log has never been written)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def log_floor(conn: sqlite3.Connection) -> int:
+    """Ops at or below this were compacted away: an index older than it must be rebuilt."""
+    row = conn.execute("SELECT min(op) FROM vector_log").fetchone()
+    if row[0] is not None:
+        return int(row[0]) - 1
+    return log_head(conn)
+
+
+def compact_log(conn: sqlite3.Connection, upto: int) -> None:
+    """Forget log ops up to ``upto`` (inclusive): only indexes newer than that stay catch-up-able."""
+    conn.execute("DELETE FROM vector_log WHERE op <= ?", (upto,))
+
+
+def changed_seqs(conn: sqlite3.Connection, after: int) -> tuple[list[int], int]:
+    """Distinct seqs touched by ops after ``after``, and the head op they reach."""
+    rows = conn.execute(
+        "SELECT seq, max(op) FROM vector_log WHERE op > ? GROUP BY seq", (after,)
+    ).fetchall()
+    head = max((row[1] for row in rows), default=after)
+    return [row[0] for row in rows], head
+
+
+_LIVE = "m.deleted = 0 AND m.superseded_by IS NULL"
+
+
+def live_vectors(
+    conn: sqlite3.Connection, model: str, seqs: Sequence[int] | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """(seq, vector bytes) of live memories embedded by ``model``; all of them, or of ``seqs``."""
+    base = (
+        "SELECT e.seq, e.vector FROM embeddings e JOIN memories m ON m.seq = e.seq "
+        f"WHERE e.model = ? AND {_LIVE}"
+    )
+    if seqs is None:
+        yield from conn.execute(base + " ORDER BY e.seq", (model,))
+        return
+    for start in range(0, len(seqs), 500):
+        chunk = list(seqs[start : start + 500])
+        yield from conn.execute(
+            base + f" AND e.seq IN ({', '.join('?' * len(chunk))})", [model, *chunk]
+        )
+
+
+def embedding_models(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many live memories each model has embedded."""
+    rows = conn.execute(
+        "SELECT e.model, count(*) FROM embeddings e JOIN memories m ON m.seq = e.seq "
+        f"WHERE {_LIVE} GROUP BY e.model"
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+def seqs_needing_embedding(conn: sqlite3.Connection, model: str) -> list[int]:
+    """Live memories with no embedding by ``model`` (missing, other model, or stale text)."""
+    rows = conn.execute(
+        "SELECT m.seq FROM memories m LEFT JOIN embeddings e ON e.seq = m.seq "
+        f"WHERE {_LIVE} AND (e.seq IS NULL OR e.model != ? OR e.content_hash != m.content_hash) "
+        "ORDER BY m.seq",
+        (model,),
+    )
+    return [row[0] for row in rows]
+
+
+def texts_for(conn: sqlite3.Connection, seqs: Sequence[int]) -> list[tuple[int, str, str]]:
+    """(seq, text, content_hash) for the given seqs, in the given order."""
+    by_seq: dict[int, tuple[int, str, str]] = {}
+    for start in range(0, len(seqs), 500):
+        chunk = list(seqs[start : start + 500])
+        for row in conn.execute(
+            f"SELECT seq, text, content_hash FROM memories WHERE seq IN "
+            f"({', '.join('?' * len(chunk))})",
+            chunk,
+        ):
+            by_seq[row[0]] = (row[0], row[1], row[2])
+    return [by_seq[s] for s in seqs if s in by_seq]
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Totals for ``stats``."""
+    live, deleted, superseded = conn.execute(
+        "SELECT "
+        "coalesce(sum(deleted = 0 AND superseded_by IS NULL), 0), "
+        "coalesce(sum(deleted = 1), 0), "
+        "coalesce(sum(deleted = 0 AND superseded_by IS NOT NULL), 0) FROM memories"
+    ).fetchone()
+    namespaces = dict(
+        conn.execute(
+            "SELECT namespace, count(*) FROM memories WHERE deleted = 0 AND superseded_by IS NULL "
+            "GROUP BY namespace ORDER BY namespace"
+        ).fetchall()
+    )
+    return {
+        "memories": live,
+        "forgotten": deleted,
+        "superseded": superseded,
+        "namespaces": namespaces,
+    }

@@ -1,0 +1,150 @@
+"""The database schema, as an ordered list of small sqlite-utils migrations.
+
+Each ``m00N_`` function moves the schema one step. They are applied on open,
+each in its own transaction, recorded in ``_sqlite_migrations`` under the set
+name ``memstore``. Never edit a released migration: add the next one.
+
+``sqlite_utils`` is imported only when something is pending, so opening an
+up-to-date store stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
+
+__all__ = ["MIGRATION_NAMES", "MIGRATION_SET", "build_migrations"]
+
+MIGRATION_SET = "memstore"
+
+
+def _execute_script(db: Database, script: str) -> None:
+    """Run statements one by one: ``executescript`` would COMMIT the migration's transaction."""
+    import sqlite3
+
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {statement!r}")
+
+
+def m001_initial(db: Database) -> None:
+    """Memories, their tags, FTS5 index, embeddings, and the vector change log."""
+    _execute_script(db,
+        """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
+
+        CREATE TABLE memories (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            text TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '[]',
+            source TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            content_hash TEXT NOT NULL,
+            project TEXT,
+            branch TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            expires_at TEXT,
+            deleted INTEGER NOT NULL DEFAULT 0,
+            deleted_at TEXT,
+            supersedes TEXT,
+            superseded_by TEXT
+        );
+        CREATE UNIQUE INDEX memories_live_hash ON memories (content_hash)
+            WHERE deleted = 0 AND superseded_by IS NULL;
+        CREATE INDEX memories_created ON memories (created_at);
+        CREATE INDEX memories_namespace ON memories (namespace, created_at);
+        CREATE INDEX memories_project ON memories (project, created_at);
+
+        CREATE TABLE memory_tags (
+            tag TEXT NOT NULL,
+            seq INTEGER NOT NULL REFERENCES memories (seq) ON DELETE CASCADE,
+            PRIMARY KEY (tag, seq)
+        ) WITHOUT ROWID;
+        CREATE INDEX memory_tags_seq ON memory_tags (seq);
+
+        CREATE VIRTUAL TABLE memories_fts USING fts5 (
+            text, tags,
+            content = 'memories', content_rowid = 'seq',
+            tokenize = 'porter unicode61 remove_diacritics 2'
+        );
+
+        CREATE TABLE embeddings (
+            seq INTEGER PRIMARY KEY REFERENCES memories (seq) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            vector BLOB NOT NULL
+        );
+        CREATE INDEX embeddings_model ON embeddings (model);
+
+        -- Every change that may alter what the vector index should hold for a memory.
+        -- Index files record the last op they reflect and replay the rest on open.
+        CREATE TABLE vector_log (
+            op INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER NOT NULL
+        );
+
+        CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+            INSERT INTO memories_fts (rowid, text, tags) VALUES (new.seq, new.text, new.tags);
+            INSERT INTO memory_tags (tag, seq) SELECT DISTINCT value, new.seq FROM json_each(new.tags);
+        END;
+        CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, text, tags)
+                VALUES ('delete', old.seq, old.text, old.tags);
+            INSERT INTO vector_log (seq) VALUES (old.seq);
+        END;
+        CREATE TRIGGER memories_au_fts AFTER UPDATE OF text, tags ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, text, tags)
+                VALUES ('delete', old.seq, old.text, old.tags);
+            INSERT INTO memories_fts (rowid, text, tags) VALUES (new.seq, new.text, new.tags);
+        END;
+        CREATE TRIGGER memories_au_tags AFTER UPDATE OF tags ON memories BEGIN
+            DELETE FROM memory_tags WHERE seq = old.seq;
+            INSERT INTO memory_tags (tag, seq) SELECT DISTINCT value, new.seq FROM json_each(new.tags);
+        END;
+        CREATE TRIGGER memories_au_live AFTER UPDATE OF deleted, superseded_by ON memories
+            WHEN old.deleted IS NOT new.deleted OR old.superseded_by IS NOT new.superseded_by
+        BEGIN
+            INSERT INTO vector_log (seq) VALUES (new.seq);
+        END;
+        CREATE TRIGGER embeddings_ai AFTER INSERT ON embeddings BEGIN
+            INSERT INTO vector_log (seq) VALUES (new.seq);
+        END;
+        CREATE TRIGGER embeddings_au AFTER UPDATE ON embeddings BEGIN
+            INSERT INTO vector_log (seq) VALUES (new.seq);
+        END;
+        CREATE TRIGGER embeddings_ad AFTER DELETE ON embeddings BEGIN
+            INSERT INTO vector_log (seq) VALUES (old.seq);
+        END;
+        """
+    )
+
+
+#: The migrations in order. Append only.
+MIGRATIONS: list[Callable[[Any], None]] = [m001_initial]
+MIGRATION_NAMES: tuple[str, ...] = tuple(fn.__name__ for fn in MIGRATIONS)
+
+
+def build_migrations() -> Migrations:
+    """The sqlite-utils ``Migrations`` set holding every migration above."""
+    from sqlite_utils.migrations import Migrations
+
+    migrations = Migrations(MIGRATION_SET)
+    for fn in MIGRATIONS:
+        migrations()(fn)
+    return migrations

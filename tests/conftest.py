@@ -1,0 +1,55 @@
+"""Every test gets its own store directory; the fake (hash) embedder is the default.
+
+Tests that need the real bundled model use the ``real_embedder`` fixture; the model
+is assembled once per session into a shared cache directory.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+import memstore
+from memstore.embedder import HashEmbedder
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("MEMSTORE_HOME", str(home))
+    monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(model_cache))
+    monkeypatch.setenv("MEMSTORE_EMBEDDER", "hash")
+    monkeypatch.delenv("MEMSTORE_MODEL_DIR", raising=False)
+    return home
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with memstore.open(tmp_path / "store", embedder=HashEmbedder()) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def real_embedder(model_cache: Path):
+    """The bundled all-MiniLM-L6-v2, resolved the way users get it."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MEMSTORE_CACHE_DIR", str(model_cache))
+    mp.delenv("MEMSTORE_EMBEDDER", raising=False)
+    mp.delenv("MEMSTORE_MODEL_DIR", raising=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", memstore.EmbedderFallbackWarning)
+            from memstore.embedder import resolve_embedder
+
+            embedder = resolve_embedder()
+    finally:
+        mp.undo()
+    assert embedder.info.backend == "fastembed"
+    return embedder

