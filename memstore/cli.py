@@ -5,69 +5,13 @@ Library errors become one line on stderr and exit status 1; usage errors exit 2.
 
 from __future__ import annotations
 
-import json
 import sys
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
-from typing import Any
 
 import click
 
 from . import __version__
-from .errors import MemstoreError
+from .cliutil import emit_json, handle_errors, json_opt, open_from_context, progress_bar
 from .models import Hit, Memory
-from .store import MemoryStore, open_store
-
-
-def _one_line_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
-    click.echo(str(message), err=True)
-
-
-def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except MemstoreError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
-
-
-@contextmanager
-def _store(ctx: click.Context) -> Iterator[MemoryStore]:
-    warnings.showwarning = _one_line_warning
-    store = open_store(ctx.obj["home"], model_dir=ctx.obj["model_dir"])
-    try:
-        yield store
-    finally:
-        store.close()
-        for notice in store.notices:
-            click.echo(f"memstore: {notice}", err=True)
-
-
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _progress(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A click progress bar on stderr driven by a (done, total) callback."""
-    state: dict[str, Any] = {}
-
-    def update(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
-            state["bar"].__enter__()
-        bar = state["bar"]
-        bar.update(done - bar.pos)
-
-    def finish() -> None:
-        if "bar" in state:
-            state["bar"].__exit__(None, None, None)
-
-    return update, finish
 
 
 def _tags_label(memory: Memory) -> str:
@@ -119,23 +63,22 @@ def _read_stdin_text() -> bytes:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="memstore")
 @click.option(
-    "--home", type=click.Path(file_okay=False), envvar="MEMSTORE_HOME",
-    help="Store directory (default: $MEMSTORE_HOME or the platform data dir).",
+    "--home", type=click.Path(file_okay=False),
+    help="Store directory (default: $MEMSTORE_HOME, the config file, or the platform data dir).",
 )
 @click.option(
-    "--model-dir", type=click.Path(file_okay=False), envvar="MEMSTORE_MODEL_DIR",
-    help="Use the ONNX model in this directory instead of the bundled one.",
+    "--model-dir", type=click.Path(file_okay=False),
+    help="Use the ONNX model in this directory instead of the bundled one ($MEMSTORE_MODEL_DIR).",
 )
 @click.pass_context
 def cli(ctx: click.Context, home: str | None, model_dir: str | None) -> None:
     """memstore: capture memories and recall them by meaning or keyword, offline."""
     ctx.ensure_object(dict)
-    ctx.obj.update(home=home, model_dir=model_dir)
+    ctx.obj.update(overrides={"home": home, "model_dir": model_dir})
 
 
 namespace_opt = click.option("-n", "--namespace", help="Namespace (default: 'default').")
 tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeatable).")
-json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 @cli.command()
@@ -146,7 +89,7 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata entry (repeatable).")
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def capture(
     ctx: click.Context, text: str | None, namespace: str | None, tags: tuple[str, ...],
     source: str | None, meta: tuple[str, ...], as_json: bool,
@@ -154,10 +97,10 @@ def capture(
     """Store a memory. TEXT, or stdin when TEXT is omitted or '-'."""
     metadata = _parse_meta(meta)
     body: str | bytes = text if text not in (None, "-") else _read_stdin_text()  # type: ignore[assignment]
-    with _store(ctx) as store:
+    with open_from_context(ctx) as store:
         result = store.capture(body, namespace=namespace, tags=tags, metadata=metadata, source=source)  # type: ignore[arg-type]
     if as_json:
-        _emit_json(result.to_dict())
+        emit_json(result.to_dict())
         return
     verb = "stored" if result.created else "already stored"
     click.echo(f"{verb} {_memory_line(result)}")
@@ -167,10 +110,10 @@ def capture(
 
 @cli.command()
 @click.argument("query")
-@click.option("-k", "--limit", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("-k", "--limit", type=click.IntRange(1, 1000), help="Hits to show [setting recall.limit: 10].")
 @click.option(
-    "--mode", type=click.Choice(["hybrid", "keyword", "semantic"]), default="hybrid",
-    show_default=True,
+    "--mode", type=click.Choice(["hybrid", "keyword", "semantic"]),
+    help="Recall mode [setting recall.mode: hybrid].",
 )
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Only these namespaces.")
 @tags_opt
@@ -178,19 +121,21 @@ def capture(
 @click.option("--until", help="Only memories created before this time.")
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def recall(
-    ctx: click.Context, query: str, limit: int, mode: str, namespaces: tuple[str, ...],
+    ctx: click.Context, query: str, limit: int | None, mode: str | None, namespaces: tuple[str, ...],
     tags: tuple[str, ...], since: str | None, until: str | None, as_json: bool,
 ) -> None:
     """Find memories by meaning and keyword."""
-    with _store(ctx) as store:
+    with open_from_context(ctx) as store:
+        limit = limit or store.settings["recall.limit"]
+        mode = mode or store.settings["recall.mode"]
         hits = store.recall(
             query, limit, namespace=namespaces or None, tags=tags or None, since=since,
             until=until, mode=mode,  # type: ignore[arg-type]
         )
     if as_json:
-        _emit_json([hit.to_dict() for hit in hits])
+        emit_json([hit.to_dict() for hit in hits])
         return
     if not hits:
         click.echo("no memories found", err=True)
@@ -202,13 +147,13 @@ def recall(
 @click.argument("memory_id")
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     """Show one memory."""
-    with _store(ctx) as store:
+    with open_from_context(ctx) as store:
         memory = store.get(memory_id)
     if as_json:
-        _emit_json(memory.to_dict())
+        emit_json(memory.to_dict())
         return
     click.echo(_memory_line(memory))
     if memory.source:
@@ -229,19 +174,19 @@ def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
 @click.option("--deleted", is_flag=True, help="List forgotten memories instead.")
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def list_(
     ctx: click.Context, limit: int, offset: int, namespaces: tuple[str, ...],
     tags: tuple[str, ...], since: str | None, until: str | None, deleted: bool, as_json: bool,
 ) -> None:
     """List memories, newest first."""
-    with _store(ctx) as store:
+    with open_from_context(ctx) as store:
         memories = store.list(
             limit=limit, offset=offset, namespace=namespaces or None, tags=tags or None,
             since=since, until=until, deleted=deleted,
         )
     if as_json:
-        _emit_json([m.to_dict() for m in memories])
+        emit_json([m.to_dict() for m in memories])
         return
     for memory in memories:
         first = memory.text.strip().splitlines()[0]
@@ -252,13 +197,13 @@ def list_(
 @click.argument("memory_id")
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def forget(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     """Forget a memory (a tombstone until `purge`)."""
-    with _store(ctx) as store:
+    with open_from_context(ctx) as store:
         memory = store.forget(memory_id)
     if as_json:
-        _emit_json(memory.to_dict())
+        emit_json(memory.to_dict())
     else:
         click.echo(f"forgot {memory.id}")
 
@@ -267,13 +212,13 @@ def forget(ctx: click.Context, memory_id: str, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only say how many would be deleted.")
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def purge(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     """Delete forgotten memories for good."""
-    with _store(ctx) as store:
+    with open_from_context(ctx) as store:
         count = store.purge(dry_run=dry_run)
     if as_json:
-        _emit_json({"purged": 0 if dry_run else count, "would_purge": count if dry_run else 0})
+        emit_json({"purged": 0 if dry_run else count, "would_purge": count if dry_run else 0})
     else:
         click.echo(f"would purge {count} memories" if dry_run else f"purged {count} memories")
 
@@ -281,13 +226,13 @@ def purge(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
 @cli.command()
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Counts, sizes, model and index state."""
-    with _store(ctx) as store:
+    with open_from_context(ctx) as store:
         data = store.stats()
     if as_json:
-        _emit_json(data)
+        emit_json(data)
         return
     click.echo(f"memories:   {data['memories']} ({data['forgotten']} forgotten, "
                f"{data['superseded']} superseded)")
@@ -306,17 +251,17 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Re-embed every memory, not only stale ones.")
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def reindex(ctx: click.Context, force: bool, as_json: bool) -> None:
     """Embed memories lacking a vector from the current model and rebuild the index."""
-    update, finish = _progress("embedding")
-    with _store(ctx) as store:
+    update, finish = progress_bar("embedding")
+    with open_from_context(ctx) as store:
         try:
             result = store.reindex(force=force, progress=update)
         finally:
             finish()
     if as_json:
-        _emit_json(result)
+        emit_json(result)
     else:
         click.echo(f"embedded {result['embedded']}, indexed {result['indexed']} with {result['model']}")
 
@@ -326,11 +271,11 @@ def reindex(ctx: click.Context, force: bool, as_json: bool) -> None:
 @namespace_opt
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def import_(ctx: click.Context, file: str, namespace: str | None, as_json: bool) -> None:
     """Capture memories from a JSON Lines file ('-' for stdin)."""
-    update, finish = _progress("importing")
-    with _store(ctx) as store:
+    update, finish = progress_bar("importing")
+    with open_from_context(ctx) as store:
         try:
             if file == "-":
                 results = store.import_jsonl(sys.stdin, namespace=namespace, progress=update)
@@ -340,7 +285,7 @@ def import_(ctx: click.Context, file: str, namespace: str | None, as_json: bool)
             finish()
     created = sum(r.created for r in results)
     if as_json:
-        _emit_json({"read": len(results), "created": created, "existing": len(results) - created})
+        emit_json({"read": len(results), "created": created, "existing": len(results) - created})
     else:
         click.echo(f"read {len(results)}, stored {created}, already present {len(results) - created}")
 
@@ -348,13 +293,13 @@ def import_(ctx: click.Context, file: str, namespace: str | None, as_json: bool)
 @cli.command()
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def model(ctx: click.Context, as_json: bool) -> None:
     """Show the embedding model in use and where it came from."""
-    with _store(ctx) as store:
+    with open_from_context(ctx) as store:
         info = store.model_info()
     if as_json:
-        _emit_json(info.to_dict())
+        emit_json(info.to_dict())
         return
     click.echo(f"model:     {info.model_id}")
     click.echo(f"backend:   {info.backend}")
@@ -369,21 +314,40 @@ def model(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @json_opt
 @click.pass_context
-@_handle_errors
+@handle_errors
 def path(ctx: click.Context, as_json: bool) -> None:
     """Show where the store keeps its files."""
     from . import config
+    from .settings import config_path, load_settings
 
-    home = config.home_dir(ctx.obj["home"])
+    home = config.home_dir(load_settings(ctx.obj["overrides"]).get("home"))
     data = {
         "home": str(home),
         "database": str(home / config.DB_FILENAME),
         "index": str(home / "index"),
         "cache": str(config.cache_dir()),
+        "config": str(config_path()),
     }
     if as_json:
-        _emit_json(data)
+        emit_json(data)
     else:
         for key, value in data.items():
             click.echo(f"{key + ':':<10}{value}")
 
+
+
+@cli.command(name="config")
+@json_opt
+@click.pass_context
+@handle_errors
+def config_(ctx: click.Context, as_json: bool) -> None:
+    """Show the effective settings and where each came from."""
+    from .settings import config_path, load_settings
+
+    settings = load_settings(ctx.obj["overrides"])
+    if as_json:
+        emit_json({"file": str(config_path()), "settings": settings.to_dict()})
+        return
+    click.echo(f"# config file: {config_path()}")
+    for name, entry in settings.to_dict().items():
+        click.echo(f"{name} = {entry['value']!r}  ({entry['source']})")

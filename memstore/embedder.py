@@ -351,12 +351,15 @@ def _fallback(reason: str) -> HashEmbedder:
     return embedder
 
 
-def resolve_embedder(model_dir: str | os.PathLike[str] | None = None) -> Embedder:
+def resolve_embedder(
+    model_dir: str | os.PathLike[str] | None = None, backend: str | None = None
+) -> Embedder:
     """The embedder to use, by the resolution order in the module docstring.
 
+    ``backend`` is auto, fastembed or hash (default: ``$MEMSTORE_EMBEDDER`` or auto).
     Cheap: it checks files but loads nothing; the model loads on first embed.
     """
-    choice = os.environ.get(config.ENV_EMBEDDER, "auto").strip().lower() or "auto"
+    choice = (backend or os.environ.get(config.ENV_EMBEDDER) or "auto").strip().lower()
     if choice not in ("auto", "fastembed", "hash"):
         raise InvalidInputError(
             f"${config.ENV_EMBEDDER} must be auto, fastembed or hash, not {choice!r}"

@@ -31,6 +31,7 @@ from .errors import (
 from .identity import content_hash, new_id
 from .models import CaptureResult, Hit, Memory
 from .search import RRF_K, fts_match, keyword_terms, rrf
+from .settings import Settings, load_settings
 from .timeutil import format_ts, now, parse_time
 from .validate import (
     clean_limit,
@@ -82,8 +83,15 @@ class MemoryStore:
         *,
         embedder: Embedder | None = None,
         model_dir: str | os.PathLike[str] | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        self.home = config.home_dir(home)
+        if settings is None:
+            settings = load_settings(
+                {"home": os.fspath(home) if home else None,
+                 "model_dir": os.fspath(model_dir) if model_dir else None}
+            )
+        self.settings = settings
+        self.home = config.home_dir(settings.get("home"))
         self._prepare_home()
         self.db_path = self.home / config.DB_FILENAME
         self.index_dir = self.home / "index"
@@ -91,7 +99,7 @@ class MemoryStore:
         self._store_id = db.store_id(self._conn)
         self._embedder = embedder
         self._embedder_injected = embedder is not None
-        self._model_dir = model_dir
+        self._model_dir = settings.get("model_dir")
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
         self._closed = False
@@ -138,7 +146,7 @@ class MemoryStore:
     def embedder(self) -> Embedder:
         """The embedder in use (resolved on first use)."""
         if self._embedder is None:
-            self._embedder = resolve_embedder(self._model_dir)
+            self._embedder = resolve_embedder(self._model_dir, self.settings.get("embedder"))
         return self._embedder
 
     def model_info(self) -> ModelInfo:
@@ -173,7 +181,9 @@ class MemoryStore:
         expires_at: TimeLike = None,
     ) -> dict[str, Any]:
         text = clean_text(text)
-        ns = clean_name(namespace, "namespace") or config.DEFAULT_NAMESPACE
+        ns = clean_name(namespace, "namespace") or self.settings.get(
+            "default_namespace", config.DEFAULT_NAMESPACE
+        )
         project = clean_name(project, "project")
         expires = parse_time(expires_at, field="expires_at") if expires_at is not None else None
         stamp = format_ts(now())
@@ -221,7 +231,7 @@ class MemoryStore:
         *,
         namespace: str | None = None,
         tags: Iterable[str] | str | None = None,
-        batch_size: int = BATCH_SIZE,
+        batch_size: int | None = None,
         progress: Progress | bool | None = None,
     ) -> list[CaptureResult]:
         """Store many memories, embedded in batches; one transaction per batch.
@@ -232,6 +242,8 @@ class MemoryStore:
         that do not set them. ``progress`` is a ``(done, total)`` callback, or True for a
         progress bar on stderr. Returns one result per item, in order.
         """
+        if batch_size is None:
+            batch_size = int(self.settings.get("batch_size", BATCH_SIZE))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError("batch_size must be a positive integer")
         rows = []
@@ -710,8 +722,12 @@ def open_store(
     *,
     embedder: Embedder | None = None,
     model_dir: str | os.PathLike[str] | None = None,
+    settings: Settings | None = None,
 ) -> MemoryStore:
-    """Open (creating if needed) the store in ``path`` (default: $MEMSTORE_HOME or the
-    platform data directory). ``embedder`` replaces the resolved model, e.g. a fake in tests."""
-    return MemoryStore(path, embedder=embedder, model_dir=model_dir)
+    """Open (creating if needed) the store in ``path`` (default: the ``home`` setting,
+    i.e. $MEMSTORE_HOME, the config file, or the platform data directory).
+
+    ``embedder`` replaces the resolved model (e.g. a deterministic fake in tests);
+    ``settings`` replaces the settings loaded from the config file and environment."""
+    return MemoryStore(path, embedder=embedder, model_dir=model_dir, settings=settings)
 

@@ -6,6 +6,7 @@ is assembled once per session into a shared cache directory.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 
 import memstore
 from memstore.embedder import HashEmbedder
+
+KEEP_ENV = {"MEMSTORE_HOME", "MEMSTORE_CACHE_DIR", "MEMSTORE_EMBEDDER", "MEMSTORE_CONFIG"}
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +30,10 @@ def isolated_env(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(model_cache))
     monkeypatch.setenv("MEMSTORE_EMBEDDER", "hash")
     monkeypatch.delenv("MEMSTORE_MODEL_DIR", raising=False)
+    monkeypatch.setenv("MEMSTORE_CONFIG", str(tmp_path / "config.toml"))
+    for name in list(os.environ):
+        if name.startswith("MEMSTORE_") and name not in KEEP_ENV:
+            monkeypatch.delenv(name)
     return home
 
 

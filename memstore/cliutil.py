@@ -1,0 +1,75 @@
+"""Shared pieces of the CLI modules: opening the store, errors, JSON, progress bars.
+
+Library errors become ``click.ClickException`` (one line on stderr, exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any
+
+import click
+
+from .errors import MemstoreError
+from .settings import load_settings
+from .store import MemoryStore, open_store
+
+__all__ = ["emit_json", "handle_errors", "json_opt", "open_from_context", "progress_bar"]
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any) -> None:
+    click.echo(str(message), err=True)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MemstoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+@contextmanager
+def open_from_context(ctx: click.Context) -> Iterator[MemoryStore]:
+    warnings.showwarning = _one_line_warning
+    store = open_store(settings=load_settings(ctx.obj["overrides"]))
+    try:
+        yield store
+    finally:
+        store.close()
+        for notice in store.notices:
+            click.echo(f"memstore: {notice}", err=True)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def progress_bar(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A click progress bar on stderr driven by a (done, total) callback."""
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
+            state["bar"].__enter__()
+        bar = state["bar"]
+        bar.update(done - bar.pos)
+
+    def finish() -> None:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+
+    return update, finish
+
+

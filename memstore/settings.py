@@ -1,0 +1,186 @@
+"""User settings: defaults < config file (TOML) < MEMSTORE_* environment < flags/arguments.
+
+Every setting is declared once in ``SETTINGS`` with its type, default and help;
+nothing else is accepted, and each declared setting is read somewhere in the code.
+``load_settings()`` returns the effective values and, for each, where it came from
+(``memstore config`` prints both).
+
+The file is ``$MEMSTORE_CONFIG`` or ``<platform config dir>/memstore/config.toml``.
+Dotted names are TOML tables: ``recall.limit`` is ``[recall] limit = 10`` and its
+environment variable is ``MEMSTORE_RECALL_LIMIT``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInputError
+
+__all__ = ["SETTINGS", "Setting", "Settings", "config_path", "load_settings"]
+
+ENV_CONFIG = "MEMSTORE_CONFIG"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One user setting."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return "MEMSTORE_" + self.name.upper().replace(".", "_")
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting("home", str, None, "Store directory (default: the platform data directory)."),
+        Setting("default_namespace", str, "default", "Namespace of captures that do not name one."),
+        Setting("model_dir", str, None, "Directory of an ONNX model to use instead of the bundled one."),
+        Setting(
+            "embedder", str, "auto",
+            "Embedding backend: auto (bundled model, else hash with a warning), fastembed, hash.",
+            choices=("auto", "fastembed", "hash"),
+        ),
+        Setting("batch_size", int, 256, "Memories per transaction (and embedding call) in bulk capture."),
+        Setting("recall.limit", int, 10, "Hits `memstore recall` returns by default."),
+        Setting(
+            "recall.mode", str, "hybrid", "Default recall mode.",
+            choices=("hybrid", "keyword", "semantic"),
+        ),
+    )
+}
+
+
+@dataclass
+class Settings:
+    """Effective settings and the source of each: default, file:<path>, env:<VAR> or argument."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self.values.get(name)
+        return default if value is None else value
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {"value": self.values[name], "source": self.sources[name], "help": SETTINGS[name].help}
+            for name in SETTINGS
+        }
+
+
+def config_path() -> Path:
+    """Where the TOML config file lives (it need not exist)."""
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("memstore", appauthor=False)) / "config.toml"
+
+
+def _coerce(setting: Setting, value: Any, origin: str) -> Any:
+    if value is None:
+        return None
+    kind = setting.type
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                result: Any = value
+            elif isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+                result = True
+            elif isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+                result = False
+            else:
+                raise ValueError(value)
+        elif kind is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            result = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            result = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            result = value
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"setting {setting.name} from {origin} must be {kind.__name__}, not {value!r}"
+        ) from None
+    if setting.choices and result not in setting.choices:
+        raise InvalidInputError(
+            f"setting {setting.name} from {origin} must be one of {', '.join(setting.choices)}, "
+            f"not {result!r}"
+        )
+    return result
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInputError(f"config file {path} is not valid TOML: {exc}") from None
+    flat = _flatten(data)
+    unknown = sorted(set(flat) - set(SETTINGS))
+    if unknown:
+        raise InvalidInputError(
+            f"config file {path} has unknown setting(s): {', '.join(unknown)} "
+            f"(known: {', '.join(SETTINGS)})"
+        )
+    return flat
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, *, path: Path | None = None) -> Settings:
+    """Effective settings: declared defaults, then the config file, then MEMSTORE_* variables,
+    then ``overrides`` (flags or arguments; None values are ignored)."""
+    path = path or config_path()
+    from_file = _read_file(path)
+    settings = Settings()
+    for name, setting in SETTINGS.items():
+        value, source = setting.default, "default"
+        if name in from_file:
+            value, source = _coerce(setting, from_file[name], f"{path}"), f"file:{path}"
+        env = os.environ.get(setting.env)
+        if env is not None and env != "":
+            value, source = _coerce(setting, env, f"${setting.env}"), f"env:{setting.env}"
+        if overrides and overrides.get(name) is not None:
+            value, source = _coerce(setting, overrides[name], "argument"), "argument"
+        settings.values[name] = value
+        settings.sources[name] = source
+    unknown = sorted(set(overrides or {}) - set(SETTINGS))
+    if unknown:
+        raise InvalidInputError(f"unknown setting(s): {', '.join(unknown)}")
+    return settings
