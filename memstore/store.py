@@ -59,8 +59,12 @@ Progress = Callable[[int, int], None]
 LEG_DEPTH = 50
 #: Below this many candidates a filtered vector search is exact over the candidates.
 EXACT_FILTER_MAX = 5000
-#: Below this many vectors the whole index is searched exactly.
-EXACT_INDEX_MAX = 2000
+#: Up to this many vectors the index is a flat matrix searched exactly: faster than HNSW
+#: in a fresh process (no usearch import, no graph) and within ~1 ms of it warm; above it,
+#: HNSW. Measured by scripts/bench.py (docs/performance.md).
+EXACT_INDEX_MAX = 20_000
+#: An HNSW index turns flat again only below this, so a store at the edge does not flap.
+FLAT_AGAIN_BELOW = EXACT_INDEX_MAX // 2
 #: Default texts per embedding batch in bulk capture and reindex.
 BATCH_SIZE = 256
 
@@ -125,12 +129,16 @@ class MemoryStore:
         self.close()
 
     def close(self) -> None:
-        """Save the vector index if it moved on, and close the database. Idempotent."""
+        """Save the vector index if enough changed since its last save (see _save_threshold),
+        and close the database. Idempotent."""
         with self._lock:
             if self._closed:
                 return
             try:
-                if self._index is not None and self._index.position > self._index.saved_position:
+                index = self._index
+                if index is not None and (
+                    index.position - index.saved_position >= _save_threshold(len(index))
+                ):
                     self._save_index()
             finally:
                 self._conn.close()
@@ -480,7 +488,7 @@ class MemoryStore:
         if flt.is_selective():
             candidates = db.filtered_seqs(self._conn, flt, EXACT_FILTER_MAX)
             if len(candidates) <= EXACT_FILTER_MAX:
-                return self._exact_over(qvec, candidates, depth)
+                return _by_similarity(index.search(qvec, depth * 2, among=candidates))[:depth]
         exact = len(index) <= EXACT_INDEX_MAX
         count = min(len(index), depth * 2)
         while True:
@@ -498,19 +506,6 @@ class MemoryStore:
         if vec.shape != (self.embedder.dimension,):
             raise ModelError(f"embedder returned a query vector of shape {vec.shape}")
         return vec
-
-    def _exact_over(self, qvec: np.ndarray, seqs: Sequence[int], depth: int) -> list[tuple[int, float]]:
-        import numpy as np
-
-        rows = list(db.live_vectors(self._conn, self.embedder.model_id, seqs))
-        if not rows:
-            return []
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
-            len(rows), self.embedder.dimension
-        )
-        sims = matrix @ qvec
-        order = np.argsort(-sims, kind="stable")[: depth * 2]
-        return _by_similarity([(rows[i][0], float(sims[i])) for i in order])[:depth]
 
     # -- the vector index --------------------------------------------------------------------
 
@@ -545,6 +540,8 @@ class MemoryStore:
             self._catch_up(index)
         finally:
             conn.execute("COMMIT")
+        if _index_kind(len(index), index.kind) != index.kind:
+            self._rebuild_index(index)  # grown past (or shrunk well below) EXACT_INDEX_MAX
         if index.position - index.saved_position >= _save_threshold(len(index)):
             self._save_index()
 
@@ -561,12 +558,27 @@ class MemoryStore:
             if index.loaded and index.position == head:
                 return
         if not index.loaded or not floor <= index.position <= head:
-            index.rebuild(db.live_vectors(conn, index.model_id), head)
-            index.saved_position = -1
+            self._rebuild_index(index, head)
             return
         touched, _ = db.changed_seqs(conn, index.position)
         current = dict(db.live_vectors(conn, index.model_id, touched))
         index.apply(touched, current, head)
+
+    def _rebuild_index(self, index: VectorIndex, head: int | None = None) -> int:
+        """Rebuild ``index`` from SQLite, flat or HNSW by size; marks it unsaved. The caller
+        holds a read transaction when ``head`` is given; otherwise one is opened here."""
+        conn = self._conn
+        if head is None:
+            conn.execute("BEGIN")
+            try:
+                return self._rebuild_index(index, db.log_head(conn))
+            finally:
+                conn.execute("COMMIT")
+        count = db.embedding_models(conn).get(index.model_id, 0)
+        kind = _index_kind(count, index.kind)
+        size = index.rebuild(db.live_vectors(conn, index.model_id), head, kind)
+        index.saved_position = -1
+        return size
 
     def _save_index(self) -> None:
         index = self._index
@@ -643,13 +655,7 @@ class MemoryStore:
                     callback.close()
             index = self._index or VectorIndex(self.index_dir, model, self.embedder.dimension)
             self._index = index
-            self._conn.execute("BEGIN")
-            try:
-                head = db.log_head(self._conn)
-                count = index.rebuild(db.live_vectors(self._conn, model), head)
-            finally:
-                self._conn.execute("COMMIT")
-            index.saved_position = -1
+            count = self._rebuild_index(index)
             self._save_index()
             return {"embedded": done, "indexed": count, "model": model}
 
@@ -668,6 +674,7 @@ class MemoryStore:
             index = VectorIndex(self.index_dir, model_id, self.embedder.dimension)
             state = index.read_state()
             data["index"] = {
+                "kind": state.kind if state else None,
                 "file": str(index.directory / state.file) if state else None,
                 "vectors": state.count if state else 0,
                 "reflects_op": state.position if state else None,
@@ -696,6 +703,14 @@ def _clean_id(memory_id: Any) -> str:
     if not isinstance(memory_id, str) or not memory_id.strip():
         raise InvalidInputError("memory id must be a non-empty string")
     return memory_id.strip()
+
+
+def _index_kind(size: int, current: str | None = None) -> Literal["flat", "hnsw"]:
+    """Flat (exact) up to EXACT_INDEX_MAX vectors, HNSW above; an HNSW index stays HNSW
+    down to FLAT_AGAIN_BELOW."""
+    if size > EXACT_INDEX_MAX or (current == "hnsw" and size >= FLAT_AGAIN_BELOW):
+        return "hnsw"
+    return "flat"
 
 
 def _save_threshold(size: int) -> int:
