@@ -519,6 +519,8 @@ class MemoryStore:
         return self._index
 
     def _warn_other_models(self) -> None:
+        if not db.has_other_models(self._conn, self.embedder.model_id):
+            return
         models = db.embedding_models(self._conn)
         others = {m: n for m, n in models.items() if m != self.embedder.model_id}
         if others:

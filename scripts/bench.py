@@ -66,6 +66,27 @@ def mb(n_bytes: float) -> float:
     return n_bytes / 1e6
 
 
+class Samples:
+    """Wall and CPU time (ms) of repeated runs: ``with samples: work()``. CPU time is that
+    of the whole process (user+sys), which a busy machine inflates far less than wall time."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def __enter__(self) -> Samples:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall.append((time.perf_counter() - self._wall) * 1000)
+        self.cpu.append((time.process_time() - self._cpu) * 1000)
+
+    def summary(self) -> dict[str, float]:
+        return {"p50": statistics.median(self.wall), "p95": pct(self.wall, 95),
+                "cpu_p50": statistics.median(self.cpu), "cpu_p95": pct(self.cpu, 95)}
+
+
 # ---------------------------------------------------------------------------------------------
 # The corpus of one size and its vectors
 
@@ -179,23 +200,25 @@ def child_build(args: argparse.Namespace) -> dict[str, Any]:
     home = Path(args.home)
     if home.exists():
         shutil.rmtree(home)
-    capture_s = 0.0
+    capture = Samples()
     with memstore.open(home, embedder=emb) as store:
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK]
             emb.docs = {it["text"]: np.asarray(matrix[start + i]) for i, it in enumerate(chunk)}
-            t0 = time.perf_counter()
-            store.capture_many(chunk)
-            capture_s += time.perf_counter() - t0
+            with capture:
+                store.capture_many(chunk)
         emb.docs = {}
-        t0 = time.perf_counter()
-        result = store.reindex()
-        reindex_s = time.perf_counter() - t0
+        reindex = Samples()
+        with reindex:
+            result = store.reindex()
         stats = store.stats()
+    capture_s, capture_cpu = sum(capture.wall) / 1000, sum(capture.cpu) / 1000
     return {
         "capture_s": capture_s,
         "capture_per_s": len(items) / capture_s,
-        "reindex_s": reindex_s,
+        "capture_cpu_per_s": len(items) / capture_cpu,
+        "reindex_s": reindex.wall[0] / 1000,
+        "reindex_cpu_s": reindex.cpu[0] / 1000,
         "indexed": result["indexed"],
         "kind": stats["index"]["kind"],
         "db_mb": mb(stats["database_bytes"]),
@@ -230,12 +253,11 @@ def child_serve(args: argparse.Namespace) -> dict[str, Any]:
         for mode in MODES:
             for q in qtexts[:10]:
                 store.recall(q, mode=mode)
-            times = []
+            samples = Samples()
             for q in qtexts:
-                t0 = time.perf_counter()
-                store.recall(q, mode=mode)
-                times.append((time.perf_counter() - t0) * 1000)
-            out[mode] = {"p50": statistics.median(times), "p95": pct(times, 95)}
+                with samples:
+                    store.recall(q, mode=mode)
+            out[mode] = samples.summary()
         if sci_q:
             qrels = {k: set(v) for k, v in spec["scifact_qrels"].items()}
             for mode in MODES:
@@ -247,22 +269,20 @@ def child_serve(args: argparse.Namespace) -> dict[str, Any]:
         out["ann_recall10"] = _ann_recall(store, qvecs)
         # single captures with the real model (the first one loads it)
         emb.real.embed(["warm up the document model"])
-        singles = []
+        singles = Samples()
         for i, text in enumerate(spec["single_texts"]):
-            t0 = time.perf_counter()
-            store.capture(text, metadata={"bench": i})
-            singles.append((time.perf_counter() - t0) * 1000)
-        out["capture_ms"] = {"p50": statistics.median(singles), "p95": pct(singles, 95)}
+            with singles:
+                store.capture(text, metadata={"bench": i})
+        out["capture_ms"] = singles.summary()
         # the model embeds every query (new queries: no cache)
         emb.use_query_table = False
         for q in qtexts[:5]:
             store.recall(q)
-        times = []
+        samples = Samples()
         for q in qtexts[: args.model_queries]:
-            t0 = time.perf_counter()
-            store.recall(q + " ?")  # not a text the model has seen in this process
-            times.append((time.perf_counter() - t0) * 1000)
-        out["hybrid_model"] = {"p50": statistics.median(times), "p95": pct(times, 95)}
+            with samples:
+                store.recall(q + " ?")  # not a text the model has seen in this process
+        out["hybrid_model"] = samples.summary()
         out["kind"] = store._index.kind if store._index is not None else None
     out["rss_mb"] = maxrss_mb()
     return out
@@ -293,24 +313,24 @@ def child_bulk(args: argparse.Namespace) -> dict[str, Any]:
     texts = pool[-args.bulk :]  # the far end of the shuffled pool: not in the 1k/10k stores
     emb = real_embedder()
     emb.embed(["warm up"])
-    raw, cap = [], []
+    raw, cap = Samples(), Samples()
     batch = 256
     for rnd in range(args.bulk_rounds):
-        t0 = time.perf_counter()
-        for start in range(0, len(texts), batch):
-            emb.embed(texts[start : start + batch])
-        raw.append(time.perf_counter() - t0)
+        with raw:
+            for start in range(0, len(texts), batch):
+                emb.embed(texts[start : start + batch])
         with tempfile.TemporaryDirectory() as tmp, memstore.open(Path(tmp) / "s", embedder=emb) as store:
             store.recall("an index to keep in step", mode="semantic")  # capture also updates it
-            t0 = time.perf_counter()
-            store.capture_many(texts, batch_size=batch)
-            cap.append(time.perf_counter() - t0)
-        log(f"bulk round {rnd + 1}: raw {len(texts) / raw[-1]:.1f}/s, "
-            f"capture_many {len(texts) / cap[-1]:.1f}/s")
-    raw_rate = len(texts) / statistics.median(raw)
-    cap_rate = len(texts) / statistics.median(cap)
-    return {"texts": len(texts), "raw_per_s": raw_rate, "capture_per_s": cap_rate,
-            "ratio": cap_rate / raw_rate, "rss_mb": maxrss_mb()}
+            with cap:
+                store.capture_many(texts, batch_size=batch)
+        log(f"bulk round {rnd + 1}: raw {len(texts) / raw.wall[-1] * 1000:.1f}/s, "
+            f"capture_many {len(texts) / cap.wall[-1] * 1000:.1f}/s")
+    n = len(texts)
+    r, c = raw.summary(), cap.summary()
+    return {"texts": n, "raw_per_s": n / r["p50"] * 1000, "capture_per_s": n / c["p50"] * 1000,
+            "ratio": r["p50"] / c["p50"], "cpu_ratio": r["cpu_p50"] / c["cpu_p50"],
+            "raw_cpu_per_s": n / r["cpu_p50"] * 1000, "capture_cpu_per_s": n / c["cpu_p50"] * 1000,
+            "rss_mb": maxrss_mb()}
 
 
 def child_ann(args: argparse.Namespace) -> dict[str, Any]:
@@ -334,12 +354,10 @@ def child_ann(args: argparse.Namespace) -> dict[str, Any]:
     for n in sizes:
         m = np.ascontiguousarray(base[:n])
         keys = np.arange(n, dtype=np.int64)
-        exact_top, exact_ms = [], []
+        exact_top, exact_t = [], Samples()
         for q in qvecs:
-            t0 = time.perf_counter()
-            sims = vectors._dot(m, q)
-            top = vectors._top(sims, keys, 100)
-            exact_ms.append((time.perf_counter() - t0) * 1000)
+            with exact_t:
+                top = vectors._top(vectors._dot(m, q), keys, 100)
             exact_top.append([k for k, _ in top])
         settings = [default]
         if n == sizes[-1]:
@@ -351,17 +369,17 @@ def child_ann(args: argparse.Namespace) -> dict[str, Any]:
             index.add(keys.astype(np.uint64), m)
             build_s = time.perf_counter() - t0
             r10 = r50 = 0
-            times = []
+            hnsw_t = Samples()
             for q, ex in zip(qvecs, exact_top, strict=True):
-                t0 = time.perf_counter()
-                got = index.search(q, 100).keys.tolist()
-                times.append((time.perf_counter() - t0) * 1000)
+                with hnsw_t:
+                    got = index.search(q, 100).keys.tolist()
                 r10 += len(set(got[:10]) & set(ex[:10]))
                 r50 += len(set(got[:50]) & set(ex[:50]))
             rows.append({
                 "n": n, "connectivity": conn, "expansion_add": ef_add, "expansion_search": ef_search,
                 "build_s": build_s, "recall10": r10 / (10 * len(qvecs)), "recall50": r50 / (50 * len(qvecs)),
-                "hnsw_p50": statistics.median(times), "exact_p50": statistics.median(exact_ms),
+                "hnsw_p50": hnsw_t.summary()["p50"], "exact_p50": exact_t.summary()["p50"],
+                "hnsw_cpu_p50": hnsw_t.summary()["cpu_p50"], "exact_cpu_p50": exact_t.summary()["cpu_p50"],
                 "default": (conn, ef_add, ef_search) == default,
             })
             row = rows[-1]
@@ -466,12 +484,11 @@ def reference_run(items: list[dict[str, Any]], matrix: np.ndarray, qtexts: list[
     build_s = time.perf_counter() - t0
     for q, v in zip(qtexts[:5], qvecs[:5], strict=True):
         ref.search(q, v)
-    times = []
+    samples = Samples()
     for q, v in zip(qtexts, qvecs, strict=True):
-        t0 = time.perf_counter()
-        ref.search(q, v)
-        times.append((time.perf_counter() - t0) * 1000)
-    out: dict[str, Any] = {"build_s": build_s, "p50": statistics.median(times), "p95": pct(times, 95)}
+        with samples:
+            ref.search(q, v)
+    out: dict[str, Any] = {"build_s": build_s, **samples.summary()}
     if sci:
         texts, qrels, vecs = sci
         doc_of = {i: it["metadata"]["scifact"] for i, it in enumerate(items) if "metadata" in it}
@@ -594,11 +611,18 @@ def main() -> None:
 
 
 def _machine() -> dict[str, Any]:
+    """The machine, and how busy it is: fresh-process start-up times to compare with a quiet
+    run (on a quiet 2-core machine `python -c pass` takes ~0.02 s, `import numpy` ~0.2 s)."""
     import platform
 
-    load = os.getloadavg()
+    env = dict(os.environ)
+    calibration = {}
+    for label, code in (("python -c pass", "pass"), ("import numpy", "import numpy")):
+        runs = [cold([sys.executable, "-c", code], env) for _ in range(5)]
+        calibration[label] = {"wall": statistics.median(r[0] for r in runs),
+                              "cpu": statistics.median(r[1] for r in runs)}
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "load_avg_at_start": [round(x, 1) for x in load]}
+            "load_avg_at_start": [round(x, 1) for x in os.getloadavg()], "calibration": calibration}
 
 
 def print_size(size: int, e: dict[str, Any]) -> None:
@@ -608,29 +632,36 @@ def print_size(size: int, e: dict[str, Any]) -> None:
         + (f"; reference p50 {e['reference']['p50']:.1f} ms" if "reference" in e else ""))
 
 
+def cell(x: dict[str, float], digits: int = 2) -> str:
+    return f"{x['p50']:.{digits}f} / {x['p95']:.{digits}f} · {x['cpu_p50']:.{digits}f}"
+
+
 def print_tables(r: dict[str, Any]) -> None:
     sizes = r["sizes"]
     m = r["machine"]
     print(f"\nmemstore bench: {m['cpus']} CPUs, Python {m['python']}, load average at start "
-          f"{m['load_avg_at_start']}, {r['elapsed_min']:.0f} min\n")
-    print("### Recall in-process, warm (ms; query vector given, so this is the store's own work)\n")
-    print("| memories | index | hybrid p50 | p95 | keyword p50 | p95 | semantic p50 | p95 "
-          "| reference p50 | p95 | hybrid vs reference |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          f"{m['load_avg_at_start']}, {r['elapsed_min']:.0f} min")
+    print("machine calibration (fresh process, wall / CPU s): " + ", ".join(
+        f"{k} {v['wall']:.3f} / {v['cpu']:.3f}" for k, v in m["calibration"].items()) + "\n")
+    print("Cells: wall p50 / p95 · CPU p50 (ms). CPU time is what a quiet machine's wall time "
+          "comes close to.\n")
+    print("### Recall in-process, warm (query vector given: the store's own work)\n")
+    print("| memories | index | hybrid | keyword | semantic | reference | reference / hybrid "
+          "(wall, CPU) |")
+    print("|---:|---|---|---|---|---|---|")
     for size, e in sizes.items():
         s, ref = e["serve"], e.get("reference")
-        refs = (f"{ref['p50']:.1f} | {ref['p95']:.1f} | {ref['p50'] / s['hybrid']['p50']:.0f}x"
-                if ref else "– | – | –")
-        print(f"| {int(size):,} | {s['kind']} | {s['hybrid']['p50']:.2f} | {s['hybrid']['p95']:.2f} "
-              f"| {s['keyword']['p50']:.2f} | {s['keyword']['p95']:.2f} | {s['semantic']['p50']:.2f} "
-              f"| {s['semantic']['p95']:.2f} | {refs} |")
-    print("\n### Recall in-process with the model embedding each new query (ms), single capture (ms)\n")
-    print("| memories | hybrid incl. query embedding p50 | p95 | capture() p50 | p95 |")
-    print("|---:|---:|---:|---:|---:|")
+        refs = (f"{cell(ref)} | {ref['p50'] / s['hybrid']['p50']:.0f}x, "
+                f"{ref['cpu_p50'] / max(s['hybrid']['cpu_p50'], 1e-9):.0f}x" if ref else "– | –")
+        print(f"| {int(size):,} | {s['kind']} | {cell(s['hybrid'])} | {cell(s['keyword'])} "
+              f"| {cell(s['semantic'])} | {refs} |")
+    print("\n### In-process with the model: hybrid recall of a new query (embedding included), "
+          "single capture()\n")
+    print("| memories | hybrid recall, new query | capture() |")
+    print("|---:|---|---|")
     for size, e in sizes.items():
         s = e["serve"]
-        print(f"| {int(size):,} | {s['hybrid_model']['p50']:.2f} | {s['hybrid_model']['p95']:.2f} "
-              f"| {s['capture_ms']['p50']:.1f} | {s['capture_ms']['p95']:.1f} |")
+        print(f"| {int(size):,} | {cell(s['hybrid_model'])} | {cell(s['capture_ms'], 1)} |")
     print("\n### Cold: a fresh `memstore` process (wall s p50 / p95, CPU s p50, peak RSS MB)\n")
     print("| memories | recall, new query | recall, repeated query | recall --mode keyword | capture |")
     print("|---:|---|---|---|---|")
@@ -641,14 +672,15 @@ def print_tables(r: dict[str, Any]) -> None:
                  for k in ("recall_new", "recall_cached", "recall_keyword", "capture")]
         print(f"| {int(size):,} | " + " | ".join(cells) + " |")
     print("\n### Store: bulk load, reindex, size, memory\n")
-    print("| memories | capture_many/s (vectors given) | reindex s | DB MB | index MB "
+    print("| memories | capture_many/s, vectors given (per CPU s) | reindex s (CPU s) | DB MB | index MB "
           "| peak RSS build MB | peak RSS serving MB | HNSW recall@10 vs exact | reference build s |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size, e in sizes.items():
         b, s, ref = e["build"], e["serve"], e.get("reference")
         ann = f"{s['ann_recall10']:.3f}" if s.get("ann_recall10") is not None else "exact"
         ref_build = f"{ref['build_s']:.1f}" if ref else "–"
-        print(f"| {int(size):,} | {b['capture_per_s']:,.0f} | {b['reindex_s']:.1f} | {b['db_mb']:.0f} "
+        print(f"| {int(size):,} | {b['capture_per_s']:,.0f} ({b['capture_cpu_per_s']:,.0f}) "
+              f"| {b['reindex_s']:.1f} ({b['reindex_cpu_s']:.1f}) | {b['db_mb']:.0f} "
               f"| {b['index_mb']:.0f} | {b['rss_mb']:.0f} | {s['rss_mb']:.0f} | {ann} | {ref_build} |")
     if any("ndcg_hybrid" in e["serve"] for e in sizes.values()):
         print("\n### Quality at size: SciFact nDCG@10 (300 test queries; abstracts among the memories)\n")
@@ -667,20 +699,24 @@ def print_tables(r: dict[str, Any]) -> None:
               + ", ".join(f"{v:.3f} at {int(k):,}" for k, v in fid.items()))
     if "bulk" in r:
         b = r["bulk"]
-        print("\n### Bulk capture vs the raw embedder (real model, same texts)\n")
-        print("| texts | embedder alone /s | capture_many /s | ratio |")
-        print("|---:|---:|---:|---:|")
-        print(f"| {b['texts']:,} | {b['raw_per_s']:.1f} | {b['capture_per_s']:.1f} | {b['ratio']:.0%} |")
+        print("\n### Bulk capture vs the raw embedder (real model, same texts; per wall s and per CPU s)\n")
+        print("| texts | embedder alone /s | capture_many /s | ratio (wall) | ratio (CPU) |")
+        print("|---:|---:|---:|---:|---:|")
+        print(f"| {b['texts']:,} | {b['raw_per_s']:.1f} (CPU {b['raw_cpu_per_s']:.1f}) "
+              f"| {b['capture_per_s']:.1f} (CPU {b['capture_cpu_per_s']:.1f}) | {b['ratio']:.0%} "
+              f"| {b['cpu_ratio']:.0%} |")
     if "ann" in r:
         print("\n### Vector search on real vectors: exact (flat, numpy) vs usearch HNSW (top 100 asked)\n")
-        print("| vectors | connectivity | expansion_add | expansion_search | build s | HNSW p50 ms "
-              "| exact p50 ms | recall@10 | recall@50 |")
+        print("| vectors | connectivity | expansion_add | expansion_search | build s "
+              "| HNSW p50 ms (CPU) | exact p50 ms (CPU) | recall@10 | recall@50 |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for row in r["ann"]["rows"]:
             mark = " (memstore)" if row["default"] else ""
             print(f"| {row['n']:,} | {row['connectivity']} | {row['expansion_add']} | "
-                  f"{row['expansion_search']}{mark} | {row['build_s']:.1f} | {row['hnsw_p50']:.2f} "
-                  f"| {row['exact_p50']:.2f} | {row['recall10']:.3f} | {row['recall50']:.3f} |")
+                  f"{row['expansion_search']}{mark} | {row['build_s']:.1f} "
+                  f"| {row['hnsw_p50']:.2f} ({row['hnsw_cpu_p50']:.2f}) "
+                  f"| {row['exact_p50']:.2f} ({row['exact_cpu_p50']:.2f}) "
+                  f"| {row['recall10']:.3f} | {row['recall50']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -176,12 +176,22 @@ def test_light_query_encoder_gives_fastembeds_vectors(real_embedder):
         "x",
         "long query " * 300,  # beyond the 256-token limit: truncated the same way
     ]
-    light = emb.OnnxQueryEncoder(real_embedder.model_dir, real_embedder.threads)
     model = real_embedder._load()
-    for text in texts:
-        expected = np.asarray(next(iter(model.query_embed(text))), dtype=np.float32)
-        assert np.array_equal(light.encode(text), expected), text
-    assert np.array_equal(light.encode(texts[1]), real_embedder.embed([texts[1]])[0])
+    expected = [np.asarray(next(iter(model.query_embed(t))), dtype=np.float32) for t in texts]
+    first = emb.OnnxQueryEncoder(real_embedder.model_dir)
+    saved = first.saved_graph_path()
+    saved.unlink(missing_ok=True)
+    assert all(np.array_equal(first.encode(t), e) for t, e in zip(texts, expected, strict=True))
+    assert saved.is_file()  # the optimised graph was kept for the next process
+    assert np.array_equal(first.encode(texts[1]), real_embedder.embed([texts[1]])[0])
+    second = emb.OnnxQueryEncoder(real_embedder.model_dir)
+    assert all(np.array_equal(second.encode(t), e) for t, e in zip(texts, expected, strict=True))
+    raw = bytearray(saved.read_bytes())  # a damaged saved graph is refused and rebuilt
+    raw[len(raw) // 2] ^= 0xFF
+    saved.write_bytes(bytes(raw))
+    third = emb.OnnxQueryEncoder(real_embedder.model_dir)
+    assert third._session_from_saved_graph() is None and not saved.exists()
+    assert np.array_equal(third.encode(texts[0]), expected[0]) and saved.is_file()
 
 
 @pytest.mark.real_model
@@ -199,6 +209,7 @@ def test_one_shot_recall_skips_fastembed_and_usearch_and_caches_the_query(tmp_pa
         "print(hits[0].vector_rank, [m for m in ('fastembed', 'usearch', 'onnxruntime', 'sqlite_utils')"
         " if m in sys.modules])\n"
     )
+
     def run(code: str) -> str:
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                              timeout=300)
