@@ -299,6 +299,7 @@ class OnnxQueryEncoder:
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         options.intra_op_num_threads = self.threads or 1
         options.inter_op_num_threads = self.threads or 1
+        options.enable_cpu_mem_arena = False
         return options
 
     def saved_graph_path(self) -> Path:
@@ -446,14 +447,17 @@ class FastEmbedder:
                     dim=self.dimension,
                     model_file="model.onnx",
                 )
+            # fastembed serves queries from now on: one session in memory, not two
+            self._query_encoder = None
             try:
                 self._model = TextEmbedding(
                     name, specific_model_path=str(self.model_dir), threads=self.threads,
                     local_files_only=True,
+                    # no arena: memory used by a batch of long texts goes back after it
+                    enable_cpu_mem_arena=False,
                 )
             except Exception as exc:
                 raise ModelError(f"cannot load the model in {self.model_dir}: {exc}") from exc
-            self._query_encoder = None  # fastembed serves queries from now on: one session
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -361,7 +361,7 @@ def child_ann(args: argparse.Namespace) -> dict[str, Any]:
             exact_top.append([k for k, _ in top])
         settings = [default]
         if n == sizes[-1]:
-            settings += [(16, 64, 64), (16, 128, 128), (32, 128, 64), (8, 64, 64)]
+            settings += [(16, 64, 64), (16, 128, 128)]
         for conn, ef_add, ef_search in settings:
             index = Index(ndim=m.shape[1], metric="ip", dtype="f32", connectivity=conn,
                           expansion_add=ef_add, expansion_search=ef_search)
@@ -391,6 +391,54 @@ def child_ann(args: argparse.Namespace) -> dict[str, Any]:
 CHILDREN = {"build": child_build, "serve": child_serve, "bulk": child_bulk, "ann": child_ann}
 
 
+LAUNCHER_CODE = """
+import json, os, subprocess, sys, tempfile, time
+for line in sys.stdin:
+    req = json.loads(line)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(req["cmd"], env=req["env"], stdout=out, stderr=err if req["quiet"] else None)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        res = {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024,
+               "rc": os.waitstatus_to_exitcode(status), "stdout": out.read().decode(errors="replace"),
+               "stderr": err.read().decode(errors="replace")[-2000:]}
+    sys.stdout.write(json.dumps(res) + chr(10))
+    sys.stdout.flush()
+"""
+
+
+class Launcher:
+    """Starts every measured process from a tiny helper process. On Linux a child's peak RSS
+    (ru_maxrss) includes what it inherited at fork, so forking from this (large) process
+    would report this process's memory instead of the child's."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", LAUNCHER_CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def run(self, cmd: list[str], env: dict[str, str], *, quiet: bool = True) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, "env": env, "quiet": quiet}) + "\n")
+        self.proc.stdin.flush()
+        result = json.loads(self.proc.stdout.readline())
+        if result["rc"] != 0:
+            raise SystemExit(f"{' '.join(cmd[:4])}... failed ({result['rc']}): {result['stderr'].strip()}")
+        return result
+
+
+LAUNCHER: Launcher | None = None
+
+
+def launcher() -> Launcher:
+    global LAUNCHER
+    if LAUNCHER is None:
+        LAUNCHER = Launcher()
+    return LAUNCHER
+
+
 def run_child(args: argparse.Namespace, name: str, **extra: Any) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", name, "--eval-dir", str(args.eval_dir),
            "--cache", str(args.cache), "--queries", str(args.queries),
@@ -400,10 +448,8 @@ def run_child(args: argparse.Namespace, name: str, **extra: Any) -> dict[str, An
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     env = {**os.environ, "MEMSTORE_CACHE_DIR": str(args.workdir / "cache"),
            "MEMSTORE_CONFIG": str(args.workdir / "no-config.toml")}
-    out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"child {name} failed with status {out.returncode}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = launcher().run(cmd, env, quiet=False)
+    return json.loads(out["stdout"].strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,17 +458,8 @@ def run_child(args: argparse.Namespace, name: str, **extra: Any) -> dict[str, An
 
 def cold(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """(wall s, cpu s, peak RSS MB) of one fresh process."""
-    import tempfile
-
-    with tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
-            err.seek(0)
-            raise SystemExit(f"{' '.join(cmd[:4])}... failed: {err.read().decode().strip()}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    out = launcher().run(cmd, env)
+    return out["wall"], out["cpu"], out["rss_mb"]
 
 
 def cold_runs(args: argparse.Namespace, home: Path, qtexts: list[str]) -> dict[str, Any]:
@@ -533,6 +570,7 @@ def main() -> None:
                         help="largest size the reference retriever runs at")
     parser.add_argument("--skip-ann", action="store_true")
     parser.add_argument("--skip-bulk", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true", help="no SciFact nDCG (saves time at 1M)")
     parser.add_argument("--workdir", type=Path,
                         default=Path(os.environ.get("TMPDIR", "/tmp")) / "memstore-bench")
     parser.add_argument("--cache", type=Path, default=DEFAULT_DIR, help="embedding cache directory")
@@ -549,6 +587,7 @@ def main() -> None:
         return
 
     started = time.perf_counter()
+    launcher()  # while this process is still small
     args.workdir.mkdir(parents=True, exist_ok=True)
     import memstore
 
@@ -571,7 +610,7 @@ def main() -> None:
         home = args.workdir / f"store-{size}"
         log("build: capture_many + reindex")
         build = run_child(args, "build", size=size, home=home, vectors=vec_path)
-        with_sci = size >= SCIFACT_MIN_SIZE
+        with_sci = size >= SCIFACT_MIN_SIZE and not args.skip_quality
         spec = {
             "queries": qtexts, "query_vectors": str(args.workdir / "queries.npy"),
             "scifact_queries": sci_texts if with_sci else {},
