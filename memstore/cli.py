@@ -79,6 +79,10 @@ def cli(ctx: click.Context, home: str | None, model_dir: str | None) -> None:
 
 namespace_opt = click.option("-n", "--namespace", help="Namespace (default: 'default').")
 tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeatable).")
+redact_opt = click.option(
+    "--redact/--no-redact", default=None,
+    help="Replace secrets with [REDACTED:<kind>] before storing [setting redact: on].",
+)
 
 
 @cli.command()
@@ -87,18 +91,22 @@ tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeata
 @tags_opt
 @click.option("--source", help="Where the memory came from (e.g. a tool or file).")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata entry (repeatable).")
+@redact_opt
 @json_opt
 @click.pass_context
 @handle_errors
 def capture(
     ctx: click.Context, text: str | None, namespace: str | None, tags: tuple[str, ...],
-    source: str | None, meta: tuple[str, ...], as_json: bool,
+    source: str | None, meta: tuple[str, ...], redact: bool | None, as_json: bool,
 ) -> None:
     """Store a memory. TEXT, or stdin when TEXT is omitted or '-'."""
     metadata = _parse_meta(meta)
     body: str | bytes = text if text not in (None, "-") else _read_stdin_text()  # type: ignore[assignment]
     with open_from_context(ctx) as store:
-        result = store.capture(body, namespace=namespace, tags=tags, metadata=metadata, source=source)  # type: ignore[arg-type]
+        result = store.capture(
+            body, namespace=namespace, tags=tags, metadata=metadata, source=source,  # type: ignore[arg-type]
+            redact=redact,
+        )
     if as_json:
         emit_json(result.to_dict())
         return
@@ -269,25 +277,32 @@ def reindex(ctx: click.Context, force: bool, as_json: bool) -> None:
 @cli.command(name="import")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @namespace_opt
+@redact_opt
 @json_opt
 @click.pass_context
 @handle_errors
-def import_(ctx: click.Context, file: str, namespace: str | None, as_json: bool) -> None:
+def import_(ctx: click.Context, file: str, namespace: str | None, redact: bool | None, as_json: bool) -> None:
     """Capture memories from a JSON Lines file ('-' for stdin)."""
     update, finish = progress_bar("importing")
     with open_from_context(ctx) as store:
         try:
-            if file == "-":
-                results = store.import_jsonl(sys.stdin, namespace=namespace, progress=update)
-            else:
-                results = store.import_jsonl(file, namespace=namespace, progress=update)
+            source = sys.stdin if file == "-" else file
+            results = store.import_jsonl(source, namespace=namespace, progress=update, redact=redact)
         finally:
             finish()
     created = sum(r.created for r in results)
+    redacted = [kind for r in results for kind in r.redacted]
     if as_json:
-        emit_json({"read": len(results), "created": created, "existing": len(results) - created})
+        emit_json({"read": len(results), "created": created, "existing": len(results) - created,
+                   "redacted": len(redacted)})
     else:
         click.echo(f"read {len(results)}, stored {created}, already present {len(results) - created}")
+    if redacted:
+        from .redact import summary
+
+        touched = sum(bool(r.redacted) for r in results)
+        click.echo(f"memstore: redacted {summary(redacted)} in {touched} memories before storing "
+                   "(--no-redact keeps them)", err=True)
 
 
 @cli.command()
@@ -351,3 +366,8 @@ def config_(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"# config file: {config_path()}")
     for name, entry in settings.to_dict().items():
         click.echo(f"{name} = {entry['value']!r}  ({entry['source']})")
+
+
+from .cli_admin import verify  # noqa: E402
+
+cli.add_command(verify)

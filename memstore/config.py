@@ -24,6 +24,7 @@ __all__ = [
     "cache_dir",
     "home_dir",
     "model_dir_override",
+    "private_dir",
 ]
 
 APP_NAME = "memstore"
@@ -67,6 +68,18 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir(APP_NAME, appauthor=False))
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` and any missing parents below the cache directory as 0700 (the cache
+    root itself included); directories that already exist keep their mode."""
+    root = cache_dir()
+    chain = [path, *path.parents]
+    missing = [p for p in chain if not p.exists() and (p == root or root in p.parents)]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 def model_dir_override(explicit: str | os.PathLike[str] | None = None) -> Path | None:

@@ -59,16 +59,19 @@ class CaptureResult(Memory):
     """The memory a capture returned, and what the capture did.
 
     ``created`` is False when identical text was already stored in the same
-    scope and the existing memory was returned instead.
+    scope and the existing memory was returned instead. ``redacted`` lists the kind
+    of each secret replaced by a ``[REDACTED:<kind>]`` marker before storing.
     """
 
     created: bool = True
     notices: tuple[str, ...] = field(default=())
+    redacted: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
         data["created"] = self.created
         data["notices"] = list(self.notices)
+        data["redacted"] = list(self.redacted)
         return data
 
 

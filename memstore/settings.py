@@ -52,6 +52,11 @@ SETTINGS: dict[str, Setting] = {
             choices=("auto", "fastembed", "hash"),
         ),
         Setting("batch_size", int, 256, "Memories per transaction (and embedding call) in bulk capture."),
+        Setting(
+            "redact", bool, True,
+            "Replace secrets (API keys, tokens, private keys, passwords) in captured text with "
+            "[REDACTED:<kind>] markers before storing.",
+        ),
         Setting("recall.limit", int, 10, "Hits `memstore recall` returns by default."),
         Setting(
             "recall.mode", str, "hybrid", "Default recall mode.",

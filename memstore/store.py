@@ -47,6 +47,8 @@ from .vectors import VectorIndex
 if TYPE_CHECKING:
     import numpy as np
 
+    from .verify import VerifyReport
+
 __all__ = ["MemoryStore", "ModelMismatchWarning", "Progress", "open_store"]
 
 Mode = Literal["hybrid", "keyword", "semantic"]
@@ -69,6 +71,7 @@ class ModelMismatchWarning(UserWarning):
     """Some memories carry vectors from another model; they are left out of the vector leg."""
 
 
+@db.translate_errors
 class MemoryStore:
     """A memory store in one directory: ``memstore.db`` plus the ``index/`` cache.
 
@@ -179,8 +182,13 @@ class MemoryStore:
         project: str | None = None,
         branch: str | None = None,
         expires_at: TimeLike = None,
+        redact: bool = True,
     ) -> dict[str, Any]:
         text = clean_text(text)
+        meta = clean_metadata(metadata)
+        redacted: tuple[str, ...] = ()
+        if redact:  # before hashing and embedding: a secret never reaches SQLite, FTS or vectors
+            text, meta, redacted = _redact_secrets(text, meta)
         ns = clean_name(namespace, "namespace") or self.settings.get(
             "default_namespace", config.DEFAULT_NAMESPACE
         )
@@ -193,13 +201,14 @@ class MemoryStore:
             "namespace": ns,
             "tags": json.dumps(list(clean_tags(tags)), ensure_ascii=False),
             "source": clean_name(source, "source"),
-            "metadata": json.dumps(clean_metadata(metadata), ensure_ascii=False),
+            "metadata": json.dumps(meta, ensure_ascii=False),
             "content_hash": content_hash(text, ns, project),
             "project": project,
             "branch": clean_name(branch, "branch"),
             "created_at": stamp,
             "updated_at": stamp,
             "expires_at": format_ts(expires) if expires else None,
+            "_redacted": redacted,  # popped before insert
         }
 
     def capture(
@@ -213,17 +222,28 @@ class MemoryStore:
         project: str | None = None,
         branch: str | None = None,
         expires_at: TimeLike = None,
+        redact: bool | None = None,
     ) -> CaptureResult:
         """Store one memory, embedded, in one transaction, and return it.
 
         The same text (after whitespace/Unicode normalisation) in the same namespace
-        and project returns the existing memory with ``created=False``.
+        and project returns the existing memory with ``created=False``. Secrets in the
+        text and metadata values are replaced by ``[REDACTED:<kind>]`` first (listed in
+        ``result.redacted``) unless ``redact=False`` (default: the ``redact`` setting).
         """
         row = self._prepare(
             text, namespace=namespace, tags=tags, metadata=metadata, source=source,
-            project=project, branch=branch, expires_at=expires_at,
+            project=project, branch=branch, expires_at=expires_at, redact=self._redacting(redact),
         )
-        return self._capture_rows([row])[0]
+        redacted = row.pop("_redacted")
+        return _with_redactions(self._capture_rows([row])[0], redacted)
+
+    def _redacting(self, redact: bool | None) -> bool:
+        if redact is None:
+            return bool(self.settings.get("redact", True))
+        if not isinstance(redact, bool):
+            raise InvalidInputError(f"redact must be True, False or None, not {redact!r}")
+        return redact
 
     def capture_many(
         self,
@@ -233,6 +253,7 @@ class MemoryStore:
         tags: Iterable[str] | str | None = None,
         batch_size: int | None = None,
         progress: Progress | bool | None = None,
+        redact: bool | None = None,
     ) -> list[CaptureResult]:
         """Store many memories, embedded in batches; one transaction per batch.
 
@@ -240,12 +261,14 @@ class MemoryStore:
         ``metadata``, ``source``, ``project``, ``branch``, ``expires_at``. Every item is
         checked before anything is written. ``namespace``/``tags`` are defaults for items
         that do not set them. ``progress`` is a ``(done, total)`` callback, or True for a
-        progress bar on stderr. Returns one result per item, in order.
+        progress bar on stderr. ``redact`` as in :meth:`capture`. Returns one result per
+        item, in order.
         """
         if batch_size is None:
             batch_size = int(self.settings.get("batch_size", BATCH_SIZE))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError("batch_size must be a positive integer")
+        redact = self._redacting(redact)
         rows = []
         allowed = {"text", "namespace", "tags", "metadata", "source", "project", "branch", "expires_at"}
         for position, item in enumerate(items):
@@ -263,9 +286,10 @@ class MemoryStore:
                     raise InvalidInputError(f"expected a string or a mapping, not {type(item).__name__}")
                 fields.setdefault("namespace", namespace)
                 fields.setdefault("tags", tags)
-                rows.append(self._prepare(**fields))
+                rows.append(self._prepare(**fields, redact=redact))
             except InvalidInputError as exc:
                 raise InvalidInputError(f"item {position}: {exc}") from None
+        redacted = [row.pop("_redacted") for row in rows]
         callback = _progress_callback(progress, len(rows), "capturing")
         results: list[CaptureResult] = []
         try:
@@ -279,7 +303,7 @@ class MemoryStore:
             with self._lock:
                 if self._index is not None:
                     self._sync_index()
-        return results
+        return [_with_redactions(r, k) for r, k in zip(results, redacted, strict=True)]
 
     def _capture_rows(self, rows: list[dict[str, Any]], sync: bool = True) -> list[CaptureResult]:
         with self._lock:
@@ -332,6 +356,7 @@ class MemoryStore:
         *,
         namespace: str | None = None,
         progress: Progress | bool | None = None,
+        redact: bool | None = None,
     ) -> list[CaptureResult]:
         """Capture every line of a JSON Lines file: objects with ``text`` (+ optional fields,
         as :meth:`capture_many`) or bare JSON strings. The whole file is checked first."""
@@ -355,7 +380,7 @@ class MemoryStore:
                 raise InvalidInputError(f"line {number}: not valid JSON ({exc})") from None
             if not isinstance(items[-1], (str, dict)):
                 raise InvalidInputError(f"line {number}: expected an object or a string")
-        return self.capture_many(items, namespace=namespace, progress=progress)
+        return self.capture_many(items, namespace=namespace, progress=progress, redact=redact)
 
     # -- read --------------------------------------------------------------------------------
 
@@ -502,7 +527,8 @@ class MemoryStore:
     def _exact_over(self, qvec: np.ndarray, seqs: Sequence[int], depth: int) -> list[tuple[int, float]]:
         import numpy as np
 
-        rows = list(db.live_vectors(self._conn, self.embedder.model_id, seqs))
+        size = self.embedder.dimension * 4
+        rows = [r for r in db.live_vectors(self._conn, self.embedder.model_id, seqs) if len(r[1]) == size]
         if not rows:
             return []
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
@@ -568,12 +594,12 @@ class MemoryStore:
         current = dict(db.live_vectors(conn, index.model_id, touched))
         index.apply(touched, current, head)
 
-    def _save_index(self) -> None:
+    def _save_index(self, *, force: bool = False) -> None:
         index = self._index
         if index is None or not index.loaded:
             return
         try:
-            index.save(self._store_id)
+            index.save(self._store_id, force=force)
         except (OSError, TimeoutError) as exc:  # a cache: failing to save loses nothing
             self.notices.append(f"could not save the vector index ({exc})")
 
@@ -641,17 +667,40 @@ class MemoryStore:
             finally:
                 if callback is not None and hasattr(callback, "close"):
                     callback.close()
-            index = self._index or VectorIndex(self.index_dir, model, self.embedder.dimension)
-            self._index = index
-            self._conn.execute("BEGIN")
-            try:
-                head = db.log_head(self._conn)
-                count = index.rebuild(db.live_vectors(self._conn, model), head)
-            finally:
-                self._conn.execute("COMMIT")
-            index.saved_position = -1
-            self._save_index()
+            count = self._rebuild_index()
             return {"embedded": done, "indexed": count, "model": model}
+
+    def _rebuild_index(self) -> int:
+        """Rebuild the vector index from SQLite and save it over whatever is on disk."""
+        model = self.embedder.model_id
+        index = self._index or VectorIndex(self.index_dir, model, self.embedder.dimension)
+        self._index = index
+        self._conn.execute("BEGIN")
+        try:
+            count = index.rebuild(db.live_vectors(self._conn, model), db.log_head(self._conn))
+        finally:
+            self._conn.execute("COMMIT")
+        index.saved_position = -1
+        self._save_index(force=True)
+        return count
+
+    def verify(self, *, repair: bool = False, quick: bool = False) -> VerifyReport:
+        """Check the database (PRAGMA integrity_check, or quick_check with ``quick``), the
+        full-text index, the tag table, the embeddings, their models and the saved vector
+        index against each other. With ``repair``, rebuild what SQLite can give back, then
+        check again; a database failing integrity_check is never modified."""
+        from . import verify as checks
+
+        with self._lock:
+            self._check_open()
+            emb = self.embedder
+            target = checks.Target(self._conn, self._store_id, emb.model_id, emb.dimension, self.index_dir)
+            found = checks.run_checks(target, quick=quick)
+            report = checks.VerifyReport(found)
+            if not repair or report.ok or not found[0].ok:
+                return report
+            done = checks.repair(target, found, embed=self._embed, rebuild_index=self._rebuild_index)
+            return checks.VerifyReport(checks.run_checks(target, quick=quick), done, found)
 
     # -- stats -------------------------------------------------------------------------------
 
@@ -684,6 +733,38 @@ class MemoryStore:
 def _result(memory: Memory, *, created: bool, notices: tuple[str, ...] = ()) -> CaptureResult:
     fields = {name: getattr(memory, name) for name in Memory.__dataclass_fields__}
     return CaptureResult(**fields, created=created, notices=notices)
+
+
+def _redact_secrets(
+    text: str, metadata: dict[str, Any]
+) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    """Text and metadata string values with secrets replaced; the kinds replaced."""
+    from .redact import redact
+
+    kinds: list[str] = []
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            done = redact(value)
+            kinds.extend(done.kinds)
+            return done.text
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    text = clean(text)
+    return text, clean(metadata), tuple(kinds)
+
+
+def _with_redactions(result: CaptureResult, kinds: tuple[str, ...]) -> CaptureResult:
+    if not kinds:
+        return result
+    from .redact import summary
+
+    notice = f"redacted {summary(kinds)} before storing (--no-redact / redact=False keeps them)"
+    return replace(result, redacted=kinds, notices=(*result.notices, notice))
 
 
 def _by_similarity(found: list[tuple[int, float]]) -> list[tuple[int, float]]:
