@@ -71,12 +71,12 @@ def cache_dir() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` and any missing parents below the cache directory as 0700 (the cache
-    root itself included); directories that already exist keep their mode."""
+    """Create ``path`` with every missing directory from the cache root down as 0700
+    (directories that already exist keep their mode; the root's parents are not ours)."""
     root = cache_dir()
-    chain = [path, *path.parents]
-    missing = [p for p in chain if not p.exists() and (p == root or root in p.parents)]
-    for directory in reversed(missing):
+    if not root.exists():
+        root.parent.mkdir(parents=True, exist_ok=True)
+    for directory in reversed([p for p in (path, *path.parents) if p == root or root in p.parents]):
         directory.mkdir(mode=0o700, exist_ok=True)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path

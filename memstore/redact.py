@@ -338,17 +338,20 @@ def find_secrets(text: str) -> list[Finding]:
 
 
 def _merge(found: list[Finding]) -> list[Finding]:
-    """Overlapping findings become one span with the kind of the earliest-listed rule that
-    started it (specific shapes come before context and entropy)."""
-    order = {id(f): i for i, f in enumerate(found)}
+    """Overlapping findings become one span (their union) named after the most specific of
+    them: the earliest-listed rule (shapes, then context, then entropy)."""
+    ranked = sorted(enumerate(found), key=lambda item: (item[1].start, item[0]))
     merged: list[Finding] = []
-    for f in sorted(found, key=lambda f: (f.start, -(f.end - f.start), order[id(f)])):
+    best: list[int] = []
+    for rank, f in ranked:
         if merged and f.start < merged[-1].end:
             last = merged[-1]
-            if f.end > last.end:
-                merged[-1] = Finding(last.kind, last.start, f.end)
+            kind = f.kind if rank < best[-1] else last.kind
+            best[-1] = min(best[-1], rank)
+            merged[-1] = Finding(kind, last.start, max(last.end, f.end))
             continue
         merged.append(f)
+        best.append(rank)
     return merged
 
 
