@@ -42,7 +42,7 @@ from .validate import (
     clean_tags,
     clean_text,
 )
-from .vectors import VectorIndex
+from .vectors import NEWER, VectorIndex
 
 if TYPE_CHECKING:
     import numpy as np
@@ -495,7 +495,10 @@ class MemoryStore:
     ) -> list[tuple[int, float]]:
         index = self._synced_index()
         if len(index) == 0:
-            if required and db.embedding_models(self._conn):
+            # (Another process may have added vectors since the index synced: only vectors of
+            # other models and none of ours mean a model mismatch.)
+            models = db.embedding_models(self._conn)
+            if required and models and self.embedder.model_id not in models:
                 raise ModelMismatchError(
                     f"no memory has a vector from the current model {self.embedder.model_id}; "
                     "run `memstore reindex`"
@@ -568,31 +571,42 @@ class MemoryStore:
         conn = self._conn
         conn.execute("BEGIN")  # one read snapshot for head, floor and the changes
         try:
-            self._catch_up(index)
+            look_again = self._catch_up(index)
         finally:
             conn.execute("COMMIT")
+        if look_again:  # the saved index is newer than our snapshot: take a fresh one
+            conn.execute("BEGIN")
+            try:
+                self._catch_up(index, last_try=True)
+            finally:
+                conn.execute("COMMIT")
         if index.position - index.saved_position >= _save_threshold(len(index)):
             self._save_index()
 
-    def _catch_up(self, index: VectorIndex) -> None:
+    def _catch_up(self, index: VectorIndex, *, last_try: bool = False) -> bool:
+        """Bring the index to the log head of the current snapshot; True when the saved
+        index turned out newer than the snapshot (the caller looks again)."""
         conn = self._conn
         head = db.log_head(conn)
         if index.position == head:
-            return
+            return False
         floor = db.log_floor(conn)
         if not index.loaded:
             problem = index.load(self._store_id, floor, head)
+            if problem == NEWER and not last_try:
+                return True
             if problem:
                 self.notices.append(f"{problem}; rebuilt it from the database")
             if index.loaded and index.position == head:
-                return
+                return False
         if not index.loaded or not floor <= index.position <= head:
             index.rebuild(db.live_vectors(conn, index.model_id), head)
             index.saved_position = -1
-            return
+            return False
         touched, _ = db.changed_seqs(conn, index.position)
         current = dict(db.live_vectors(conn, index.model_id, touched))
         index.apply(touched, current, head)
+        return False
 
     def _save_index(self, *, force: bool = False) -> None:
         index = self._index

@@ -28,12 +28,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["IndexState", "VectorIndex"]
+__all__ = ["NEWER", "IndexState", "VectorIndex"]
 
 FORMAT = 1
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 64
+#: load() problem when the saved index reflects commits the caller's read snapshot predates
+#: (usually another process saved it meanwhile: look again with a fresh snapshot)
+NEWER = "vector index is newer than the database"
 
 
 @dataclass(frozen=True)
@@ -125,15 +128,14 @@ class VectorIndex:
         Loads a read-only memory map when the file is already current.
         """
         self._index, self.position, self._view = None, -1, False
-        for _attempt in range(3):
+        for _attempt in range(10):
             state = self.read_state()
             if state is None:
                 return "vector index metadata is unreadable" if self.meta_path.exists() else None
             problem = self._load_state(state, store_id, floor, head)
             if problem == "":
                 continue  # a concurrent save replaced it between our reads: read the JSON again
-            if problem is not None:
-                self._rejected = state.file
+            self._rejected = state.file if problem is not None else None
             return problem
         return "vector index file keeps disappearing"
 
@@ -144,8 +146,10 @@ class VectorIndex:
             return "vector index belongs to another database"
         if state.model_id != self.model_id or state.dimension != self.dimension:
             return "vector index was built for another model"
-        if not floor <= state.position <= head:
-            return "vector index is older than the change log or newer than the database"
+        if state.position > head:
+            return NEWER
+        if state.position < floor:
+            return "vector index is older than the change log"
         path = self.directory / state.file
         try:
             size = path.stat().st_size
@@ -159,7 +163,11 @@ class VectorIndex:
         try:
             index = Index.restore(str(path), view=view)
         except (ValueError, RuntimeError, OSError) as exc:
+            if not path.exists():
+                return ""  # removed by a concurrent save after we read the JSON
             return f"vector index file {path.name} is unreadable ({exc})"
+        if index is None and not path.exists():  # restore() says None for a vanished file
+            return ""
         if index is None or index.ndim != self.dimension or len(index) != state.count:
             return f"vector index file {path.name} does not match its metadata"
         index.expansion_search = EXPANSION_SEARCH

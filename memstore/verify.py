@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import db
 from .db import transaction
-from .vectors import VectorIndex
+from .vectors import NEWER, VectorIndex
 
 if TYPE_CHECKING:
     import numpy as np
@@ -240,24 +240,30 @@ def check_index(t: Target) -> Check:
     """Load the saved index as the next open would, replay the log, compare with SQLite."""
     conn = t.conn
     index = VectorIndex(t.index_dir, t.model_id, t.dimension)
-    conn.execute("BEGIN")  # one snapshot for the log and the vectors
-    try:
-        head, floor = db.log_head(conn), db.log_floor(conn)
-        if index.read_state() is None and not index.meta_path.exists():
-            return Check("index", True, "no saved index yet (built on first recall)")
-        problem = index.load(t.store_id, floor, head)
-        if problem:
-            return Check("index", False, "the saved vector index is unusable (it is rebuilt "
-                         "automatically on next use)", (problem,))
-        if not index.loaded:
-            return Check("index", True, "no saved index yet (built on first recall)")
-        replayed = head - index.position
-        if replayed:
-            touched, _ = db.changed_seqs(conn, index.position)
-            index.apply(touched, dict(db.live_vectors(conn, t.model_id, touched)), head)
-        problems = _compare_index(index, conn, t.model_id, t.dimension)
-    finally:
-        conn.execute("COMMIT")
+    for last_try in (False, True):
+        conn.execute("BEGIN")  # one snapshot for the log and the vectors
+        try:
+            head, floor = db.log_head(conn), db.log_floor(conn)
+            problem = index.load(t.store_id, floor, head)
+            if problem != NEWER or last_try:  # newer: saved since our snapshot; look again
+                return _check_loaded(t, index, problem, head)
+        finally:
+            conn.execute("COMMIT")
+    raise AssertionError("unreachable")
+
+
+def _check_loaded(t: Target, index: VectorIndex, problem: str | None, head: int) -> Check:
+    conn = t.conn
+    if problem:
+        return Check("index", False, "the saved vector index is unusable (it is rebuilt "
+                     "automatically on next use)", (problem,))
+    if not index.loaded:
+        return Check("index", True, "no saved index yet (built on first recall)")
+    replayed = head - index.position
+    if replayed:
+        touched, _ = db.changed_seqs(conn, index.position)
+        index.apply(touched, dict(db.live_vectors(conn, t.model_id, touched)), head)
+    problems = _compare_index(index, conn, t.model_id, t.dimension)
     if problems:
         return Check("index", False, "the saved vector index disagrees with the database", problems)
     note = f", after replaying {replayed:,} logged changes" if replayed else ""
