@@ -28,8 +28,9 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Finding", "Redacted", "find_secrets", "marker", "redact", "summary"]
+__all__ = ["Finding", "Redacted", "find_secrets", "marker", "notice", "redact", "redact_fields", "summary"]
 
 MARKER_PREFIX = "[REDACTED:"
 
@@ -379,3 +380,28 @@ def summary(kinds: Iterable[str]) -> str:
         return "no secrets"
     detail = ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in counts.items())
     return f"{total} secret{'s' if total != 1 else ''} ({detail})"
+
+
+def redact_fields(text: str, metadata: dict[str, Any]) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    """A memory's text and every string in its metadata (keys stay) with secrets replaced,
+    and the kinds replaced, in order."""
+    kinds: list[str] = []
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            done = redact(value)
+            kinds.extend(done.kinds)
+            return done.text
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    cleaned_text = clean(text)
+    return cleaned_text, clean(metadata), tuple(kinds)
+
+
+def notice(kinds: Iterable[str]) -> str:
+    """The one-line notice a capture carries when it redacted something."""
+    return f"redacted {summary(kinds)} before storing (--no-redact / redact=False keeps them)"

@@ -749,36 +749,18 @@ def _result(memory: Memory, *, created: bool, notices: tuple[str, ...] = ()) -> 
     return CaptureResult(**fields, created=created, notices=notices)
 
 
-def _redact_secrets(
-    text: str, metadata: dict[str, Any]
-) -> tuple[str, dict[str, Any], tuple[str, ...]]:
-    """Text and metadata string values with secrets replaced; the kinds replaced."""
-    from .redact import redact
+def _redact_secrets(text: str, meta: dict[str, Any]) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    from .redact import redact_fields
 
-    kinds: list[str] = []
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, str):
-            done = redact(value)
-            kinds.extend(done.kinds)
-            return done.text
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        return value
-
-    text = clean(text)
-    return text, clean(metadata), tuple(kinds)
+    return redact_fields(text, meta)
 
 
 def _with_redactions(result: CaptureResult, kinds: tuple[str, ...]) -> CaptureResult:
     if not kinds:
         return result
-    from .redact import summary
+    from .redact import notice
 
-    notice = f"redacted {summary(kinds)} before storing (--no-redact / redact=False keeps them)"
-    return replace(result, redacted=kinds, notices=(*result.notices, notice))
+    return replace(result, redacted=kinds, notices=(*result.notices, notice(kinds)))
 
 
 def _by_similarity(found: list[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -106,6 +106,7 @@ def run_round(args: argparse.Namespace, home: Path, work: Path, n: int, mode: st
         return {"mode": mode, "error": f"child did not start: {err.strip()[-500:]}"}
     time.sleep(rng.uniform(0.02, args.max_delay))
     landed = status_path.read_text() if status_path.exists() else "before the first call"
+    landed = landed or "between calls"  # killed while rewriting the phase marker
     child.send_signal(signal.SIGKILL)
     _, err = child.communicate(timeout=60)
     died_early = child.returncode != -signal.SIGKILL
