@@ -66,9 +66,10 @@ SETTINGS: dict[str, Setting] = {
             minimum=1,
         ),
         Setting(
-            "near_duplicate.threshold", float, 0.9,
+            "near_duplicate.threshold", float, 0.85,
             "Cosine at or above which a capture is a near-duplicate of a live memory in its "
-            "namespace and project, and is not stored (calibrated for all-MiniLM-L6-v2).",
+            "namespace and project (unless they state different numbers), and is not stored. "
+            "Measured for all-MiniLM-L6-v2 by scripts/near_duplicate_threshold.py; 1 turns it off.",
             minimum=0.0, maximum=1.0,
         ),
         Setting("recall.limit", int, 10, "Hits `memstore recall` returns by default."),

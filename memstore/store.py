@@ -30,7 +30,7 @@ from .errors import (
     StoreError,
     StoreNotWritableError,
 )
-from .identity import content_hash, new_id
+from .identity import content_hash, new_id, states_other_numbers
 from .models import CaptureResult, Hit, ImportResult, Memory, PurgedMemory, PurgeResult
 from .search import RRF_K, fts_match, keyword_terms, rrf
 from .settings import SETTINGS, Settings, load_settings
@@ -66,6 +66,8 @@ EXACT_FILTER_MAX = 5000
 EXACT_INDEX_MAX = 2000
 #: Default texts per embedding batch in bulk capture and reindex.
 BATCH_SIZE = 256
+#: Nearest memories a capture is compared with when looking for a near-duplicate.
+NEAR_DUPLICATE_CANDIDATES = 5
 
 class _Keep:
     """Marker default: "leave this field as it is" (None already means "clear it")."""
@@ -858,49 +860,54 @@ class MemoryStore:
         threshold: float,
         results: dict[int, CaptureResult],
     ) -> tuple[list[int], np.ndarray]:
-        """Drop from ``fresh`` the rows too similar to a live memory of their scope, recording
-        that memory as their result. Returns the rows (and vectors) still to store."""
+        """Drop from ``fresh`` the rows that nearly duplicate a live memory of their scope,
+        recording that memory as their result. Returns the rows (and vectors) still to store."""
         keep: list[int] = []
         for n, i in enumerate(fresh):
-            found = self._most_similar(vectors[n], rows[i]["namespace"], rows[i]["project"])
-            if found is not None and found[1] >= threshold:
-                memory, similarity = found
-                results[i] = _result(
-                    memory, created=False, near_duplicate_of=memory.id, similarity=similarity,
-                    notices=(
-                        f"not stored: near-duplicate of {memory.id} (cosine {similarity:.3f} >= "
-                        f"{threshold:g}); allow duplicates to store it anyway",
-                    ),
-                )
-            else:
+            found = self._near_duplicate(vectors[n], rows[i], threshold)
+            if found is None:
                 keep.append(n)
+                continue
+            memory, similarity = found
+            results[i] = _result(
+                memory, created=False, near_duplicate_of=memory.id, similarity=similarity,
+                notices=(
+                    f"not stored: near-duplicate of {memory.id} (cosine {similarity:.3f} >= "
+                    f"{threshold:g}); if it corrects that memory, update it (or capture with "
+                    "supersedes); to keep both, allow duplicates",
+                ),
+            )
         return [fresh[n] for n in keep], vectors[keep]
 
-    def _most_similar(
-        self, vector: np.ndarray, namespace: str, project: str | None
+    def _near_duplicate(
+        self, vector: np.ndarray, row: Mapping[str, Any], threshold: float
     ) -> tuple[Memory, float] | None:
-        """The live, unexpired memory of this namespace and project closest to ``vector``:
-        exact over the scope's candidates, or the HNSW index post-filtered for big scopes."""
-        flt = Filter(namespaces=(namespace,), projects=(project,), now=now())
+        """The most similar live, unexpired memory of the row's namespace and project with
+        cosine >= ``threshold`` that does not state other numbers (an embedding barely tells
+        "at 2am" from "at 4am"). Exact over the scope's candidates; HNSW, post-filtered, for
+        scopes too big for that."""
+        flt = Filter(namespaces=(row["namespace"],), projects=(row["project"],), now=now())
         candidates = db.filtered_seqs(self._conn, flt, EXACT_FILTER_MAX)
         if not candidates:
             return None
         if len(candidates) <= EXACT_FILTER_MAX:
-            found = self._exact_over(vector, candidates, 1)
+            found = self._exact_over(vector, candidates, NEAR_DUPLICATE_CANDIDATES)
         else:
             index = self._synced_index()
             count, found = min(len(index), 64), []
             while count:
                 hits = index.search(vector, count)
                 passing = db.seqs_passing(self._conn, flt, [s for s, _ in hits])
-                found = _by_similarity([(s, sim) for s, sim in hits if s in passing])[:1]
-                if found or count >= len(index):
+                found = _by_similarity([(s, sim) for s, sim in hits if s in passing])
+                if len(found) >= NEAR_DUPLICATE_CANDIDATES or count >= len(index):
                     break
                 count = min(len(index), count * 8)
-        if not found:
-            return None
-        seq, similarity = found[0]
-        return db.memories_by_seq(self._conn, [seq])[seq], similarity
+        close = [(seq, sim) for seq, sim in found[:NEAR_DUPLICATE_CANDIDATES] if sim >= threshold]
+        memories = db.memories_by_seq(self._conn, [seq for seq, _ in close])
+        for seq, similarity in close:
+            if not states_other_numbers(row["text"], memories[seq].text):
+                return memories[seq], similarity
+        return None
 
     # -- export ------------------------------------------------------------------------------
 
@@ -970,8 +977,6 @@ class MemoryStore:
     ) -> ImportResult:
         """Restore export records: new ids are inserted as they were; known ids are left alone
         unless the file holds a newer state (forgotten/restored/superseded, by updated_at)."""
-        from .identity import content_hash
-
         seen: set[str] = set()
         for record in records:
             if record.id in seen:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 import memstore
+from memstore.identity import numbers, states_other_numbers
 
 ORIGINAL = "Use ruff for linting the Python code"
 SAME_WORDS = "use RUFF for linting, the python code!"  # different text, identical hash vector
@@ -102,6 +103,22 @@ def test_large_scope_uses_the_index(store, monkeypatch):
     assert store.capture(SAME_WORDS, namespace="big").id == first.id
 
 
+def test_numbers_are_read_canonically():
+    assert numbers("May 3rd at 10:00, 2,000 req/s, v2.50, 99.9% of 0") == {"3", "10", "2000", "2.5", "99.9"}
+    assert states_other_numbers("restarts at 2am", "restarts at 4am")
+    assert not states_other_numbers("review at 3pm", "review: 3 pm")
+    assert not states_other_numbers("retried three times", "retried 3 times")  # one side has none
+
+
+def test_memories_stating_other_numbers_are_not_near_duplicates(store):
+    first = store.capture("The staging server restarts every night at 2am")
+    later = store.capture("The staging server restarts every night at 4am")
+    assert later.created and later.near_duplicate_of is None
+    same = store.capture("the staging server restarts every night at 4am!")
+    assert same.near_duplicate_of == later.id
+    assert store.capture("The staging server restarts every night at 2am.").near_duplicate_of == first.id
+
+
 @pytest.mark.real_model
 def test_real_model_paraphrase_vs_related(tmp_path, real_embedder):
     with memstore.open(tmp_path / "s", embedder=real_embedder) as s:
@@ -110,3 +127,5 @@ def test_real_model_paraphrase_vs_related(tmp_path, real_embedder):
         assert para.near_duplicate_of == first.id, para.similarity
         other = s.capture("We picked Redis as the cache because we need fast expiring keys.")
         assert other.created
+        s.capture("The nightly backup job takes about 40 minutes.")
+        assert s.capture("The nightly backup job takes about 4 hours.").created
