@@ -111,7 +111,8 @@ def capture(
     if result.near_duplicate_of:
         click.echo(f"similar memory already stored (cosine {result.similarity:.3f}): {_memory_line(result)}")
         click.echo(f"    {result.text.strip().splitlines()[0][:100]}")
-        click.echo("memstore: not stored; use --allow-duplicate to store it anyway", err=True)
+        click.echo(f"memstore: not stored; if it corrects that memory, `memstore update {result.id} TEXT` "
+                   f"(or capture --supersedes {result.id}); --allow-duplicate stores it anyway", err=True)
         return
     verb = "stored" if result.created else "already stored"
     if result.supersedes and result.created:
