@@ -5,6 +5,7 @@ and changes nothing in the store::
 
     MemstoreError
      ├── InvalidInputError        bad text, tag, namespace, metadata, time or option (also ValueError)
+     │    └── ConflictError           the memory's state forbids it (forgotten, superseded, same text live)
      ├── NotFoundError            no memory with that id (also LookupError)
      ├── StoreError               the store directory or database cannot be used
      │    ├── StoreNotWritableError   the directory or database file is read-only
@@ -17,6 +18,7 @@ and changes nothing in the store::
 from __future__ import annotations
 
 __all__ = [
+    "ConflictError",
     "CorruptDatabaseError",
     "InvalidInputError",
     "MemstoreError",
@@ -35,6 +37,16 @@ class MemstoreError(Exception):
 
 class InvalidInputError(MemstoreError, ValueError):
     """Input was refused before anything was written."""
+
+
+class ConflictError(InvalidInputError):
+    """The request is well-formed but the memory's state forbids it: it is forgotten or
+    superseded, or the result would duplicate another live memory (``existing_id``)."""
+
+    def __init__(self, message: str, *, memory_id: str | None = None, existing_id: str | None = None) -> None:
+        super().__init__(message)
+        self.memory_id = memory_id
+        self.existing_id = existing_id
 
 
 class NotFoundError(MemstoreError, LookupError):
