@@ -488,11 +488,11 @@ def run(
     started = time.monotonic()
     result = RunReport(kind)
     pairs: list[tuple[str, str]] = []
-    if input_path is not None:
-        pairs = _read_pairs(Path(input_path), delete=delete_input)
     log_file: Path | None = Path(log) if log else None
     label = kind if not rewrite_type else f"{kind} {rewrite_type}"
     try:
+        if input_path is not None:
+            pairs = _read_pairs(Path(input_path), delete=delete_input)
         repo = gitscope.require_repo(repo_path)
         if log_file is None:
             log_file = log_path(repo)
@@ -502,13 +502,18 @@ def run(
     except BaseException as exc:  # noqa: BLE001 - a hook must never propagate anything
         result.ok = False
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
-        known = isinstance(exc, MemstoreError)
-        result.line = f"FAILED: {exc}" if known else f"FAILED: {type(exc).__name__}: {exc}"
-        if not isinstance(exc, MemstoreError):
-            result.line += "\n" + "\n".join("    " + line for line in detail.splitlines())
+        if isinstance(exc, MemstoreError):  # says what is wrong; a traceback would not help
+            result.line = f"FAILED: {exc}"
+        else:
+            result.line = f"FAILED: {type(exc).__name__}: {exc}\n" + "\n".join(
+                "    " + line for line in detail.splitlines()
+            )
         if isinstance(exc, KeyboardInterrupt):
             raise
-    result.line += f" ({time.monotonic() - started:.2f}s)" if result.ok else ""
+    if result.ok:
+        result.line += f" ({time.monotonic() - started:.2f}s)"
+    elif commit:
+        label += f" {commit[:12]}"
     if log_file is not None:
         _log(log_file, label, result.line)
     else:
