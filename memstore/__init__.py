@@ -10,6 +10,7 @@ from .embedder import Embedder, EmbedderFallbackWarning, FastEmbedder, HashEmbed
 from .errors import (
     ConflictError,
     CorruptDatabaseError,
+    GitError,
     InvalidInputError,
     MemstoreError,
     ModelError,
@@ -32,6 +33,7 @@ __all__ = [
     "Embedder",
     "EmbedderFallbackWarning",
     "FastEmbedder",
+    "GitError",
     "HashEmbedder",
     "Hit",
     "ImportResult",

@@ -10,6 +10,13 @@ import sys
 import click
 
 from . import __version__
+from .cli_git import (
+    GIT_COMMANDS,
+    capture_scope,
+    capture_scope_options,
+    recall_scope,
+    recall_scope_options,
+)
 from .cli_lifecycle import LIFECYCLE_COMMANDS
 from .cliutil import emit_json, handle_errors, json_opt, open_from_context, progress_bar
 from .cliutil import parse_meta as _parse_meta
@@ -85,25 +92,30 @@ tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeata
     "--allow-duplicate", is_flag=True,
     help="Store even when a near-duplicate exists [setting near_duplicate.threshold].",
 )
+@capture_scope_options
 @json_opt
 @click.pass_context
 @handle_errors
 def capture(
     ctx: click.Context, text: str | None, namespace: str | None, tags: tuple[str, ...],
     source: str | None, meta: tuple[str, ...], ttl: str | None, expires_at: str | None,
-    supersedes: str | None, allow_duplicate: bool, as_json: bool,
+    supersedes: str | None, allow_duplicate: bool, project: str | None, branch: str | None,
+    no_project: bool, as_json: bool,
 ) -> None:
     """Store a memory. TEXT, or stdin when TEXT is omitted or '-'.
 
     A memory saying nearly the same as a live one in the same namespace is not stored
     twice: the existing one is shown instead (exit status 0), unless --allow-duplicate.
+    Inside a git repository it records the repository's project and branch.
     """
     metadata = _parse_meta(meta)
+    scope = capture_scope(project, branch, no_project)
     body: str | bytes = text if text not in (None, "-") else _read_stdin_text()  # type: ignore[assignment]
     with open_from_context(ctx) as store:
         result = store.capture(
             body, namespace=namespace, tags=tags, metadata=metadata, source=source,  # type: ignore[arg-type]
             ttl=ttl, expires_at=expires_at, supersedes=supersedes, allow_duplicate=allow_duplicate,
+            **scope,
         )
     if as_json:
         emit_json(result.to_dict())
@@ -133,20 +145,24 @@ def capture(
 @tags_opt
 @click.option("--since", help="Only memories created since (2024-05-01, 7d, yesterday).")
 @click.option("--until", help="Only memories created before this time.")
+@recall_scope_options
 @json_opt
 @click.pass_context
 @handle_errors
 def recall(
     ctx: click.Context, query: str, limit: int | None, mode: str | None, namespaces: tuple[str, ...],
-    tags: tuple[str, ...], since: str | None, until: str | None, as_json: bool,
+    tags: tuple[str, ...], since: str | None, until: str | None, projects: tuple[str, ...],
+    branch: str | None, all_projects: bool, as_json: bool,
 ) -> None:
-    """Find memories by meaning and keyword."""
+    """Find memories by meaning and keyword. Inside a git repository: its project's memories
+    and those with no project (see --project, --branch, --all-projects)."""
+    scope = recall_scope(projects, branch, all_projects)
     with open_from_context(ctx) as store:
         limit = limit or store.settings["recall.limit"]
         mode = mode or store.settings["recall.mode"]
         hits = store.recall(
             query, limit, namespace=namespaces or None, tags=tags or None, since=since,
-            until=until, mode=mode,  # type: ignore[arg-type]
+            until=until, mode=mode, **scope,  # type: ignore[arg-type]
         )
     if as_json:
         emit_json([hit.to_dict() for hit in hits])
@@ -195,19 +211,21 @@ def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
 @click.option("--until", help="Only memories created before this time.")
 @click.option("--deleted", is_flag=True, help="List forgotten memories instead.")
 @click.option("--expired", is_flag=True, help="List expired memories (not purged yet) instead.")
+@recall_scope_options
 @json_opt
 @click.pass_context
 @handle_errors
 def list_(
     ctx: click.Context, limit: int, offset: int, namespaces: tuple[str, ...],
     tags: tuple[str, ...], since: str | None, until: str | None, deleted: bool, expired: bool,
-    as_json: bool,
+    projects: tuple[str, ...], branch: str | None, all_projects: bool, as_json: bool,
 ) -> None:
-    """List memories, newest first."""
+    """List memories, newest first (scoped like recall)."""
+    scope = recall_scope(projects, branch, all_projects)
     with open_from_context(ctx) as store:
         memories = store.list(
             limit=limit, offset=offset, namespace=namespaces or None, tags=tags or None,
-            since=since, until=until, deleted=deleted, expired=expired,
+            since=since, until=until, deleted=deleted, expired=expired, **scope,
         )
     if as_json:
         emit_json([m.to_dict() for m in memories])
@@ -386,5 +404,5 @@ def config_(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{name} = {entry['value']!r}  ({entry['source']})")
 
 
-for _command in LIFECYCLE_COMMANDS:
+for _command in (*LIFECYCLE_COMMANDS, *GIT_COMMANDS):
     cli.add_command(_command)

@@ -448,6 +448,24 @@ def seqs_needing_embedding(conn: sqlite3.Connection, model: str) -> list[int]:
     return [row[0] for row in rows]
 
 
+def pending_seqs(conn: sqlite3.Connection, limit: int | None = None) -> list[int]:
+    """Live memories waiting for their first embedding, newest first (at most ``limit``)."""
+    rows = conn.execute(
+        "SELECT p.seq FROM pending_embeddings p JOIN memories m ON m.seq = p.seq "
+        f"WHERE {_LIVE} ORDER BY p.seq DESC LIMIT ?",
+        (-1 if limit is None else limit,),
+    )
+    return [row[0] for row in rows]
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    """How many live memories wait for their first embedding."""
+    return int(conn.execute(
+        "SELECT count(*) FROM pending_embeddings p JOIN memories m ON m.seq = p.seq "
+        f"WHERE {_LIVE}"
+    ).fetchone()[0])
+
+
 def texts_for(conn: sqlite3.Connection, seqs: Sequence[int]) -> list[tuple[int, str, str]]:
     """(seq, text, content_hash) for the given seqs, in the given order."""
     by_seq: dict[int, tuple[int, str, str]] = {}

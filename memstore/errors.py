@@ -11,8 +11,9 @@ and changes nothing in the store::
      │    ├── StoreNotWritableError   the directory or database file is read-only
      │    ├── SchemaTooNewError       written by a newer memstore; upgrade to open it
      │    └── CorruptDatabaseError    SQLite says the file is damaged; it is left untouched
-     └── ModelError               the embedding model cannot be loaded or does not match
-          └── ModelMismatchError      vectors in the store come from another model: run reindex
+     ├── ModelError               the embedding model cannot be loaded or does not match
+     │    └── ModelMismatchError      vectors in the store come from another model: run reindex
+     └── GitError                 git is missing, a path is not in a repository, or git failed
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "ConflictError",
     "CorruptDatabaseError",
+    "GitError",
     "InvalidInputError",
     "MemstoreError",
     "ModelError",
@@ -79,3 +81,7 @@ class ModelError(MemstoreError):
 
 class ModelMismatchError(ModelError):
     """Stored vectors were made by a different model than the one in use."""
+
+
+class GitError(MemstoreError):
+    """git is not installed, the path is not in a repository, or a git command failed."""

@@ -77,6 +77,22 @@ SETTINGS: dict[str, Setting] = {
             "recall.mode", str, "hybrid", "Default recall mode.",
             choices=("hybrid", "keyword", "semantic"),
         ),
+        Setting(
+            "recall.embed_pending", int, 16,
+            "Memories stored without a vector (git hooks, --no-embed) a recall embeds first, "
+            "newest first; 0 leaves them to hooks and `reindex`.",
+        ),
+        Setting("git.namespace", str, "commits", "Namespace of memories captured from git commits."),
+        Setting(
+            "git.merges", str, "auto",
+            "Merge commits: auto (only those with a message beyond git's generated one), all, none.",
+            choices=("auto", "all", "none"),
+        ),
+        Setting(
+            "git.empty_messages", str, "skip",
+            "Commits with an empty message: skip, or capture (their changed paths).",
+            choices=("skip", "capture"),
+        ),
     )
 }
 

@@ -77,6 +77,8 @@ class _Keep:
 
 
 KEEP: Any = _Keep()
+#: Pending (deferred) embeddings a recall computes before its vector leg, newest first.
+RECALL_EMBED_PENDING = 16
 
 
 class ModelMismatchWarning(UserWarning):
@@ -196,6 +198,7 @@ class MemoryStore:
         branch: str | None = None,
         expires_at: TimeLike = None,
         ttl: TtlLike = None,
+        created_at: TimeLike = None,
     ) -> dict[str, Any]:
         text = clean_text(text)
         ns = clean_name(namespace, "namespace") or self.settings.get(
@@ -203,6 +206,7 @@ class MemoryStore:
         )
         project = clean_name(project, "project")
         expires = _expiry(expires_at, ttl)
+        created = parse_time(created_at, field="created_at") if created_at is not None else None
         stamp = format_ts(now())
         return {
             "id": new_id(),
@@ -214,7 +218,7 @@ class MemoryStore:
             "content_hash": content_hash(text, ns, project),
             "project": project,
             "branch": clean_name(branch, "branch"),
-            "created_at": stamp,
+            "created_at": format_ts(created) if created else stamp,
             "updated_at": stamp,
             "expires_at": format_ts(expires) if expires else None,
         }
@@ -233,6 +237,8 @@ class MemoryStore:
         ttl: TtlLike = None,
         supersedes: str | None = None,
         allow_duplicate: bool = False,
+        created_at: TimeLike = None,
+        embed: bool = True,
     ) -> CaptureResult:
         """Store one memory, embedded, in one transaction, and return it.
 
@@ -246,6 +252,10 @@ class MemoryStore:
         expire: it leaves recall and list then, and ``purge`` deletes it.
         ``supersedes=ID`` stores the text as the new version of memory ID (like
         :meth:`update`): its namespace, project and branch default to the old one's.
+        ``created_at`` says when it happened (default: now). ``embed=False`` stores it at once
+        without a vector (no model is loaded, no near-duplicate check): keyword recall finds it
+        immediately, and it gets its vector from :meth:`embed_pending`, which every recall
+        runs first for a bounded number.
         """
         if supersedes is not None:
             old = self._current_version(_clean_id(supersedes))
@@ -257,10 +267,10 @@ class MemoryStore:
             return self._write_version(old, row)
         row = self._prepare(
             text, namespace=namespace, tags=tags, metadata=metadata, source=source,
-            project=project, branch=branch, expires_at=expires_at, ttl=ttl,
+            project=project, branch=branch, expires_at=expires_at, ttl=ttl, created_at=created_at,
         )
         near = None if allow_duplicate else self._near_duplicate_threshold()
-        return self._capture_rows([row], near=near)[0]
+        return self._capture_rows([row], near=near, embed=embed)[0]
 
     def capture_many(
         self,
@@ -270,12 +280,14 @@ class MemoryStore:
         tags: Iterable[str] | str | None = None,
         batch_size: int | None = None,
         progress: Progress | bool | None = None,
+        embed: bool = True,
     ) -> list[CaptureResult]:
         """Store many memories, embedded in batches; one transaction per batch.
 
         Items are texts or mappings with ``text`` and optionally ``namespace``, ``tags``,
-        ``metadata``, ``source``, ``project``, ``branch``, ``expires_at``, ``ttl``. Only exact
-        duplicates are folded (no near-duplicate check in bulk). Every item is
+        ``metadata``, ``source``, ``project``, ``branch``, ``expires_at``, ``ttl``, ``created_at``.
+        Only exact duplicates are folded (no near-duplicate check in bulk). ``embed=False``
+        defers the vectors as in :meth:`capture`. Every item is
         checked before anything is written. ``namespace``/``tags`` are defaults for items
         that do not set them. ``progress`` is a ``(done, total)`` callback, or True for a
         progress bar on stderr. Returns one result per item, in order.
@@ -287,6 +299,7 @@ class MemoryStore:
         rows = []
         allowed = {
             "text", "namespace", "tags", "metadata", "source", "project", "branch", "expires_at", "ttl",
+            "created_at",
         }
         for position, item in enumerate(items):
             try:
@@ -310,7 +323,7 @@ class MemoryStore:
         results: list[CaptureResult] = []
         try:
             for start in range(0, len(rows), batch_size):
-                results.extend(self._capture_rows(rows[start : start + batch_size], sync=False))
+                results.extend(self._capture_rows(rows[start : start + batch_size], sync=False, embed=embed))
                 if callback:
                     callback(len(results), len(rows))
         finally:
@@ -322,7 +335,8 @@ class MemoryStore:
         return results
 
     def _capture_rows(
-        self, rows: list[dict[str, Any]], sync: bool = True, *, near: float | None = None
+        self, rows: list[dict[str, Any]], sync: bool = True, *, near: float | None = None,
+        embed: bool = True,
     ) -> list[CaptureResult]:
         with self._lock:
             self._check_open()
@@ -341,7 +355,7 @@ class MemoryStore:
                     fresh.append(i)
             vectors = None
             notices: tuple[str, ...] = ()
-            if fresh:
+            if fresh and embed:
                 try:
                     vectors = self._embed([rows[i]["text"] for i in fresh])
                 except ModelError as exc:
@@ -426,16 +440,25 @@ class MemoryStore:
         until: TimeLike = None,
         deleted: bool = False,
         expired: bool = False,
+        project: str | Iterable[str | None] | None = None,
+        branch: str | None = None,
+        source: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> list[Memory]:
         """Memories newest first, filtered like recall. ``deleted=True`` lists forgotten ones,
-        ``expired=True`` the expired ones that ``purge`` has not deleted yet."""
-        flt = self._filter(namespace, tags, since, until)
+        ``expired=True`` the expired ones that ``purge`` has not deleted yet. ``source`` and
+        ``metadata`` (string values, all must match) narrow it further."""
+        flt = _scoped(self._filter(namespace, tags, since, until), project, branch)
         flt.only_deleted = deleted
         if expired:
             flt.include_expired = True
             flt.extra.append(
                 ("({m}.expires_at IS NOT NULL AND {m}.expires_at <= ?)", [format_ts(flt.now or now())])
             )
+        if source is not None:
+            flt.extra.append(("{m}.source = ?", [clean_name(source, "source")]))
+        for key, value in _clean_meta_filter(metadata):
+            flt.extra.append(("json_extract({m}.metadata, ?) = ?", [key, value]))
         limit = clean_limit(limit, maximum=100_000)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInputError("offset must be a non-negative integer")
@@ -470,18 +493,24 @@ class MemoryStore:
         since: TimeLike = None,
         until: TimeLike = None,
         mode: Mode = "hybrid",
+        project: str | Iterable[str | None] | None = None,
+        branch: str | None = None,
     ) -> list[Hit]:
         """Memories most relevant to ``query``, best first.
 
         ``mode`` is ``hybrid`` (keyword and vector legs fused with RRF, k=60),
         ``keyword`` (FTS5 bm25 only) or ``semantic`` (cosine only). Filters apply to
         both legs. Each Hit carries the fused score and the per-leg evidence.
+        ``project`` is one project or several (``None`` in the list means memories with no
+        project; ``project=None`` means every project); ``branch`` keeps one branch's.
         """
         query = clean_query(query)
         limit = clean_limit(limit)
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        flt = self._filter(namespace, tags, since, until)
+        flt = _scoped(self._filter(namespace, tags, since, until), project, branch)
+        if mode != "keyword":
+            self._embed_pending_before_recall()
         depth = max(limit, LEG_DEPTH)
         with self._lock:
             self._check_open()
@@ -512,6 +541,50 @@ class MemoryStore:
                 )
             )
         return hits
+
+    def _embed_pending_before_recall(self) -> None:
+        """Vectors for memories captured with deferred embedding, before a vector search.
+
+        At most ``recall.embed_pending`` of them, newest first, so a backlog (a big
+        ``import-git --no-embed``) costs each recall a bounded, small batch instead of a stall;
+        the rest stay findable by keyword until a later recall, a hook or ``reindex``."""
+        limit = int(self.settings.get("recall.embed_pending", RECALL_EMBED_PENDING))
+        if limit <= 0:
+            return
+        try:
+            self.embed_pending(limit)
+        except ModelError as exc:
+            self.notices.append(f"could not embed pending memories ({exc})")
+
+    def embed_pending(self, limit: int | None = None, *, progress: Progress | bool | None = None) -> int:
+        """Embed memories stored without a vector (``capture(..., embed=False)``, or the model
+        failed at capture), newest first, at most ``limit`` (all when None). Returns how many."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise InvalidInputError("limit must be a non-negative integer or None")
+        with self._lock:
+            self._check_open()
+            seqs = db.pending_seqs(self._conn, limit)
+            if not seqs:
+                return 0
+            model = self.embedder.model_id
+            callback = _progress_callback(progress, len(seqs), "embedding")
+            done = 0
+            try:
+                for start in range(0, len(seqs), BATCH_SIZE):
+                    batch = db.texts_for(self._conn, seqs[start : start + BATCH_SIZE])
+                    vectors = self._embed([text for _, text, _ in batch])
+                    with transaction(self._conn):
+                        for (seq, _text, chash), vec in zip(batch, vectors, strict=True):
+                            db.put_embedding(self._conn, seq, model, chash, vec.astype("<f4").tobytes())
+                    done += len(batch)
+                    if callback:
+                        callback(done, len(seqs))
+            finally:
+                if callback is not None and hasattr(callback, "close"):
+                    callback.close()
+            if self._index is not None:
+                self._sync_index()
+            return done
 
     def _keyword_leg(self, query: str, flt: Filter, depth: int) -> list[tuple[int, float]]:
         match = fts_match(keyword_terms(query))
@@ -1106,6 +1179,7 @@ class MemoryStore:
             model_id = self.embedder.model_id
             data["embeddings"] = models
             data["without_current_vector"] = len(db.seqs_needing_embedding(self._conn, model_id))
+            data["pending_embeddings"] = db.pending_count(self._conn)
             data["model"] = self.model_info().to_dict()
             index = VectorIndex(self.index_dir, model_id, self.embedder.dimension)
             state = index.read_state()
@@ -1121,6 +1195,37 @@ class MemoryStore:
                 p.stat().st_size for p in self.home.glob(config.DB_FILENAME + "*") if p.is_file()
             )
             return data
+
+
+def _scoped(
+    flt: Filter, project: str | Iterable[str | None] | None, branch: str | None
+) -> Filter:
+    """Narrow a filter to projects (None in the list: memories without one) and a branch."""
+    if project is not None:
+        values = [project] if isinstance(project, str) else list(project)
+        if not values:
+            raise InvalidInputError("project must name at least one project (None: memories without one)")
+        flt.projects = tuple(dict.fromkeys(
+            None if v is None else clean_name(v, "project", allow_none=False) for v in values
+        ))
+    flt.branch = clean_name(branch, "branch")
+    return flt
+
+
+def _clean_meta_filter(metadata: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    """Metadata equality filters as (JSON path, value) pairs."""
+    if metadata is None:
+        return []
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(f"metadata filter must be a mapping, not {type(metadata).__name__}")
+    pairs = []
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not key or '"' in key or "\\" in key:
+            raise InvalidInputError(f"metadata filter key {key!r} is not a plain name")
+        if not isinstance(value, str):
+            raise InvalidInputError(f"metadata filter value for {key!r} must be a string")
+        pairs.append((f'$."{key}"', value))
+    return pairs
 
 
 def _result(memory: Memory, *, created: bool, notices: tuple[str, ...] = (), **flags: Any) -> CaptureResult:

@@ -14,6 +14,7 @@ def test_all_is_pinned():
         "Embedder",
         "EmbedderFallbackWarning",
         "FastEmbedder",
+        "GitError",
         "HashEmbedder",
         "Hit",
         "ImportResult",
