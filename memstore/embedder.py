@@ -9,7 +9,10 @@ Resolution order (``resolve_embedder``):
 3. a model assembled in the cache earlier (e.g. the weights package was removed since);
 4. ``HashEmbedder`` — deterministic xxhash feature hashing — with one clear warning.
 
-``$MEMSTORE_EMBEDDER=hash`` picks the hash embedder on purpose (no warning).
+``$MEMSTORE_EMBEDDER=hash`` picks the hash embedder on purpose (no warning);
+``sentence-transformers`` picks the optional PyTorch backend (``st_embedder.py``, the
+only importer of sentence_transformers), which runs the model named by the ``model``
+setting.
 Nothing here ever downloads: the model hub's offline switch is set before fastembed loads.
 """
 
@@ -86,8 +89,8 @@ class ModelInfo:
 
     model_id: str
     dimension: int
-    backend: str  # "fastembed" | "hash" | "custom"
-    source: str  # "explicit" | "bundled" | "cache" | "fallback" | "chosen" | "injected"
+    backend: str  # "fastembed" | "sentence-transformers" | "hash" | "custom"
+    source: str  # "explicit" | "bundled" | "package" | "cache" | "fallback" | "chosen" | "injected"
     path: str | None = None
     note: str | None = None
 
@@ -315,6 +318,16 @@ def assemble_bundled_model(weights: Path) -> Path:
     return target
 
 
+def weights_fingerprint(path: Path) -> str:
+    """A cheap identity for a weights file: sha256 of its size and first and last MiB."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(1 << 20)
+        fh.seek(max(0, size - (1 << 20)))
+        tail = fh.read()
+    return hashlib.sha256(head + tail + str(size).encode()).hexdigest()[:12]
+
+
 def _explicit_embedder(directory: Path) -> FastEmbedder:
     missing = [f for f in ("model.onnx", *TOKENIZER_FILES[:2]) if not (directory / f).is_file()]
     if missing:
@@ -327,13 +340,7 @@ def _explicit_embedder(directory: Path) -> FastEmbedder:
         dimension = int(cfg["hidden_size"])
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot read the dimension from {directory / 'config.json'}: {exc}") from exc
-    onnx = directory / "model.onnx"
-    size = onnx.stat().st_size
-    with onnx.open("rb") as fh:
-        head = fh.read(1 << 20)
-        fh.seek(max(0, size - (1 << 20)))
-        tail = fh.read()
-    fingerprint = hashlib.sha256(head + tail + str(size).encode()).hexdigest()[:12]
+    fingerprint = weights_fingerprint(directory / "model.onnx")
     # An assembled copy of the bundled model keeps the bundled id (no reindex needed).
     model_id = BUNDLED_MODEL_ID if _marker_ok(directory, None) else f"custom:{directory.name}:{fingerprint}"
     return FastEmbedder(directory, model_id, dimension, source="explicit")
@@ -351,22 +358,45 @@ def _fallback(reason: str) -> HashEmbedder:
     return embedder
 
 
+#: Names under which the bundled model may be asked for with the ``model`` setting.
+BUNDLED_NAMES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+BACKENDS = ("auto", "fastembed", "sentence-transformers", "hash")
+
+
 def resolve_embedder(
-    model_dir: str | os.PathLike[str] | None = None, backend: str | None = None
+    model_dir: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    model: str | None = None,
 ) -> Embedder:
     """The embedder to use, by the resolution order in the module docstring.
 
-    ``backend`` is auto, fastembed or hash (default: ``$MEMSTORE_EMBEDDER`` or auto).
+    ``backend`` is auto, fastembed, sentence-transformers or hash (default:
+    ``$MEMSTORE_EMBEDDER`` or auto); ``model`` names the model (a sentence-transformers name
+    or directory; fastembed runs only the bundled all-MiniLM-L6-v2 or ``model_dir``).
     Cheap: it checks files but loads nothing; the model loads on first embed.
     """
     choice = (backend or os.environ.get(config.ENV_EMBEDDER) or "auto").strip().lower()
-    if choice not in ("auto", "fastembed", "hash"):
+    if choice not in BACKENDS:
         raise InvalidInputError(
-            f"${config.ENV_EMBEDDER} must be auto, fastembed or hash, not {choice!r}"
+            f"${config.ENV_EMBEDDER} must be one of {', '.join(BACKENDS)}, not {choice!r}"
         )
     if choice == "hash":
         return HashEmbedder()
     explicit = config.model_dir_override(model_dir)
+    if choice == "sentence-transformers":
+        if explicit is not None:
+            raise ModelError(
+                "model_dir names an ONNX model for the fastembed backend; give the "
+                "sentence-transformers model (a name or a directory) in the `model` setting"
+            )
+        from .st_embedder import resolve_sentence_transformer
+
+        return resolve_sentence_transformer(model)
+    if model is not None and model.strip().lower() not in BUNDLED_NAMES:
+        raise ModelError(
+            f"the fastembed backend runs the bundled all-MiniLM-L6-v2 or an ONNX model in "
+            f"model_dir, not {model!r}; set embedder = \"sentence-transformers\" to use that model"
+        )
     if explicit is not None:
         if not explicit.is_dir():
             raise ModelError(f"model directory {explicit} does not exist")

@@ -135,8 +135,38 @@ def m001_initial(db: Database) -> None:
     )
 
 
+def m002_pending_embeddings(db: Database) -> None:
+    """The queue of memories stored without a vector (deferred embedding, or the model failed).
+
+    Kept by triggers, so every way a memory gets in or out of the embeddings table keeps it
+    right: a new memory is pending until its embedding is written in the same or a later
+    transaction. Recall and the hook process drain it newest first.
+    """
+    _execute_script(db,
+        """
+        CREATE TABLE pending_embeddings (
+            seq INTEGER PRIMARY KEY REFERENCES memories (seq) ON DELETE CASCADE
+        );
+        INSERT INTO pending_embeddings (seq)
+            SELECT m.seq FROM memories m
+            WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.seq = m.seq);
+
+        CREATE TRIGGER memories_ai_pending AFTER INSERT ON memories BEGIN
+            INSERT INTO pending_embeddings (seq) VALUES (new.seq);
+        END;
+        CREATE TRIGGER embeddings_ai_pending AFTER INSERT ON embeddings BEGIN
+            DELETE FROM pending_embeddings WHERE seq = new.seq;
+        END;
+        CREATE TRIGGER embeddings_ad_pending AFTER DELETE ON embeddings BEGIN
+            INSERT OR IGNORE INTO pending_embeddings (seq)
+                SELECT seq FROM memories WHERE seq = old.seq;
+        END;
+        """
+    )
+
+
 #: The migrations in order. Append only.
-MIGRATIONS: list[Callable[[Any], None]] = [m001_initial]
+MIGRATIONS: list[Callable[[Any], None]] = [m001_initial, m002_pending_embeddings]
 MIGRATION_NAMES: tuple[str, ...] = tuple(fn.__name__ for fn in MIGRATIONS)
 
 

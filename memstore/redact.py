@@ -382,9 +382,11 @@ def summary(kinds: Iterable[str]) -> str:
     return f"{total} secret{'s' if total != 1 else ''} ({detail})"
 
 
-def redact_fields(text: str, metadata: dict[str, Any]) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+def redact_fields(
+    text: str | None, metadata: dict[str, Any] | None
+) -> tuple[str | None, dict[str, Any] | None, tuple[str, ...]]:
     """A memory's text and every string in its metadata (keys stay) with secrets replaced,
-    and the kinds replaced, in order."""
+    and the kinds replaced, in order. None stays None."""
     kinds: list[str] = []
 
     def clean(value: Any) -> Any:

@@ -7,7 +7,8 @@ derived from it. The checks, in order:
 - ``fts``      FTS5 'integrity-check' of memories_fts against the memories table.
 - ``tags``     memory_tags rows == the tags JSON of every memory; tags/metadata are valid JSON.
 - ``vectors``  every live memory has an embedding of the current model for its current text,
-               of the right size and finite; no embedding without its memory.
+               of the right size and finite, or waits in the embedding queue (deferred
+               embedding: git hooks, ``embed=False``); no embedding without its memory.
 - ``models``   embeddings made by another model (only ``memstore reindex`` replaces them).
 - ``index``    the saved usearch index, after replaying the change log, holds exactly the
                live embeddings of the current model, with the same vectors.
@@ -156,7 +157,9 @@ def check_tags(conn: sqlite3.Connection) -> Check:
 
 @dataclass(frozen=True)
 class VectorFindings:
-    missing: list[int]  # live, no embedding at all
+    missing: list[int]  # live, no embedding, and not in the embedding queue
+    queued: list[int]  # live, no embedding, waiting in the queue: deferred, not a problem
+    stale_queue: list[int]  # queue entries of memories that have an embedding
     stale: list[int]  # live, current model, embedded from other text
     malformed: list[int]  # any model: wrong byte length or non-finite values
     orphans: list[int]  # embeddings whose memory is gone
@@ -166,9 +169,17 @@ def find_vector_problems(conn: sqlite3.Connection, model_id: str, dimension: int
     import numpy as np
 
     live = "m.deleted = 0 AND m.superseded_by IS NULL"
-    missing = [r[0] for r in conn.execute(
+    no_vector = [r[0] for r in conn.execute(
         f"SELECT m.seq FROM memories m LEFT JOIN embeddings e ON e.seq = m.seq "
         f"WHERE {live} AND e.seq IS NULL ORDER BY m.seq")]
+    try:
+        queue = {r[0] for r in conn.execute("SELECT seq FROM pending_embeddings")}
+        stale_queue = [r[0] for r in conn.execute(
+            "SELECT p.seq FROM pending_embeddings p JOIN embeddings e ON e.seq = p.seq ORDER BY p.seq")]
+    except sqlite3.OperationalError:  # a schema without the deferred-embedding queue
+        queue, stale_queue = set(), []
+    missing = [s for s in no_vector if s not in queue]
+    queued = [s for s in no_vector if s in queue]
     stale = [r[0] for r in conn.execute(
         f"SELECT m.seq FROM memories m JOIN embeddings e ON e.seq = m.seq "
         f"WHERE {live} AND e.model = ? AND e.content_hash != m.content_hash ORDER BY m.seq",
@@ -193,7 +204,7 @@ def find_vector_problems(conn: sqlite3.Connection, model_id: str, dimension: int
         matrix = np.frombuffer(b"".join(r[1] for r in chunk), dtype="<f4").reshape(len(chunk), dimension)
         finite = np.isfinite(matrix).all(axis=1)
         malformed += [chunk[i][0] for i in np.flatnonzero(~finite)]
-    return VectorFindings(missing, stale, sorted(set(malformed)), orphans)
+    return VectorFindings(missing, queued, stale_queue, stale, sorted(set(malformed)), orphans)
 
 
 def _ids(conn: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, str]:
@@ -210,19 +221,24 @@ def check_vectors(t: Target) -> Check:
     ids = _ids(t.conn, [*f.missing[:MAX_LISTED], *f.stale[:MAX_LISTED], *f.malformed[:MAX_LISTED]])
     name = lambda seq: ids.get(seq, f"#{seq}")  # noqa: E731
     problems: list[str] = []
-    problems += _listed(f.missing, lambda s: f"memory {name(s)} has no embedding")
+    problems += _listed(f.missing, lambda s: f"memory {name(s)} has no embedding and is not queued for one")
     problems += _listed(f.stale, lambda s: f"memory {name(s)}: embedding was made from older text")
     problems += _listed(f.malformed, lambda s: f"memory {name(s)}: embedding is malformed "
                         "(wrong size or not finite)")
     if f.orphans:
         problems.append(f"{len(f.orphans)} embeddings belong to no memory")
+    if f.stale_queue:
+        problems.append(f"{len(f.stale_queue)} memories are queued for an embedding they already have")
     if problems:
         return Check("vectors", False, f"{len(f.missing)} missing, {len(f.stale)} stale, "
                      f"{len(f.malformed)} malformed, {len(f.orphans)} orphan embeddings",
                      tuple(problems))
     live = t.conn.execute(
         "SELECT count(*) FROM memories WHERE deleted = 0 AND superseded_by IS NULL").fetchone()[0]
-    return Check("vectors", True, f"every embedding is well-formed; {live:,} live memories embedded")
+    queued = (f"; {len(f.queued):,} wait in the embedding queue (the next recall or `memstore "
+              "reindex` embeds them)") if f.queued else ""
+    return Check("vectors", True, f"every embedding is well-formed; "
+                 f"{live - len(f.queued):,} of {live:,} live memories embedded{queued}")
 
 
 def check_models(t: Target) -> Check:
@@ -367,9 +383,13 @@ def _repair_vectors(t: Target, embed: Callable[[Sequence[str]], np.ndarray]) -> 
                 chunk = drop[start : start + 500]
                 conn.execute(f"DELETE FROM embeddings WHERE seq IN ({', '.join('?' * len(chunk))})", chunk)
         done.append(f"dropped {len(f.malformed)} malformed and {len(f.orphans)} orphan embeddings")
+    if f.stale_queue:
+        with transaction(conn):
+            conn.execute("DELETE FROM pending_embeddings WHERE seq IN (SELECT seq FROM embeddings)")
+        done.append(f"dropped {len(f.stale_queue)} stale entries from the embedding queue")
     # Malformed ones of the current model, missing and stale ones: embed with the current model.
     # (Good vectors of another model are left for `memstore reindex`.)
-    redo = sorted(set(f.missing) | set(f.stale) | {
+    redo = sorted(set(f.missing) | set(f.queued) | set(f.stale) | {
         s for s in f.malformed
         if conn.execute("SELECT 1 FROM memories WHERE seq = ? AND deleted = 0 AND superseded_by IS NULL",
                         (s,)).fetchone()

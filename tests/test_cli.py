@@ -96,10 +96,9 @@ def test_home_option(run, tmp_path):
 def test_import_stats_reindex_model(run, tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "one"}\n{"text": "two", "namespace": "n"}\n')
-    assert json.loads(run("import", str(path), "--json").stdout) == {
-        "read": 2, "created": 2, "existing": 0, "redacted": 0
-    }
-    assert json.loads(run("import", str(path), "--json").stdout)["existing"] == 2
+    first = json.loads(run("import", str(path), "--json").stdout)
+    assert (first["format"], first["read"], first["created"], first["unchanged"]) == ("jsonl", 2, 2, 0)
+    assert json.loads(run("import", str(path), "--json").stdout)["unchanged"] == 2
     stats = json.loads(run("stats", "--json").stdout)
     assert stats["memories"] == 2 and stats["namespaces"] == {"default": 1, "n": 1}
     assert "memories:" in run("stats").stdout

@@ -131,3 +131,29 @@ def test_model_change_is_detected_and_fixed_by_reindex(tmp_path, real_embedder):
         assert result["embedded"] == 1 and result["model"] == real_embedder.model_id
         assert s.recall("when do we upgrade the cluster", mode="semantic")[0].memory.id == m.id
         assert s.stats()["embeddings"] == {real_embedder.model_id: 1}
+
+
+@pytest.mark.real_model
+def test_no_network_at_run_time(tmp_path, model_cache):
+    """Capture and recall with the real model while every socket connect raises."""
+    import subprocess
+    import sys
+
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k):\n"
+        "    raise RuntimeError('network access attempted')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "import memstore\n"
+        "with memstore.open() as s:\n"
+        "    s.capture('offline memories stay offline')\n"
+        "    hits = s.recall('does it work without network', mode='semantic')\n"
+        "    assert s.model_info().backend == 'fastembed', s.model_info()\n"
+        "    print(len(hits))\n"
+    )
+    env = {"MEMSTORE_HOME": str(tmp_path / "h"), "MEMSTORE_CACHE_DIR": str(model_cache),
+           "MEMSTORE_CONFIG": str(tmp_path / "none.toml"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"

@@ -220,9 +220,9 @@ def test_import_redacts(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text(json.dumps({"text": f"one {GH}"}) + "\n" + json.dumps(f"two {GH}") + "\n")
     with memstore.open(tmp_path / "s", embedder=HashEmbedder()) as s:
-        results = s.import_jsonl(path)
+        results = s.import_jsonl(path).results
         assert [r.redacted for r in results] == [("github-token",), ("github-token",)]
-        kept = s.import_jsonl(path, redact=False)
+        kept = s.import_jsonl(path, redact=False).results
         assert all(GH in r.text for r in kept)
 
 

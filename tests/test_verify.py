@@ -72,19 +72,31 @@ def _failed_names(checks) -> set[str]:
 
 def test_missing_malformed_and_orphan_embeddings(home):
     _sql(home, "PRAGMA foreign_keys = OFF",
-         "DELETE FROM embeddings WHERE seq IN (5, 6)",
+         "DELETE FROM embeddings WHERE seq IN (5, 6)",  # both queued again by a trigger
+         "DELETE FROM pending_embeddings WHERE seq = 5",  # 5 is lost from the queue
          "UPDATE embeddings SET vector = x'00000000' WHERE seq = 7",
+         "INSERT INTO pending_embeddings (seq) VALUES (8)",  # queued, yet embedded
          "INSERT INTO embeddings (seq, model, content_hash, vector) "
          "SELECT 9999, model, content_hash, vector FROM embeddings WHERE seq = 8")
     with _open(home) as s:
         report = s.verify()
         vectors = next(c for c in report.checks if c.name == "vectors")
         assert not vectors.ok
-        assert vectors.summary == "2 missing, 0 stale, 1 malformed, 1 orphan embeddings"
+        assert vectors.summary == "1 missing, 0 stale, 1 malformed, 1 orphan embeddings"
+        assert "1 memories are queued for an embedding they already have" in vectors.problems
         assert s.recall("memory 7", mode="semantic")  # a malformed row never crashes recall
         fixed = s.verify(repair=True)
         assert fixed.ok, fixed.to_dict()
         assert s.stats()["without_current_vector"] == 0
+
+
+def test_memories_waiting_for_deferred_embedding_are_not_a_problem(home):
+    with _open(home) as s:
+        s.capture("captured by a git hook, embedded later", embed=False)
+        report = s.verify()
+        assert report.ok
+        vectors = next(c for c in report.checks if c.name == "vectors")
+        assert "60 of 61 live memories embedded; 1 wait in the embedding queue" in vectors.summary
 
 
 def test_vectors_of_another_model_are_left_to_reindex(home):
@@ -159,6 +171,7 @@ def _damage_a_page_of(home: Path, table: str) -> bytes:
 def test_damaged_database_is_reported_and_never_modified(home):
     with _open(home) as s:  # more rows so the table spans several pages
         s.capture_many([f"padding memory number {i} " + "x" * 300 for i in range(200)])
+        some_id = s.list(limit=1)[0].id
     damaged = _damage_a_page_of(home, "memories")
     with _open(home) as s:
         report = s.verify(repair=True)
@@ -167,8 +180,10 @@ def test_damaged_database_is_reported_and_never_modified(home):
         assert all(c.skipped for c in report.checks[1:])
         with pytest.raises(memstore.CorruptDatabaseError, match="damaged"):
             s.list(limit=1000)
-        with pytest.raises(memstore.CorruptDatabaseError, match="will not write"):
+        with pytest.raises(memstore.CorruptDatabaseError):
             s.capture("written after the damage was found")
+        with pytest.raises(memstore.CorruptDatabaseError, match="will not write"):
+            s.forget(some_id)
     assert (home / "memstore.db").read_bytes() == damaged
 
 
