@@ -14,9 +14,11 @@ reported as a :class:`Finding`. Three families of rules, most specific first:
    left alone: without context they cannot be told apart from a secret.
 
 Why our own rules rather than detect-secrets: ``scripts/secrets_eval.py`` measures both on
-the same corpora; detect-secrets 1.5.0 misses whole kinds (GCP, Anthropic, Hugging Face,
-fine-grained GitHub tokens, unquoted assignments, private key bodies) and it scans line by
-line through global plugin settings. Every pattern is anchored by a look-behind and uses
+the same corpora (79 fake secrets of 30 kinds, 10,882 ordinary texts): detect-secrets 1.5.0
+redacts 48 % (it has no rule for GCP, Anthropic, Hugging Face or fine-grained GitHub tokens,
+unquoted assignments or private key bodies, and reports values, not spans), these rules 100 %;
+both change no ordinary text; these rules take 0.3–0.6 ms per text, detect-secrets' file
+scan 4–25 ms. Every pattern is anchored by a look-behind and uses
 bounded repetition so the scan stays linear on hostile input (64 KiB of one token).
 """
 
