@@ -52,6 +52,8 @@ EVENTS = {"session-start": "SessionStart", "prompt": "UserPromptSubmit"}
 
 #: Memories considered per recall (the budget usually cuts the list shorter).
 CANDIDATES = 10
+#: Keyword-only recall keeps hits whose bm25 is at least this share of the best hit's.
+KEYWORD_RELATIVE = 0.5
 #: Most characters of one memory's text in the context (less when the budget is small).
 MEMORY_CHARS = 400
 #: Smallest budget that can hold a header and one useful line.
@@ -227,10 +229,16 @@ class _Recaller:
         return box["hits"], "hybrid"
 
     def _recall(self, query: str, mode: str) -> list[Hit]:
+        """Hits worth an agent's attention. Hybrid: those whose cosine similarity reaches
+        ``agent.min_similarity`` (a shared word alone is not relevance). Keyword (the
+        fallback, with no measure of meaning): those whose bm25 is at least
+        ``KEYWORD_RELATIVE`` of the best hit's."""
         hits = self.store.recall(query, CANDIDATES, mode=mode, **self.scope.filters)  # type: ignore[arg-type]
+        if mode == "keyword":
+            best = min((h.bm25 for h in hits if h.bm25 is not None), default=0.0)
+            return [h for h in hits if h.bm25 is not None and h.bm25 <= best * KEYWORD_RELATIVE]
         floor = self.options.min_similarity
-        return [h for h in hits
-                if h.keyword_rank is not None or (h.similarity is not None and h.similarity >= floor)]
+        return [h for h in hits if h.similarity is not None and h.similarity >= floor]
 
 
 # -- rendering ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import click
 
@@ -48,8 +49,11 @@ def mcp(ctx: click.Context) -> None:
               help="Most characters of context [setting agent.context_chars: 2000].")
 @click.option("--mode", type=click.Choice(["auto", "hybrid", "keyword"]),
               help="Recall mode [setting agent.recall_mode: auto].")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Say on stderr which recall answered, what was shown, and how long it took.")
 @click.pass_context
-def agent_hook(ctx: click.Context, event: str, budget: int | None, mode: str | None) -> None:
+def agent_hook(ctx: click.Context, event: str, budget: int | None, mode: str | None,
+               verbose: bool) -> None:
     """Print memory context for an assistant's lifecycle hook.
 
     Reads the hook event (JSON) on stdin and prints Claude Code's hook output
@@ -70,6 +74,15 @@ def agent_hook(ctx: click.Context, event: str, budget: int | None, mode: str | N
         pending = result.pending
         if result.output is not None:
             sys.stdout.write(json.dumps(result.output, ensure_ascii=False) + "\n")
+        if verbose:
+            elapsed = time.monotonic() - started
+            sys.stderr.write(
+                f"memstore agent-hook {event}: recall {result.recall_mode}"
+                f"{' (hybrid still running)' if result.pending else ''}, "
+                f"{len(result.memory_ids)} memories, {len(result.context)} chars, "
+                f"{elapsed * 1000:.0f} ms since process start"
+                f"{f', error: {result.error}' if result.error else ''}\n"
+            )
         sys.stdout.flush()
         sys.stderr.flush()
     except BaseException:  # noqa: S110 - run_hook logs its own errors; this is the last guard

@@ -31,7 +31,9 @@ def event(name: str, **fields: Any) -> str:
 
 
 def settings(**values: Any):
-    return load_settings({"agent.recall_mode": "hybrid", **values})
+    """Hybrid recall, and a similarity floor for the hash embedder (its cosines are word
+    overlap: 0.2 where the model would say 0.5)."""
+    return load_settings({"agent.recall_mode": "hybrid", "agent.min_similarity": 0.1, **values})
 
 
 def hook(store: memstore.MemoryStore, name: str, raw: str | bytes, **values: Any):
@@ -67,6 +69,20 @@ def test_prompt_hook_says_nothing_when_nothing_is_relevant(filled):
         assert result.output is None and result.error is None and result.context == ""
 
 
+def test_hits_below_the_similarity_floor_are_left_out(filled):
+    prompt = event("UserPromptSubmit", prompt="why is the CI flaky again?")
+    assert hook(filled, "prompt", prompt, **{"agent.min_similarity": 0.15}).memory_ids
+    assert hook(filled, "prompt", prompt, **{"agent.min_similarity": 0.5}).output is None
+
+
+def test_keyword_fallback_keeps_only_strong_matches(store):
+    store.capture("the deploy pipeline deploys the pipeline of deploys")
+    store.capture("a note that mentions deploy once among many other unrelated words here")
+    result = hook(store, "prompt", event("UserPromptSubmit", prompt="deploy pipeline"),
+                  **{"agent.recall_mode": "keyword"})
+    assert result.context.count("\n- ") == 1 and "pipeline of deploys" in result.context
+
+
 def test_session_start_shows_project_and_recent_memories(store, tmp_path):
     project = tmp_path / "billing-service"
     (project / ".git").mkdir(parents=True)
@@ -94,7 +110,7 @@ def test_context_never_exceeds_the_budget(store, budget):
     store.capture_many([f"note {i} about the deploy pipeline: " + "stage and verify " * 40
                         for i in range(30)])
     result = hook(store, "prompt", event("UserPromptSubmit", prompt="deploy pipeline"),
-                  **{"agent.context_chars": budget})
+                  **{"agent.context_chars": budget, "agent.recall_mode": "keyword"})
     context = result.output["hookSpecificOutput"]["additionalContext"]
     assert len(context) <= budget
     assert result.memory_ids and all(i in context for i in result.memory_ids)
@@ -176,7 +192,8 @@ class BrokenEmbedder(HashEmbedder):
 
 def test_auto_mode_uses_hybrid_when_it_answers_in_time(filled):
     result = run_hook("prompt", event("UserPromptSubmit", prompt="why is the CI flaky?"),
-                      settings=load_settings({"agent.time_budget_ms": 5000}), opener=lambda _s: filled)
+                      settings=settings(**{"agent.recall_mode": "auto", "agent.time_budget_ms": 5000}),
+                      opener=lambda _s: filled)
     assert result.recall_mode == "hybrid" and not result.pending and "retry backoff" in result.context
 
 
@@ -186,7 +203,7 @@ def test_auto_mode_falls_back_to_keyword_when_hybrid_is_late(tmp_path):
         store.capture("The flaky CI was a race in the retry backoff")
         started = time.monotonic()
         result = run_hook("prompt", event("UserPromptSubmit", prompt="flaky CI"),
-                          settings=load_settings({"agent.time_budget_ms": 100}),
+                          settings=settings(**{"agent.recall_mode": "auto", "agent.time_budget_ms": 100}),
                           opener=lambda _s: store, started=started)
         elapsed = time.monotonic() - started
         assert result.recall_mode == "keyword" and result.pending
@@ -199,7 +216,8 @@ def test_auto_mode_falls_back_to_keyword_when_hybrid_fails(tmp_path):
     with memstore.open(tmp_path / "s", embedder=BrokenEmbedder()) as store:
         store.capture("The flaky CI was a race in the retry backoff")
         result = run_hook("prompt", event("UserPromptSubmit", prompt="flaky CI"),
-                          settings=load_settings({"agent.time_budget_ms": 5000}), opener=lambda _s: store)
+                          settings=settings(**{"agent.recall_mode": "auto", "agent.time_budget_ms": 5000}),
+                          opener=lambda _s: store)
     assert result.recall_mode == "keyword" and not result.pending and result.error is None
     assert "retry backoff" in result.context
     assert "hybrid recall failed, used keyword hits: the model cannot be loaded" in log_path().read_text()
@@ -233,7 +251,8 @@ def test_process_started_is_in_the_past():
 # with os._exit when hybrid recall is late); auto mode is tested in a real subprocess below.
 
 
-def test_cli_prints_the_hook_json(isolated_env):
+def test_cli_prints_the_hook_json(isolated_env, monkeypatch):
+    monkeypatch.setenv("MEMSTORE_AGENT_MIN_SIMILARITY", "0.1")  # hash embedder cosines
     with memstore.open() as store:
         store.capture("The flaky CI was a race in the retry backoff")
     runner = CliRunner()
@@ -256,7 +275,8 @@ def test_cli_exits_zero_and_prints_nothing_on_garbage(isolated_env):
 def test_cli_in_a_real_process_auto_mode(tmp_path, isolated_env):
     with memstore.open() as store:
         store.capture("The flaky CI was a race in the retry backoff")
-    env = {**os.environ, "MEMSTORE_AGENT_TIME_BUDGET_MS": "30000"}
+    env = {**os.environ, "MEMSTORE_AGENT_TIME_BUDGET_MS": "30000",
+           "MEMSTORE_AGENT_MIN_SIMILARITY": "0.1"}
     proc = subprocess.run([sys.executable, "-m", "memstore", "agent-hook", "prompt"],
                           input=event("UserPromptSubmit", prompt="flaky CI"),
                           capture_output=True, text=True, env=env, timeout=120)

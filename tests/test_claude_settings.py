@@ -175,7 +175,8 @@ def test_the_installed_command_runs(tmp_path, isolated_env):
     proc = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120,
                           input=json.dumps({"hook_event_name": "UserPromptSubmit", "prompt": "flaky CI",
                                             "cwd": str(tmp_path)}),
-                          env={**os.environ, "MEMSTORE_AGENT_TIME_BUDGET_MS": "30000"})
+                          env={**os.environ, "MEMSTORE_AGENT_TIME_BUDGET_MS": "30000",
+                               "MEMSTORE_AGENT_MIN_SIMILARITY": "0.1"})
     assert proc.returncode == 0, proc.stderr
     assert "retry backoff" in json.loads(proc.stdout)["hookSpecificOutput"]["additionalContext"]
     assert Path(path).stat().st_mode & 0o777 == 0o644
