@@ -10,6 +10,7 @@ become MCP tool errors (``isError`` results) whose text says what went wrong.
 
 # No `from __future__ import annotations`: the SDK reads the tool signatures at run time.
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from . import __version__
+from .agent_hooks import project_scope
 from .errors import InvalidInputError, MemstoreError, ModelError, NotFoundError, StoreError
 from .models import Hit, Memory
 from .settings import Settings, load_settings
@@ -139,7 +141,7 @@ class _LazyStore:
 
 
 def _head(memory: Memory) -> str:
-    stamp = memory.created_at.strftime("%Y-%m-%d %H:%M")
+    stamp = memory.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
     parts = [memory.id, f"[{memory.namespace}]", stamp, *(f"#{t}" for t in memory.tags)]
     if memory.deleted:
         parts.append("(forgotten)")
@@ -197,6 +199,9 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
     """The MCP server with memstore's tools. Each tool call asks ``store()`` for the store
     (which should open it once, on first use, and then return the same one); ``settings``
     give the recall defaults. The caller closes the store when the server stops."""
+    # Hosts start the server in the project's directory: recall and list are scoped to it
+    # (today the scope has no filters; git scoping fills them in agent_hooks.project_scope).
+    scope = project_scope(os.getcwd())
     app = MCPServer(
         "memstore", title="memstore", version=__version__, instructions=INSTRUCTIONS,
         description="Personal memory store with offline semantic recall.",
@@ -243,7 +248,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         mode = mode or settings["recall.mode"]
         with _tool_errors():
             hits = store().recall(query, limit, namespace=namespace, tags=tags, since=since,
-                                  until=until, mode=mode)  # type: ignore[arg-type]
+                                  until=until, mode=mode, **scope.filters)  # type: ignore[arg-type]
         text = "\n".join(_hit_text(rank, hit) for rank, hit in enumerate(hits, start=1))
         return _result(text or "no memories found",
                        {"query": query, "mode": mode, "hits": [hit.to_dict() for hit in hits]})
@@ -295,7 +300,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         """List memories, newest first, optionally filtered."""
         with _tool_errors():
             memories = store().list(limit=limit, offset=offset, namespace=namespace, tags=tags,
-                                    since=since, until=until)
+                                    since=since, until=until, **scope.filters)
         text = "\n".join(f"{_head(m)}\n   {_snippet(m.text)}" for m in memories)
         return _result(text or "no memories", {"memories": [m.to_dict() for m in memories]})
 
