@@ -11,6 +11,7 @@ become MCP tool errors (``isError`` results) whose text says what went wrong.
 # No `from __future__ import annotations`: the SDK reads the tool signatures at run time.
 
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -115,7 +116,10 @@ def _tool_errors() -> Iterator[None]:
     try:
         yield
     except MemstoreError as exc:
-        kind = next((label for cls, label in _ERROR_KINDS if isinstance(exc, cls)), "error")
+        kind = next((label for cls, label in _ERROR_KINDS if isinstance(exc, cls)), None)
+        if kind is None:  # a newer error class, e.g. ConflictError -> "conflict"
+            name = type(exc).__name__.removesuffix("Error")
+            kind = "error" if name in ("", "Memstore") else re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
         raise ToolError(f"{kind}: {exc}") from exc
 
 
@@ -277,6 +281,8 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
                 raise ToolError("invalid input: give text, tags or metadata to change")
             with _tool_errors():
                 memory = store().update(id, text=text, tags=tags, metadata=metadata)  # type: ignore[attr-defined]
+            if getattr(memory, "created", True) is False:
+                return _result(f"nothing to change: {_head(memory)}", memory.to_dict())
             return _result(f"updated {id} -> {_head(memory)}", memory.to_dict())
 
     @app.tool(annotations=_annotations("Forget a memory", read_only=False, destructive=True,
