@@ -44,6 +44,7 @@ __all__ = [
     "log_path",
     "process_started",
     "project_scope",
+    "render_context",
     "run_hook",
 ]
 

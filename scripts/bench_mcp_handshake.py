@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,10 +61,14 @@ def handshake(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     return elapsed, cpu, len(reply["result"]["tools"])
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdin=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -86,21 +91,18 @@ def main() -> None:
     server = [sys.executable, "-m", "memstore", "mcp"]
     handshake(server, env)  # warm-up: bytecode caches, page cache
     runs = [handshake(server, env) for _ in range(args.runs)]
-    walls = [r[0] for r in runs]
-    cpus = [r[1] for r in runs]
     bare = [timed([sys.executable, "-c", "pass"], env) for _ in range(5)]
     sdk = [timed([sys.executable, "-c", "import mcp.server.mcpserver"], env) for _ in range(5)]
 
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {runs[0][2]} tools listed; "
           f"store opened by the handshake: {os.path.exists(os.path.join(home, 'memstore.db'))}")
     print(f"{'what':>36} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'cpu p50 ms':>10}")
-    print(f"{'memstore mcp: initialize+tools/list':>36} {statistics.median(walls) * 1000:>7.0f} "
-          f"{pct(walls, 95) * 1000:>7.0f} {max(walls) * 1000:>7.0f} {statistics.median(cpus) * 1000:>10.0f}")
-    print(f"{'python -c pass':>36} {statistics.median(bare) * 1000:>7.0f} {pct(bare, 95) * 1000:>7.0f} "
-          f"{max(bare) * 1000:>7.0f} {'':>10}")
-    print(f"{'import mcp.server.mcpserver':>36} {statistics.median(sdk) * 1000:>7.0f} "
-          f"{pct(sdk, 95) * 1000:>7.0f} {max(sdk) * 1000:>7.0f} {'':>10}")
-
+    for label, rows in (("memstore mcp: initialize+tools/list", [r[:2] for r in runs]),
+                        ("python -c pass", bare), ("import mcp.server.mcpserver", sdk)):
+        walls = [r[0] for r in rows]
+        cpus = [r[1] for r in rows]
+        print(f"{label:>36} {statistics.median(walls) * 1000:>7.0f} {pct(walls, 95) * 1000:>7.0f} "
+              f"{max(walls) * 1000:>7.0f} {statistics.median(cpus) * 1000:>10.0f}")
 
 if __name__ == "__main__":
     main()
