@@ -25,7 +25,7 @@ from typing_extensions import TypedDict
 
 from . import __version__
 from .agent_hooks import project_scope
-from .errors import InvalidInputError, MemstoreError, ModelError, NotFoundError, StoreError
+from .errors import ConflictError, InvalidInputError, MemstoreError, ModelError, NotFoundError, StoreError
 from .models import Hit, Memory
 from .settings import Settings, load_settings
 from .store import MemoryStore, open_store
@@ -103,6 +103,7 @@ class StatsOut(TypedDict):
 
 
 _ERROR_KINDS: tuple[tuple[type[MemstoreError], str], ...] = (
+    (ConflictError, "conflict"),
     (InvalidInputError, "invalid input"),
     (NotFoundError, "not found"),
     (StoreError, "store error"),

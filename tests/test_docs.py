@@ -27,9 +27,9 @@ def test_python_api_doc_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "(nothing known yet)" in out  # the first recall, on an empty store
     assert "Orders use PostgreSQL, not MySQL" in out  # the second task recalled the decision
-    assert "not found: 01NOSUCHID" in out and "bad input:" in out
+    assert "not found: 01NOSUCHID" in out and "bad input:" in out and "conflict:" in out
     with memstore.open(tmp_path / "agent-memory") as store:
-        assert store.stats()["namespaces"] == {"decisions": 1, "learnings": 1, "ops": 2}
+        assert store.stats()["namespaces"] == {"decisions": 1, "default": 1, "learnings": 1, "ops": 3}
 
 
 def _public_members(cls: type) -> list[tuple[str, object]]:
