@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import config, gitscope
 from .errors import InvalidInputError, MemstoreError
 from .models import Hit, Memory
 from .settings import Settings, load_settings
@@ -68,30 +68,31 @@ LOG_MAX_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class ProjectScope:
-    """Where the agent works and how hooks narrow memories to it.
+    """Where the agent works and how memories are narrowed to it.
 
     ``label`` names the project in the context header and is the session-start query;
-    ``filters`` are extra keyword arguments for ``MemoryStore.recall`` and ``list``.
+    ``filters`` are extra keyword arguments for ``MemoryStore.recall`` and ``list`` (the
+    project's memories plus those with no project); ``capture`` those for ``capture`` (the
+    project and branch to record).
     """
 
     cwd: str | None
     label: str | None
     filters: Mapping[str, Any] = field(default_factory=dict)
+    capture: Mapping[str, Any] = field(default_factory=dict)
 
 
-def project_scope(cwd: str | None) -> ProjectScope:
-    """The scope of a hook run from ``cwd``: the one place that decides which memories
-    count as "this project's".
-
-    For now: the repository (or directory) name as the label and no filter, because the
-    store does not yet record projects. Git scoping replaces this body with the project
-    and branch detected from ``cwd`` and passes them as ``filters``.
-    """
-    if not cwd:
-        return ProjectScope(None, None)
-    path = Path(cwd)
-    root = next((p for p in (path, *path.parents) if (p / ".git").exists()), path)
-    return ProjectScope(cwd, root.name or str(root))
+def project_scope(cwd: str | os.PathLike[str] | None) -> ProjectScope:
+    """The scope of an agent working in ``cwd`` (default: this process's directory): inside a
+    git repository, its project (as ``memstore recall`` scopes it: the project plus memories
+    with none) labelled by the repository's name; elsewhere the directory's name, unscoped."""
+    path = Path(cwd) if cwd else Path.cwd()
+    repo = gitscope.detect(path) if path.is_dir() else None
+    if repo is None:
+        return ProjectScope(str(path), path.name or str(path))
+    label = repo.toplevel.name if repo.toplevel is not None else repo.project.rstrip("/").rsplit("/", 1)[-1]
+    return ProjectScope(str(path), label, {"project": [repo.project, None]},
+                        {"project": repo.project, "branch": repo.branch})
 
 
 # -- options -----------------------------------------------------------------------------------
@@ -350,11 +351,13 @@ def run_hook(
     result without output.
 
     ``overrides`` are settings given as flags; ``opener`` replaces :func:`memstore.open`
-    (tests inject a store with a fake embedder); ``started`` is the ``time.monotonic()``
+    (tests inject a store with a fake embedder; a store from ``opener`` is the caller's to
+    close, one opened here is closed here); ``started`` is the ``time.monotonic()``
     from which ``agent.time_budget_ms`` counts (default: now; the CLI passes its process's
     start, see :func:`process_started`)."""
     result = HookResult(event)
     started = time.monotonic() if started is None else started
+    owned = False
     store: MemoryStore | None = None
     try:
         if event not in EVENTS:
@@ -364,8 +367,9 @@ def run_hook(
         options = _Options.from_settings(settings)
         deadline = started + options.time_budget
         data = _parse_event(raw, event)
-        scope = project_scope(data.get("cwd") or None)
+        scope = project_scope(data.get("cwd") or None)  # Claude Code runs hooks in the project
         store = (opener or (lambda s: open_store(settings=s)))(settings)
+        owned = opener is None
         recaller = _Recaller(store, options, scope, deadline)
         context, ids, mode = _HOOKS[event](store, data, recaller, options)
         result.context, result.memory_ids, result.recall_mode = context, ids, mode
@@ -379,7 +383,7 @@ def run_hook(
         result.output = None
         _log(settings, event, result.error)
     finally:
-        if store is not None and not result.pending:
+        if store is not None and owned and not result.pending:
             try:
                 store.close()
             except Exception as exc:

@@ -59,6 +59,8 @@ class MemoryOut(TypedDict):
     metadata: dict[str, Any]
     created_at: str
     updated_at: str
+    project: str | None
+    branch: str | None
     deleted: bool
 
 
@@ -198,14 +200,20 @@ Since = Annotated[
                       "or a duration ago such as '7d' or '12h'."),
 ]
 Until = Annotated[str | None, Field(description="Only memories created before this time (same forms).")]
+AllProjects = Annotated[
+    bool,
+    Field(description="Search every project's memories. By default, inside a git repository, "
+                      "only its project's memories and those with no project."),
+]
 
 
 def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPServer:
     """The MCP server with memstore's tools. Each tool call asks ``store()`` for the store
     (which should open it once, on first use, and then return the same one); ``settings``
     give the recall defaults. The caller closes the store when the server stops."""
-    # Hosts start the server in the project's directory: recall and list are scoped to it
-    # (today the scope has no filters; git scoping fills them in agent_hooks.project_scope).
+    # Hosts start the server in the project's directory: inside a git repository, captures
+    # record its project and branch, and recall and list default to its memories (plus those
+    # with no project), as `memstore capture` and `memstore recall` do there.
     scope = project_scope(os.getcwd())
     app = MCPServer(
         "memstore", title="memstore", version=__version__, instructions=INSTRUCTIONS,
@@ -228,7 +236,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         existing memory (created: false) instead of storing it twice."""
         with _tool_errors():
             result = store().capture(text, namespace=namespace, tags=tags, metadata=metadata,
-                                     source=source)
+                                     source=source, **scope.capture)
         verb = "stored" if result.created else "already stored"
         lines = [f"{verb} {_head(result)}", *result.notices]
         return _result("\n".join(lines), result.to_dict())
@@ -246,6 +254,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         mode: Annotated[Literal["hybrid", "keyword", "semantic"] | None,
                         Field(description="hybrid (meaning + keywords, the default), keyword or "
                                           "semantic.")] = None,
+        all_projects: AllProjects = False,
     ) -> Annotated[mcp_types.CallToolResult, RecallOut]:
         """Find memories by meaning and keyword, best first. Each hit has its id, text, fused
         score and the evidence (keyword rank, vector rank, cosine similarity)."""
@@ -253,7 +262,8 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         mode = mode or settings["recall.mode"]
         with _tool_errors():
             hits = store().recall(query, limit, namespace=namespace, tags=tags, since=since,
-                                  until=until, mode=mode, **scope.filters)  # type: ignore[arg-type]
+                                  until=until, mode=mode,  # type: ignore[arg-type]
+                                  **({} if all_projects else scope.filters))
         text = "\n".join(_hit_text(rank, hit) for rank, hit in enumerate(hits, start=1))
         return _result(text or "no memories found",
                        {"query": query, "mode": mode, "hits": [hit.to_dict() for hit in hits]})
@@ -303,11 +313,12 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         tags: TagsFilter = None,
         since: Since = None,
         until: Until = None,
+        all_projects: AllProjects = False,
     ) -> Annotated[mcp_types.CallToolResult, ListOut]:
         """List memories, newest first, optionally filtered."""
         with _tool_errors():
             memories = store().list(limit=limit, offset=offset, namespace=namespace, tags=tags,
-                                    since=since, until=until, **scope.filters)
+                                    since=since, until=until, **({} if all_projects else scope.filters))
         text = "\n".join(f"{_head(m)}\n   {_snippet(m.text)}" for m in memories)
         return _result(text or "no memories", {"memories": [m.to_dict() for m in memories]})
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from gitrepo import GitRepo, isolate_git
 
 import memstore
 from memstore import agent_hooks
@@ -22,6 +23,11 @@ from memstore.embedder import HashEmbedder
 from memstore.errors import StoreError
 from memstore.settings import load_settings
 from memstore.timeutil import now
+
+
+@pytest.fixture
+def git_env(tmp_path, monkeypatch):
+    isolate_git(tmp_path, monkeypatch)
 
 
 def event(name: str, **fields: Any) -> str:
@@ -83,14 +89,17 @@ def test_keyword_fallback_keeps_only_strong_matches(store):
     assert result.context.count("\n- ") == 1 and "pipeline of deploys" in result.context
 
 
-def test_session_start_shows_project_and_recent_memories(store, tmp_path):
-    project = tmp_path / "billing-service"
-    (project / ".git").mkdir(parents=True)
-    (project / "src").mkdir()
-    store.capture("billing-service retries card charges three times before giving up", namespace="decisions")
-    store.capture("Nightly backups run at 02:00 UTC")
+def test_session_start_shows_project_and_recent_memories(store, tmp_path, git_env):
+    repo = GitRepo(tmp_path / "billing-service", remote="https://github.com/acme/billing-service.git")
+    (repo.path / "src").mkdir()
+    project = "github.com/acme/billing-service"
+    store.capture("billing-service retries card charges three times before giving up",
+                  namespace="decisions", project=project)
+    store.capture("Nightly backups run at 02:00 UTC")  # no project: shown everywhere
+    store.capture("The billing-service of the other team is written in Go",
+                  project="github.com/other/billing-service")
     result = hook(store, "session-start",
-                  event("SessionStart", source="startup", cwd=str(project / "src")))
+                  event("SessionStart", source="startup", cwd=str(repo.path / "src")))
     context = result.output["hookSpecificOutput"]["additionalContext"]
     assert result.output["hookSpecificOutput"]["hookEventName"] == "SessionStart"
     lines = context.splitlines()
@@ -98,6 +107,17 @@ def test_session_start_shows_project_and_recent_memories(store, tmp_path):
     assert lines[1] == "About this project:" and "retries card charges" in lines[2]
     assert lines[3] == "Most recent:" and "Nightly backups" in lines[4]
     assert len(result.memory_ids) == 2  # each memory once, though it is also recent
+    assert "other team" not in context  # another project's memory stays out
+
+
+def test_prompt_hook_keeps_to_the_project(store, tmp_path, git_env):
+    repo = GitRepo(tmp_path / "shop", remote="git@github.com:acme/shop.git")
+    store.capture("Flaky CI in shop was a race in the retry backoff", project="github.com/acme/shop")
+    store.capture("Flaky CI in the blog was a stale cache", project="github.com/acme/blog")
+    result = hook(store, "prompt", event("UserPromptSubmit", prompt="flaky CI", cwd=str(repo.path)))
+    assert "retry backoff" in result.context and "stale cache" not in result.context
+    outside = hook(store, "prompt", event("UserPromptSubmit", prompt="flaky CI", cwd=str(tmp_path)))
+    assert "retry backoff" in outside.context and "stale cache" in outside.context
 
 
 def test_session_start_on_an_empty_store_says_nothing(store, tmp_path):
@@ -232,14 +252,18 @@ def test_keyword_mode_never_touches_the_model(tmp_path):
     assert result.recall_mode == "keyword" and result.error is None and "retry backoff" in result.context
 
 
-def test_project_scope_is_the_repository_name(tmp_path):
-    repo = tmp_path / "shop"
-    (repo / ".git").mkdir(parents=True)
-    (repo / "a" / "b").mkdir(parents=True)
-    assert project_scope(str(repo / "a" / "b")).label == "shop"
-    assert project_scope(str(tmp_path / "plain")).label == "plain"
-    assert project_scope(None).label is None
-    assert project_scope(str(repo)).filters == {}
+def test_project_scope_follows_git(tmp_path, git_env, monkeypatch):
+    repo = GitRepo(tmp_path / "shop", remote="https://github.com/Acme/Shop.git")
+    (repo.path / "a" / "b").mkdir(parents=True)
+    scope = project_scope(str(repo.path / "a" / "b"))
+    assert scope.label == "shop"
+    assert scope.filters == {"project": ["github.com/acme/shop", None]}
+    assert scope.capture == {"project": "github.com/acme/shop", "branch": "main"}
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert project_scope(str(plain)) == agent_hooks.ProjectScope(str(plain), "plain")
+    monkeypatch.chdir(repo.path)
+    assert project_scope(None).label == "shop"  # hooks run in the project directory
 
 
 def test_process_started_is_in_the_past():

@@ -19,11 +19,18 @@ from memstore.store import MemoryStore
 if not os.environ.get("CI"):  # CI installs the mcp extra; anywhere else, skip without it
     pytest.importorskip("mcp", reason="the mcp extra is not installed")
 
+from gitrepo import GitRepo, isolate_git  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 
 from memstore.mcp_server import build_server  # noqa: E402
 
 HAS_UPDATE = hasattr(MemoryStore, "update")
+
+
+@pytest.fixture(autouse=True)
+def outside_git(tmp_path, monkeypatch):
+    """The server scopes to the git project of its working directory: start outside any."""
+    monkeypatch.chdir(tmp_path)
 TOOLS = {"capture", "recall", "get", "forget", "list", "stats"} | ({"update"} if HAS_UPDATE else set())
 
 
@@ -55,7 +62,7 @@ def test_tools_are_listed_with_typed_schemas_and_hints():
     recall = tools["recall"]
     assert recall.input_schema["required"] == ["query"]
     props = recall.input_schema["properties"]
-    assert set(props) == {"query", "limit", "namespace", "tags", "since", "until", "mode"}
+    assert set(props) == {"query", "limit", "namespace", "tags", "since", "until", "mode", "all_projects"}
     assert {"hybrid", "keyword", "semantic"} <= set(props["mode"]["anyOf"][0]["enum"])
     assert recall.output_schema is not None and "hits" in recall.output_schema["properties"]
     assert recall.annotations.read_only_hint is True
@@ -117,6 +124,27 @@ def test_recall_filters_and_defaults(store):
     assert [h["tags"] for h in tagged.structured_content["hits"]] == [["deploy"]]
     assert len(both.structured_content["hits"]) == 2
     assert default.structured_content["mode"] == "hybrid"  # the recall.mode setting's default
+
+
+def test_inside_a_git_repository_captures_record_the_project_and_recall_keeps_to_it(
+        store, tmp_path, monkeypatch):
+    isolate_git(tmp_path, monkeypatch)
+    repo = GitRepo(tmp_path / "shop", remote="https://github.com/acme/shop.git")
+    monkeypatch.chdir(repo.path)
+    store.capture("deploys of the blog go through netlify", project="github.com/acme/blog")
+    store.capture("deploys need a green CI run")  # no project: recalled everywhere
+    captured, scoped, everything, listed = call(
+        store,
+        ("capture", {"text": "deploys of the shop go through the staging cluster"}),
+        ("recall", {"query": "deploys", "mode": "keyword"}),
+        ("recall", {"query": "deploys", "mode": "keyword", "all_projects": True}),
+        ("list", {}),
+    )
+    assert captured.structured_content["project"] == "github.com/acme/shop"
+    assert captured.structured_content["branch"] == "main"
+    assert {h["project"] for h in scoped.structured_content["hits"]} == {"github.com/acme/shop", None}
+    assert len(everything.structured_content["hits"]) == 3
+    assert len(listed.structured_content["memories"]) == 2
 
 
 def test_library_errors_become_tool_errors_that_say_what_went_wrong(store):
