@@ -10,6 +10,7 @@ become MCP tool errors (``isError`` results) whose text says what went wrong.
 
 # No `from __future__ import annotations`: the SDK reads the tool signatures at run time.
 
+import functools
 import os
 import re
 import threading
@@ -214,7 +215,9 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
     # Hosts start the server in the project's directory: inside a git repository, captures
     # record its project and branch, and recall and list default to its memories (plus those
     # with no project), as `memstore capture` and `memstore recall` do there.
-    scope = project_scope(os.getcwd())
+    # Detected on the first tool call (git runs then), not during the handshake.
+    cwd = os.getcwd()
+    scope = functools.cache(lambda: project_scope(cwd))
     app = MCPServer(
         "memstore", title="memstore", version=__version__, instructions=INSTRUCTIONS,
         description="Personal memory store with offline semantic recall.",
@@ -236,7 +239,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         existing memory (created: false) instead of storing it twice."""
         with _tool_errors():
             result = store().capture(text, namespace=namespace, tags=tags, metadata=metadata,
-                                     source=source, **scope.capture)
+                                     source=source, **scope().capture)
         verb = "stored" if result.created else "already stored"
         lines = [f"{verb} {_head(result)}", *result.notices]
         return _result("\n".join(lines), result.to_dict())
@@ -263,7 +266,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         with _tool_errors():
             hits = store().recall(query, limit, namespace=namespace, tags=tags, since=since,
                                   until=until, mode=mode,  # type: ignore[arg-type]
-                                  **({} if all_projects else scope.filters))
+                                  **({} if all_projects else scope().filters))
         text = "\n".join(_hit_text(rank, hit) for rank, hit in enumerate(hits, start=1))
         return _result(text or "no memories found",
                        {"query": query, "mode": mode, "hits": [hit.to_dict() for hit in hits]})
@@ -318,7 +321,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         """List memories, newest first, optionally filtered."""
         with _tool_errors():
             memories = store().list(limit=limit, offset=offset, namespace=namespace, tags=tags,
-                                    since=since, until=until, **({} if all_projects else scope.filters))
+                                    since=since, until=until, **({} if all_projects else scope().filters))
         text = "\n".join(f"{_head(m)}\n   {_snippet(m.text)}" for m in memories)
         return _result(text or "no memories", {"memories": [m.to_dict() for m in memories]})
 
