@@ -121,7 +121,7 @@ def _tool_errors() -> Iterator[None]:
         yield
     except MemstoreError as exc:
         kind = next((label for cls, label in _ERROR_KINDS if isinstance(exc, cls)), None)
-        if kind is None:  # a newer error class, e.g. ConflictError -> "conflict"
+        if kind is None:  # an error class added later: its name, e.g. "quota exceeded"
             name = type(exc).__name__.removesuffix("Error")
             kind = "error" if name in ("", "Memstore") else re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
         raise ToolError(f"{kind}: {exc}") from exc
@@ -278,26 +278,25 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
             memory = store().get(id)
         return _result(f"{_head(memory)}\n{memory.text}", memory.to_dict())
 
-    if hasattr(MemoryStore, "update"):
-        @app.tool(annotations=_annotations("Update a memory", read_only=False))
-        def update(
-            id: Id,  # noqa: A002
-            text: Annotated[str | None, Field(description="The corrected text.")] = None,
-            tags: Annotated[list[str] | None, Field(description="The new tags (replace the old "
-                                                                "ones).")] = None,
-            metadata: Annotated[dict[str, Any] | None, Field(description="The new metadata "
-                                                                        "(replaces the old).")]
-            = None,
-        ) -> Annotated[mcp_types.CallToolResult, MemoryOut]:
-            """Correct a memory: writes a new version and keeps the old one as superseded
-            (its history stays). Returns the new version, which has a new id."""
-            if text is None and tags is None and metadata is None:
-                raise ToolError("invalid input: give text, tags or metadata to change")
-            with _tool_errors():
-                memory = store().update(id, text=text, tags=tags, metadata=metadata)  # type: ignore[attr-defined]
-            if getattr(memory, "created", True) is False:
-                return _result(f"nothing to change: {_head(memory)}", memory.to_dict())
-            return _result(f"updated {id} -> {_head(memory)}", memory.to_dict())
+    @app.tool(annotations=_annotations("Update a memory", read_only=False))
+    def update(
+        id: Id,  # noqa: A002
+        text: Annotated[str | None, Field(description="The corrected text.")] = None,
+        tags: Annotated[list[str] | None, Field(description="The new tags (replace the old "
+                                                            "ones).")] = None,
+        metadata: Annotated[dict[str, Any] | None, Field(description="The new metadata "
+                                                                    "(replaces the old).")]
+        = None,
+    ) -> Annotated[mcp_types.CallToolResult, CaptureOut]:
+        """Correct a memory: writes a new version and keeps the old one as superseded
+        (its history stays). Returns the new version, which has a new id."""
+        if text is None and tags is None and metadata is None:
+            raise ToolError("invalid input: give text, tags or metadata to change")
+        with _tool_errors():
+            memory = store().update(id, text=text, tags=tags, metadata=metadata)
+        if not memory.created:
+            return _result(f"nothing to change: {_head(memory)}", memory.to_dict())
+        return _result(f"updated {id} -> {_head(memory)}", memory.to_dict())
 
     @app.tool(annotations=_annotations("Forget a memory", read_only=False, destructive=True,
                                        idempotent=True))

@@ -24,14 +24,12 @@ from mcp import Client, StdioServerParameters  # noqa: E402
 
 from memstore.mcp_server import build_server  # noqa: E402
 
-HAS_UPDATE = hasattr(MemoryStore, "update")
-
 
 @pytest.fixture(autouse=True)
 def outside_git(tmp_path, monkeypatch):
     """The server scopes to the git project of its working directory: start outside any."""
     monkeypatch.chdir(tmp_path)
-TOOLS = {"capture", "recall", "get", "forget", "list", "stats"} | ({"update"} if HAS_UPDATE else set())
+TOOLS = {"capture", "recall", "get", "update", "forget", "list", "stats"}
 
 
 def run(coro: Any) -> Any:
@@ -180,8 +178,6 @@ def test_a_store_that_cannot_open_is_a_tool_error_not_a_crash():
     assert "store error: store directory /nowhere is not writable" in result.content[0].text
 
 
-@pytest.mark.skipif(not HAS_UPDATE, reason="MemoryStore.update is not in this build (memstore issue 6): "
-                                           "the MCP update tool is not offered")
 def test_update_writes_a_new_version(store):
     old = store.capture("The API rate limit is 100 requests per minute", tags=["api"])
     result, none = call(
@@ -194,10 +190,6 @@ def test_update_writes_a_new_version(store):
     assert new["text"] == "The API rate limit is 500 requests per minute" and new["id"] != old.id
     assert store.get(old.id).superseded_by == new["id"]
     assert none.is_error and "give text, tags or metadata" in none.content[0].text
-
-
-def test_update_tool_is_offered_exactly_when_the_store_can_update():
-    assert ("update" in TOOLS) == HAS_UPDATE
 
 
 def test_round_trip_over_real_stdio(tmp_path: Path):
