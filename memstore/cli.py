@@ -421,6 +421,8 @@ def config_(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{name} = {entry['value']!r}  ({entry['source']})")
 
 
-for _command in (*LIFECYCLE_COMMANDS, *GIT_COMMANDS):
+from .cli_agent import AGENT_COMMANDS  # noqa: E402
+
+for _command in (*LIFECYCLE_COMMANDS, *GIT_COMMANDS, *AGENT_COMMANDS):
     cli.add_command(_command)
 cli.add_command(verify)

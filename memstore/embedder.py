@@ -95,6 +95,7 @@ class ModelInfo:
     note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields."""
         return asdict(self)
 
 
@@ -132,6 +133,7 @@ class HashEmbedder:
         return vec / norm if norm else vec
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised float32 row per text: hashed words and word pairs."""
         import numpy as np
 
         if not texts:
@@ -139,6 +141,7 @@ class HashEmbedder:
         return np.stack([self._vector(t) for t in texts])
 
     def embed_query(self, text: str) -> np.ndarray:
+        """The query's vector (the same function as for documents)."""
         return self._vector(text)
 
 
@@ -204,6 +207,7 @@ class FastEmbedder:
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised float32 row per text (the model is loaded on the first call)."""
         import numpy as np
 
         if not texts:
@@ -217,6 +221,7 @@ class FastEmbedder:
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
+        """The query's vector, through the model's query path."""
         import numpy as np
 
         model = self._load()

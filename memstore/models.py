@@ -102,6 +102,7 @@ class PurgedMemory:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The memory's JSON-ready dict plus ``reason``."""
         return {**self.memory.to_dict(), "reason": self.reason}
 
 
@@ -114,9 +115,11 @@ class PurgeResult:
 
     @property
     def count(self) -> int:
+        """How many memories were (or would be) deleted."""
         return len(self.items)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``memstore purge --json`` prints)."""
         return {
             "dry_run": self.dry_run,
             "purged": 0 if self.dry_run else self.count,
@@ -149,6 +152,7 @@ class ImportResult:
     results: tuple[CaptureResult, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``memstore import --json`` prints)."""
         return {
             "format": self.format,
             "read": self.read,

@@ -98,6 +98,21 @@ SETTINGS: dict[str, Setting] = {
             "Commits with an empty message: skip, or capture (their changed paths).",
             choices=("skip", "capture"),
         ),
+        Setting("agent.context_chars", int, 2000, "Most characters of memory context an agent hook injects."),
+        Setting(
+            "agent.recall_mode", str, "auto",
+            "How agent hooks recall: auto (hybrid if it answers within agent.time_budget_ms, "
+            "else keyword), hybrid (always wait for it), keyword (never load the model).",
+            choices=("auto", "hybrid", "keyword"),
+        ),
+        Setting(
+            "agent.time_budget_ms", int, 600,
+            "In auto mode, how long after an agent hook starts it stops waiting for hybrid recall.",
+        ),
+        Setting(
+            "agent.min_similarity", float, 0.3,
+            "Agent hooks leave out hits found only by meaning whose cosine similarity is below this.",
+        ),
     )
 }
 

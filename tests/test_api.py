@@ -43,7 +43,7 @@ def test_all_is_pinned():
 def test_import_is_light():
     code = (
         "import sys, memstore; heavy = [m for m in ('fastembed', 'onnxruntime', 'usearch', "
-        "'numpy', 'sqlite_utils', 'huggingface_hub') if m in sys.modules]; print(heavy)"
+        "'numpy', 'sqlite_utils', 'huggingface_hub', 'mcp', 'pydantic') if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
