@@ -10,6 +10,7 @@ import sys
 import click
 
 from . import __version__
+from .cli_admin import verify
 from .cli_git import (
     GIT_COMMANDS,
     capture_scope,
@@ -77,6 +78,10 @@ def cli(ctx: click.Context, home: str | None, model_dir: str | None) -> None:
 
 namespace_opt = click.option("-n", "--namespace", help="Namespace (default: 'default').")
 tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeatable).")
+redact_opt = click.option(
+    "--redact/--no-redact", default=None,
+    help="Replace secrets with [REDACTED:<kind>] before storing [setting redact: on].",
+)
 
 
 @cli.command()
@@ -93,6 +98,7 @@ tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeata
     help="Store even when a near-duplicate exists [setting near_duplicate.threshold].",
 )
 @capture_scope_options
+@redact_opt
 @json_opt
 @click.pass_context
 @handle_errors
@@ -100,7 +106,7 @@ def capture(
     ctx: click.Context, text: str | None, namespace: str | None, tags: tuple[str, ...],
     source: str | None, meta: tuple[str, ...], ttl: str | None, expires_at: str | None,
     supersedes: str | None, allow_duplicate: bool, project: str | None, branch: str | None,
-    no_project: bool, as_json: bool,
+    no_project: bool, redact: bool | None, as_json: bool,
 ) -> None:
     """Store a memory. TEXT, or stdin when TEXT is omitted or '-'.
 
@@ -116,6 +122,7 @@ def capture(
             body, namespace=namespace, tags=tags, metadata=metadata, source=source,  # type: ignore[arg-type]
             ttl=ttl, expires_at=expires_at, supersedes=supersedes, allow_duplicate=allow_duplicate,
             **scope,
+            redact=redact,
         )
     if as_json:
         emit_json(result.to_dict())
@@ -314,10 +321,13 @@ def reindex(ctx: click.Context, force: bool, as_json: bool) -> None:
 @cli.command(name="import")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @namespace_opt
+@redact_opt
 @json_opt
 @click.pass_context
 @handle_errors
-def import_(ctx: click.Context, file: str, namespace: str | None, as_json: bool) -> None:
+def import_(
+    ctx: click.Context, file: str, namespace: str | None, redact: bool | None, as_json: bool
+) -> None:
     """Import a `memstore export` file (ids, history and tombstones kept; importing it again
     changes nothing) or plain JSON Lines ({"text": ...} objects or strings, captured anew).
     '-' reads stdin."""
@@ -325,9 +335,16 @@ def import_(ctx: click.Context, file: str, namespace: str | None, as_json: bool)
     with open_from_context(ctx) as store:
         try:
             source = sys.stdin if file == "-" else file
-            result = store.import_jsonl(source, namespace=namespace, progress=update)
+            result = store.import_jsonl(source, namespace=namespace, progress=update, redact=redact)
         finally:
             finish()
+    redacted = [kind for r in result.results for kind in r.redacted]
+    if redacted:
+        from .redact import summary
+
+        touched = sum(bool(r.redacted) for r in result.results)
+        click.echo(f"memstore: redacted {summary(redacted)} in {touched} memories before storing "
+                   "(--no-redact keeps them)", err=True)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -408,3 +425,4 @@ from .cli_agent import AGENT_COMMANDS  # noqa: E402
 
 for _command in (*LIFECYCLE_COMMANDS, *GIT_COMMANDS, *AGENT_COMMANDS):
     cli.add_command(_command)
+cli.add_command(verify)

@@ -51,7 +51,7 @@ def open_from_context(ctx: click.Context) -> Iterator[MemoryStore]:
     finally:
         store.close()
         for notice in store.notices:
-            click.echo(f"memstore: {notice}", err=True)
+            click.echo(f"memstore: {' '.join(notice.split())}", err=True)  # one line each
 
 
 def emit_json(data: Any) -> None:

@@ -8,15 +8,17 @@ vector change log in the same transaction as the row they describe.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import CorruptDatabaseError, SchemaTooNewError, StoreError, StoreNotWritableError
 from .migrations import MIGRATION_NAMES, MIGRATION_SET, build_migrations
@@ -28,6 +30,7 @@ __all__ = [
     "Filter",
     "connect",
     "transaction",
+    "translate_errors",
 ]
 
 BUSY_TIMEOUT_MS = 60_000
@@ -40,6 +43,13 @@ MEMORY_COLUMNS = (
 
 def _prefixed(alias: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in MEMORY_COLUMNS.split(","))
+
+
+class Connection(sqlite3.Connection):
+    """An SQLite connection that remembers when a query found the file damaged: from then
+    on :func:`transaction` refuses to write to it (reads of intact parts still work)."""
+
+    damaged = False
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -56,7 +66,7 @@ def connect(path: Path) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False,
+                check_same_thread=False, factory=Connection,
             )
         finally:
             os.umask(old_umask)
@@ -77,16 +87,52 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _raise_for(exc: sqlite3.DatabaseError, path: Path) -> None:
+def _raise_for(exc: sqlite3.DatabaseError, path: Path | None, *, opening: bool = True) -> None:
     message = str(exc).lower()
     if "not a database" in message or "malformed" in message or "corrupt" in message:
+        if opening:
+            raise CorruptDatabaseError(
+                f"{path} is not a readable memstore database ({exc}); it was left untouched — "
+                "restore it from a backup or move it aside to start a new store"
+            ) from exc
         raise CorruptDatabaseError(
-            f"{path} is not a readable memstore database ({exc}); it was left untouched — "
-            "restore it from a backup or move it aside to start a new store"
+            f"database {path} is damaged ({exc}); memstore will not modify it — "
+            "`memstore verify` shows what is wrong; restore it from a backup"
         ) from exc
     if "readonly" in message or "unable to open" in message or "read-only" in message:
         raise StoreNotWritableError(f"cannot write to {path}: {exc}") from exc
     raise StoreError(f"cannot use database {path}: {exc}") from exc
+
+
+_C = TypeVar("_C", bound=type)
+
+
+def translate_errors(cls: _C) -> _C:
+    """Class decorator: an sqlite3 error escaping ``__init__`` or a public method becomes a
+    MemstoreError naming the file — CorruptDatabaseError for damage SQLite only finds when
+    a query reaches a bad page (the file header and schema can be intact)."""
+    for name, fn in list(vars(cls).items()):
+        if inspect.isfunction(fn) and (name == "__init__" or not name.startswith("_")):
+            setattr(cls, name, _translating(fn))
+    return cls
+
+
+def _translating(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            try:
+                _raise_for(exc, getattr(self, "db_path", None), opening=False)
+            except CorruptDatabaseError:
+                conn = getattr(self, "_conn", None)
+                if isinstance(conn, Connection):
+                    conn.damaged = True
+                raise
+            raise
+
+    return wrapper
 
 
 def _applied_migrations(conn: sqlite3.Connection) -> list[str]:
@@ -111,7 +157,7 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
         from filelock import FileLock
 
         # Concurrent first opens: one process migrates, the others wait and re-check.
-        with FileLock(str(path) + ".migrate.lock"):
+        with FileLock(str(path) + ".migrate.lock", mode=0o600):
             if _check_applied(conn, path):
                 return
             from sqlite_utils import Database
@@ -147,6 +193,11 @@ def _has_foreign_tables(conn: sqlite3.Connection) -> bool:
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (including KeyboardInterrupt)."""
+    if getattr(conn, "damaged", False):
+        raise CorruptDatabaseError(
+            "the database was found damaged earlier in this session; memstore will not write to it "
+            "— `memstore verify` shows what is wrong"
+        )
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -268,7 +319,9 @@ class Filter:
 
 
 def insert_memory(conn: sqlite3.Connection, values: dict[str, Any]) -> int:
-    """Insert one memory row; returns its seq. Call inside :func:`transaction`."""
+    """Insert one memory row; returns its seq. Call inside :func:`transaction`. Keys starting
+    with "_" are the caller's notes, not columns."""
+    values = {k: v for k, v in values.items() if not k.startswith("_")}
     columns = ", ".join(values)
     placeholders = ", ".join("?" * len(values))
     cursor = conn.execute(

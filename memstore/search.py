@@ -39,15 +39,18 @@ STOPWORDS = frozenset(
 def keyword_terms(query: str) -> list[str]:
     """Lower-cased word tokens of the query, stopwords dropped (unless that leaves nothing),
     duplicates removed, order kept, at most MAX_TERMS."""
-    tokens = [t.lower() for t in _TOKEN.findall(query)]
-    seen: dict[str, None] = {}
+    # Non-ASCII tokens keep their case: FTS5 folds case itself, with the Unicode 6.1 tables
+    # of its unicode61 tokenizer; Python's newer tables would lower-case letters FTS5 indexed
+    # as they are (e.g. U+10570) and the term would never match.
+    tokens = [t.lower() if t.isascii() else t for t in _TOKEN.findall(query)]
+    seen: dict[str, str] = {}
     for token in tokens:
-        if token not in STOPWORDS:
-            seen.setdefault(token)
+        if token.lower() not in STOPWORDS:
+            seen.setdefault(token.lower(), token)
     if not seen:
         for token in tokens:
-            seen.setdefault(token)
-    return list(seen)[:MAX_TERMS]
+            seen.setdefault(token.lower(), token)
+    return list(seen.values())[:MAX_TERMS]
 
 
 def fts_match(terms: Sequence[str]) -> str | None:

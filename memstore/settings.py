@@ -66,6 +66,11 @@ SETTINGS: dict[str, Setting] = {
             minimum=1,
         ),
         Setting(
+            "redact", bool, True,
+            "Replace secrets (API keys, tokens, private keys, passwords) in captured text with "
+            "[REDACTED:<kind>] markers before storing.",
+        ),
+        Setting(
             "near_duplicate.threshold", float, 0.85,
             "Cosine at or above which a capture is a near-duplicate of a live memory in its "
             "namespace and project (unless they state different numbers), and is not stored. "

@@ -44,10 +44,12 @@ from .validate import (
     clean_tags,
     clean_text,
 )
-from .vectors import VectorIndex
+from .vectors import NEWER, VectorIndex
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .verify import VerifyReport
 
 __all__ = ["MemoryStore", "ModelMismatchWarning", "Progress", "open_store"]
 
@@ -85,6 +87,7 @@ class ModelMismatchWarning(UserWarning):
     """Some memories carry vectors from another model; they are left out of the vector leg."""
 
 
+@db.translate_errors
 class MemoryStore:
     """A memory store in one directory: ``memstore.db`` plus the ``index/`` cache.
 
@@ -199,8 +202,13 @@ class MemoryStore:
         expires_at: TimeLike = None,
         ttl: TtlLike = None,
         created_at: TimeLike = None,
+        redact: bool | None = None,
     ) -> dict[str, Any]:
         text = clean_text(text)
+        meta = clean_metadata(metadata)
+        redacted: tuple[str, ...] = ()
+        if self._redacting(redact):  # before hashing and embedding: no secret reaches SQLite
+            text, meta, redacted = _redact_secrets(text, meta)
         ns = clean_name(namespace, "namespace") or self.settings.get(
             "default_namespace", config.DEFAULT_NAMESPACE
         )
@@ -214,13 +222,14 @@ class MemoryStore:
             "namespace": ns,
             "tags": json.dumps(list(clean_tags(tags)), ensure_ascii=False),
             "source": clean_name(source, "source"),
-            "metadata": json.dumps(clean_metadata(metadata), ensure_ascii=False),
+            "metadata": json.dumps(meta, ensure_ascii=False),
             "content_hash": content_hash(text, ns, project),
             "project": project,
             "branch": clean_name(branch, "branch"),
             "created_at": format_ts(created) if created else stamp,
             "updated_at": stamp,
             "expires_at": format_ts(expires) if expires else None,
+            "_redacted": redacted,  # not a column: db.insert_memory skips "_" keys
         }
 
     def capture(
@@ -239,6 +248,7 @@ class MemoryStore:
         allow_duplicate: bool = False,
         created_at: TimeLike = None,
         embed: bool = True,
+        redact: bool | None = None,
     ) -> CaptureResult:
         """Store one memory, embedded, in one transaction, and return it.
 
@@ -256,6 +266,8 @@ class MemoryStore:
         without a vector (no model is loaded, no near-duplicate check): keyword recall finds it
         immediately, and it gets its vector from :meth:`embed_pending`, which every recall
         runs first for a bounded number.
+        Secrets in the text and metadata values are replaced by ``[REDACTED:<kind>]`` first
+        (listed in ``result.redacted``) unless ``redact=False`` (default: the ``redact`` setting).
         """
         if supersedes is not None:
             old = self._current_version(_clean_id(supersedes))
@@ -263,14 +275,23 @@ class MemoryStore:
                 text, namespace=namespace or old.namespace, tags=tags, metadata=metadata,
                 source=source, project=project if project is not None else old.project,
                 branch=branch if branch is not None else old.branch, expires_at=expires_at, ttl=ttl,
+                redact=redact,
             )
-            return self._write_version(old, row)
+            return _with_redactions(self._write_version(old, row), row["_redacted"])
         row = self._prepare(
             text, namespace=namespace, tags=tags, metadata=metadata, source=source,
             project=project, branch=branch, expires_at=expires_at, ttl=ttl, created_at=created_at,
+            redact=redact,
         )
         near = None if allow_duplicate else self._near_duplicate_threshold()
-        return self._capture_rows([row], near=near, embed=embed)[0]
+        return _with_redactions(self._capture_rows([row], near=near, embed=embed)[0], row["_redacted"])
+
+    def _redacting(self, redact: bool | None) -> bool:
+        if redact is None:
+            return bool(self.settings.get("redact", True))
+        if not isinstance(redact, bool):
+            raise InvalidInputError(f"redact must be True, False or None, not {redact!r}")
+        return redact
 
     def capture_many(
         self,
@@ -281,6 +302,7 @@ class MemoryStore:
         batch_size: int | None = None,
         progress: Progress | bool | None = None,
         embed: bool = True,
+        redact: bool | None = None,
     ) -> list[CaptureResult]:
         """Store many memories, embedded in batches; one transaction per batch.
 
@@ -290,12 +312,14 @@ class MemoryStore:
         defers the vectors as in :meth:`capture`. Every item is
         checked before anything is written. ``namespace``/``tags`` are defaults for items
         that do not set them. ``progress`` is a ``(done, total)`` callback, or True for a
-        progress bar on stderr. Returns one result per item, in order.
+        progress bar on stderr. ``redact`` as in :meth:`capture`. Returns one result per
+        item, in order.
         """
         if batch_size is None:
             batch_size = int(self.settings.get("batch_size", BATCH_SIZE))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError("batch_size must be a positive integer")
+        redact = self._redacting(redact)
         rows = []
         allowed = {
             "text", "namespace", "tags", "metadata", "source", "project", "branch", "expires_at", "ttl",
@@ -316,9 +340,10 @@ class MemoryStore:
                     raise InvalidInputError(f"expected a string or a mapping, not {type(item).__name__}")
                 fields.setdefault("namespace", namespace)
                 fields.setdefault("tags", tags)
-                rows.append(self._prepare(**fields))
+                rows.append(self._prepare(**fields, redact=redact))
             except InvalidInputError as exc:
                 raise InvalidInputError(f"item {position}: {exc}") from None
+        redacted = [row["_redacted"] for row in rows]
         callback = _progress_callback(progress, len(rows), "capturing")
         results: list[CaptureResult] = []
         try:
@@ -332,7 +357,7 @@ class MemoryStore:
             with self._lock:
                 if self._index is not None:
                     self._sync_index()
-        return results
+        return [_with_redactions(r, k) for r, k in zip(results, redacted, strict=True)]
 
     def _capture_rows(
         self, rows: list[dict[str, Any]], sync: bool = True, *, near: float | None = None,
@@ -390,11 +415,13 @@ class MemoryStore:
         *,
         namespace: str | None = None,
         progress: Progress | bool | None = None,
+        redact: bool | None = None,
     ) -> ImportResult:
         """Import a JSON Lines file: a ``memstore export`` (restored losslessly: ids, timestamps,
         history links, tombstones; importing it again changes nothing) or plain JSONL (objects
         with ``text`` and optional fields as :meth:`capture_many`, or bare JSON strings,
-        captured as new memories; ``namespace`` is their default). The whole file is checked
+        captured as new memories; ``namespace`` is their default; ``redact`` as in
+        :meth:`capture` — an export is restored as it was). The whole file is checked
         before anything is written."""
         head, items = exchange.parse(exchange.read_lines(source))
         if head is not None:
@@ -411,7 +438,9 @@ class MemoryStore:
                     f"line {number}: this looks like a memstore export without its header line; "
                     "export again (the header is needed to restore ids and history)"
                 )
-        results = self.capture_many([item for _, item in items], namespace=namespace, progress=progress)
+        results = self.capture_many(
+            [item for _, item in items], namespace=namespace, progress=progress, redact=redact
+        )
         created = sum(r.created for r in results)
         return ImportResult(
             format="jsonl", read=len(results), created=created, unchanged=len(results) - created,
@@ -597,7 +626,10 @@ class MemoryStore:
     ) -> list[tuple[int, float]]:
         index = self._synced_index()
         if len(index) == 0:
-            if required and db.embedding_models(self._conn):
+            # (Another process may have added vectors since the index synced: only vectors of
+            # other models and none of ours mean a model mismatch.)
+            models = db.embedding_models(self._conn)
+            if required and models and self.embedder.model_id not in models:
                 raise ModelMismatchError(
                     f"no memory has a vector from the current model {self.embedder.model_id}; "
                     "run `memstore reindex`"
@@ -629,7 +661,8 @@ class MemoryStore:
     def _exact_over(self, qvec: np.ndarray, seqs: Sequence[int], depth: int) -> list[tuple[int, float]]:
         import numpy as np
 
-        rows = list(db.live_vectors(self._conn, self.embedder.model_id, seqs))
+        size = self.embedder.dimension * 4
+        rows = [r for r in db.live_vectors(self._conn, self.embedder.model_id, seqs) if len(r[1]) == size]
         if not rows:
             return []
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
@@ -669,38 +702,49 @@ class MemoryStore:
         conn = self._conn
         conn.execute("BEGIN")  # one read snapshot for head, floor and the changes
         try:
-            self._catch_up(index)
+            look_again = self._catch_up(index)
         finally:
             conn.execute("COMMIT")
+        if look_again:  # the saved index is newer than our snapshot: take a fresh one
+            conn.execute("BEGIN")
+            try:
+                self._catch_up(index, last_try=True)
+            finally:
+                conn.execute("COMMIT")
         if index.position - index.saved_position >= _save_threshold(len(index)):
             self._save_index()
 
-    def _catch_up(self, index: VectorIndex) -> None:
+    def _catch_up(self, index: VectorIndex, *, last_try: bool = False) -> bool:
+        """Bring the index to the log head of the current snapshot; True when the saved
+        index turned out newer than the snapshot (the caller looks again)."""
         conn = self._conn
         head = db.log_head(conn)
         if index.position == head:
-            return
+            return False
         floor = db.log_floor(conn)
         if not index.loaded:
             problem = index.load(self._store_id, floor, head)
+            if problem == NEWER and not last_try:
+                return True
             if problem:
                 self.notices.append(f"{problem}; rebuilt it from the database")
             if index.loaded and index.position == head:
-                return
+                return False
         if not index.loaded or not floor <= index.position <= head:
             index.rebuild(db.live_vectors(conn, index.model_id), head)
             index.saved_position = -1
-            return
+            return False
         touched, _ = db.changed_seqs(conn, index.position)
         current = dict(db.live_vectors(conn, index.model_id, touched))
         index.apply(touched, current, head)
+        return False
 
-    def _save_index(self) -> None:
+    def _save_index(self, *, force: bool = False) -> None:
         index = self._index
         if index is None or not index.loaded:
             return
         try:
-            index.save(self._store_id)
+            index.save(self._store_id, force=force)
         except (OSError, TimeoutError) as exc:  # a cache: failing to save loses nothing
             self.notices.append(f"could not save the vector index ({exc})")
 
@@ -813,9 +857,11 @@ class MemoryStore:
         source: str | None = None,
         expires_at: TimeLike = KEEP,
         ttl: TtlLike = None,
+        redact: bool | None = None,
     ) -> CaptureResult:
         """Write a new version of a memory; the old one is kept as superseded (linked both
-        ways, in one transaction) and drops out of recall and list.
+        ways, in one transaction) and drops out of recall and list. Secrets in the new text
+        or metadata are redacted as in :meth:`capture` (what is copied is left as it was).
 
         Fields left as None are copied from the old version (``tags=[]``/``metadata={}``
         clear them; ``expires_at=None`` removes the expiry, ``ttl`` sets a new one). When
@@ -829,6 +875,12 @@ class MemoryStore:
             expiry: dict[str, Any] = {"expires_at": None if expires_at is KEEP else expires_at, "ttl": ttl}
         else:
             expiry = {}
+        kinds: tuple[str, ...] = ()
+        if self._redacting(redact) and (text is not None or metadata is not None):
+            text, metadata, kinds = _redact_secrets(
+                None if text is None else clean_text(text),
+                None if metadata is None else clean_metadata(metadata),
+            )
         row = self._prepare(
             old.text if text is None else text,
             namespace=old.namespace,
@@ -837,6 +889,7 @@ class MemoryStore:
             source=old.source if source is None else source,
             project=old.project,
             branch=old.branch,
+            redact=False,
             **expiry,
         )
         if not expiry:
@@ -850,7 +903,7 @@ class MemoryStore:
         )
         if unchanged:
             return _result(old, created=False, notices=("nothing to change",))
-        return self._write_version(old, row)
+        return _with_redactions(self._write_version(old, row), kinds)
 
     def history(self, memory_id: str) -> list[Memory]:
         """Every version of the memory, oldest first (from any version's id). The current
@@ -1156,17 +1209,40 @@ class MemoryStore:
             finally:
                 if callback is not None and hasattr(callback, "close"):
                     callback.close()
-            index = self._index or VectorIndex(self.index_dir, model, self.embedder.dimension)
-            self._index = index
-            self._conn.execute("BEGIN")
-            try:
-                head = db.log_head(self._conn)
-                count = index.rebuild(db.live_vectors(self._conn, model), head)
-            finally:
-                self._conn.execute("COMMIT")
-            index.saved_position = -1
-            self._save_index()
+            count = self._rebuild_index()
             return {"embedded": done, "indexed": count, "model": model}
+
+    def _rebuild_index(self) -> int:
+        """Rebuild the vector index from SQLite and save it over whatever is on disk."""
+        model = self.embedder.model_id
+        index = self._index or VectorIndex(self.index_dir, model, self.embedder.dimension)
+        self._index = index
+        self._conn.execute("BEGIN")
+        try:
+            count = index.rebuild(db.live_vectors(self._conn, model), db.log_head(self._conn))
+        finally:
+            self._conn.execute("COMMIT")
+        index.saved_position = -1
+        self._save_index(force=True)
+        return count
+
+    def verify(self, *, repair: bool = False, quick: bool = False) -> VerifyReport:
+        """Check the database (PRAGMA integrity_check, or quick_check with ``quick``), the
+        full-text index, the tag table, the embeddings, their models and the saved vector
+        index against each other. With ``repair``, rebuild what SQLite can give back, then
+        check again; a database failing integrity_check is never modified."""
+        from . import verify as checks
+
+        with self._lock:
+            self._check_open()
+            emb = self.embedder
+            target = checks.Target(self._conn, self._store_id, emb.model_id, emb.dimension, self.index_dir)
+            found = checks.run_checks(target, quick=quick)
+            report = checks.VerifyReport(found)
+            if not repair or report.ok or not found[0].ok:
+                return report
+            done = checks.repair(target, found, embed=self._embed, rebuild_index=self._rebuild_index)
+            return checks.VerifyReport(checks.run_checks(target, quick=quick), done, found)
 
     # -- stats -------------------------------------------------------------------------------
 
@@ -1231,6 +1307,20 @@ def _clean_meta_filter(metadata: Mapping[str, str] | None) -> list[tuple[str, st
 def _result(memory: Memory, *, created: bool, notices: tuple[str, ...] = (), **flags: Any) -> CaptureResult:
     fields = {name: getattr(memory, name) for name in Memory.__dataclass_fields__}
     return CaptureResult(**fields, created=created, notices=notices, **flags)
+
+
+def _redact_secrets(text: Any, meta: Any) -> tuple[Any, Any, tuple[str, ...]]:
+    from .redact import redact_fields
+
+    return redact_fields(text, meta)
+
+
+def _with_redactions(result: CaptureResult, kinds: tuple[str, ...]) -> CaptureResult:
+    if not kinds:
+        return result
+    from .redact import notice
+
+    return replace(result, redacted=kinds, notices=(*result.notices, notice(kinds)))
 
 
 def _by_similarity(found: list[tuple[int, float]]) -> list[tuple[int, float]]:

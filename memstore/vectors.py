@@ -28,12 +28,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["IndexState", "VectorIndex"]
+__all__ = ["NEWER", "IndexState", "VectorIndex"]
 
 FORMAT = 1
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 64
+#: load() problem when the saved index reflects commits the caller's read snapshot predates
+#: (usually another process saved it meanwhile: look again with a fresh snapshot)
+NEWER = "vector index is newer than the database"
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ class VectorIndex:
         self.saved_position = -1
         self._index: Any = None
         self._view = False
+        #: the on-disk generation load() found unusable: save() must replace it, even though
+        #: its metadata claims a position as new as ours
+        self._rejected: str | None = None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -122,37 +128,52 @@ class VectorIndex:
         Loads a read-only memory map when the file is already current.
         """
         self._index, self.position, self._view = None, -1, False
-        for _attempt in range(3):
+        for _attempt in range(10):
             state = self.read_state()
             if state is None:
                 return "vector index metadata is unreadable" if self.meta_path.exists() else None
-            if state.store_id != store_id:
-                return "vector index belongs to another database"
-            if state.model_id != self.model_id or state.dimension != self.dimension:
-                return "vector index was built for another model"
-            if not floor <= state.position <= head:
-                return "vector index is older than the change log or newer than the database"
-            path = self.directory / state.file
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
+            problem = self._load_state(state, store_id, floor, head)
+            if problem == "":
                 continue  # a concurrent save replaced it between our reads: read the JSON again
-            if size != state.size:
-                return f"vector index file {path.name} is truncated or damaged"
-            from usearch.index import Index
-
-            view = state.position == head
-            try:
-                index = Index.restore(str(path), view=view)
-            except (ValueError, RuntimeError, OSError) as exc:
-                return f"vector index file {path.name} is unreadable ({exc})"
-            if index is None or index.ndim != self.dimension or len(index) != state.count:
-                return f"vector index file {path.name} does not match its metadata"
-            index.expansion_search = EXPANSION_SEARCH
-            self._index, self._view = index, view
-            self.position = self.saved_position = state.position
-            return None
+            self._rejected = state.file if problem is not None else None
+            return problem
         return "vector index file keeps disappearing"
+
+    def _load_state(self, state: IndexState, store_id: str, floor: int, head: int) -> str | None:
+        """Load the generation ``state`` names: None on success, "" if its file vanished,
+        else why it is unusable."""
+        if state.store_id != store_id:
+            return "vector index belongs to another database"
+        if state.model_id != self.model_id or state.dimension != self.dimension:
+            return "vector index was built for another model"
+        if state.position > head:
+            return NEWER
+        if state.position < floor:
+            return "vector index is older than the change log"
+        path = self.directory / state.file
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return ""
+        if size != state.size:
+            return f"vector index file {path.name} is truncated or damaged"
+        from usearch.index import Index
+
+        view = state.position == head
+        try:
+            index = Index.restore(str(path), view=view)
+        except (ValueError, RuntimeError, OSError) as exc:
+            if not path.exists():
+                return ""  # removed by a concurrent save after we read the JSON
+            return f"vector index file {path.name} is unreadable ({exc})"
+        if index is None and not path.exists():  # restore() says None for a vanished file
+            return ""
+        if index is None or index.ndim != self.dimension or len(index) != state.count:
+            return f"vector index file {path.name} does not match its metadata"
+        index.expansion_search = EXPANSION_SEARCH
+        self._index, self._view = index, view
+        self.position = self.saved_position = state.position
+        return None
 
     def _make_writable(self) -> None:
         if self._index is None:
@@ -179,6 +200,13 @@ class VectorIndex:
         return len(self._index)
 
     def _add(self, np: Any, keys: list[int], blobs: list[bytes]) -> None:
+        size = self.dimension * 4
+        if any(len(b) != size for b in blobs):  # damaged rows: left out (memstore verify reports them)
+            keys, blobs = [k for k, b in zip(keys, blobs, strict=True) if len(b) == size], [
+                b for b in blobs if len(b) == size
+            ]
+            if not keys:
+                return
         matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(keys), self.dimension)
         self._index.add(_as_keys(keys), matrix)
 
@@ -195,6 +223,19 @@ class VectorIndex:
                 self._add(np, list(current), list(current.values()))
         self.position = position
 
+    def keys(self) -> list[int]:
+        """Every seq in the index."""
+        if self._index is None:
+            return []
+        return [int(k) for k in self._index.keys]
+
+    def vectors(self, keys: Sequence[int]) -> np.ndarray:
+        """The stored vectors of ``keys`` (all present), one row each."""
+        import numpy as np
+
+        found = self._index.get(_as_keys(keys))
+        return np.vstack([np.asarray(v, dtype=np.float32).reshape(-1) for v in found])
+
     # -- search ------------------------------------------------------------------------------
 
     def search(self, query: np.ndarray, count: int, *, exact: bool = False) -> list[tuple[int, float]]:
@@ -210,8 +251,10 @@ class VectorIndex:
 
     # -- saving ------------------------------------------------------------------------------
 
-    def save(self, store_id: str) -> bool:
-        """Write this index as the current generation unless disk already holds a newer one.
+    def save(self, store_id: str, *, force: bool = False) -> bool:
+        """Write this index as the current generation unless disk already holds a newer one
+        (or, without ``force``, one as new). ``force`` is for an index just rebuilt from
+        SQLite: it replaces a same-position file that may be damaged.
 
         Returns True when a file was written.
         """
@@ -220,12 +263,13 @@ class VectorIndex:
         from filelock import FileLock
 
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with FileLock(str(self.lock_path), timeout=120):
+        with FileLock(str(self.lock_path), timeout=120, mode=0o600):
             state = self.read_state()
             if (
                 state is not None
+                and state.file != self._rejected
                 and state.store_id == store_id
-                and state.position >= self.position
+                and (state.position > self.position or (state.position == self.position and not force))
                 and (self.directory / state.file).exists()
             ):
                 self.saved_position = state.position
@@ -253,6 +297,7 @@ class VectorIndex:
             finally:
                 os.umask(old_umask)
             self.saved_position = self.position
+            self._rejected = None
             self._remove_stale(keep=name)
             return True
 
@@ -267,7 +312,7 @@ class VectorIndex:
         """Remove this model's index files (they are only a cache)."""
         from filelock import FileLock
 
-        with FileLock(str(self.lock_path), timeout=120):
+        with FileLock(str(self.lock_path), timeout=120, mode=0o600):
             self.meta_path.unlink(missing_ok=True)
             self._remove_stale(keep="")
 
