@@ -80,18 +80,16 @@ STOPWORDS = frozenset(
 
 #: Characters of CJK scripts (Han, kana, Hangul, their extensions and compatibility forms);
 #: CJK punctuation (、。「」…) is left out so it separates runs like a space does.
-CJK_RANGES = (
+CJK_RANGES = (  # the most common first: a GLOB stops at the first range that matches
+    "\u4e00-\u9fff"  # CJK unified ideographs
+    "\u3040-\u30ff"  # Hiragana, Katakana
+    "\uac00-\ud7ff"  # Hangul syllables, Jamo extended-B
+    "\u3400-\u4dbf"  # CJK extension A
     "\u1100-\u11ff"  # Hangul Jamo
     "\u2e80-\u2fdf"  # CJK radicals, Kangxi radicals
     "\u3005-\u3007"  # 々 〆 〇
-    "\u3040-\u30ff"  # Hiragana, Katakana
-    "\u3100-\u312f"  # Bopomofo
-    "\u3130-\u318f"  # Hangul compatibility Jamo
-    "\u31a0-\u31ff"  # Bopomofo extended, Katakana phonetic extensions
-    "\u3400-\u4dbf"  # CJK extension A
-    "\u4e00-\u9fff"  # CJK unified ideographs
+    "\u3100-\u31ff"  # Bopomofo, Hangul compatibility Jamo, Kanbun, Katakana extensions
     "\ua960-\ua97f"  # Hangul Jamo extended-A
-    "\uac00-\ud7ff"  # Hangul syllables, Jamo extended-B
     "\uf900-\ufaff"  # CJK compatibility ideographs
     "\uff66-\uff9f"  # half-width Katakana
     "\U00020000-\U0003134f"  # CJK extensions B–G

@@ -1,8 +1,10 @@
 """Keyword query building, CJK query analysis and score fusion (pure functions)."""
 
+import sqlite3
+
 import pytest
 
-from memstore.migrations import CJK_GLOB_M003
+from memstore.migrations import CJK_GLOB_M003, _has_cjk_sql
 from memstore.search import (
     CJK_GLOB,
     KEYWORD_WEIGHT,
@@ -76,6 +78,17 @@ def test_cjk_substrings_cover_short_runs_and_bigrams():
 def test_glob_of_the_trigram_migration_is_the_query_side_class():
     # The trigger condition (frozen in m003) and has_cjk() must agree, or CJK text is missed.
     assert CJK_GLOB == CJK_GLOB_M003
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain ASCII", "café “quoted” — dash", "emoji 🎉", "数据库", "mixed 東京 text", "서울", "ᄀ",
+     "𠮷", "ｶ", "「」、。", "Ελληνικά", "々"],
+)
+def test_trigger_condition_agrees_with_has_cjk(text):
+    conn = sqlite3.connect(":memory:")
+    (found,) = conn.execute(f"SELECT {_has_cjk_sql('?1')}", (text,)).fetchone()
+    assert bool(found) is has_cjk(text)
 
 
 def test_keyword_strength_is_relative_to_the_best_match():
