@@ -188,17 +188,21 @@ def m003_cjk_trigram_index(db: Database) -> None:
     recall consults it when the query has CJK characters. Only memories with CJK text are
     indexed (``CJK_GLOB_M003``, the same class as ``search.CJK_GLOB``), so English-only stores
     pay nothing. Kept by triggers like ``memories_fts``; filled from existing memories here.
+    Its content table is the view ``memories_cjk_text`` (the CJK memories), not ``memories``.
     """
     new, old = _has_cjk_sql("new.text"), _has_cjk_sql("old.text")
     _execute_script(db,
         f"""
+        -- The index's content is this view, so FTS5's 'rebuild' and 'integrity-check'
+        -- (memstore verify) see exactly the memories the triggers index.
+        CREATE VIEW memories_cjk_text AS
+            SELECT seq, text FROM memories WHERE {_has_cjk_sql("text")};
         CREATE VIRTUAL TABLE memories_cjk USING fts5 (
             text,
-            content = 'memories', content_rowid = 'seq',
+            content = 'memories_cjk_text', content_rowid = 'seq',
             tokenize = 'trigram'
         );
-        INSERT INTO memories_cjk (rowid, text)
-            SELECT seq, text FROM memories WHERE {_has_cjk_sql("text")};
+        INSERT INTO memories_cjk (memories_cjk) VALUES ('rebuild');
 
         CREATE TRIGGER memories_ai_cjk AFTER INSERT ON memories WHEN {new} BEGIN
             INSERT INTO memories_cjk (rowid, text) VALUES (new.seq, new.text);

@@ -105,7 +105,7 @@ def test_only_cjk_memories_are_trigram_indexed_and_purge_removes_them(cjk_store)
     assert _indexed_count(store) == len(CJK) - 1
     assert _trigram_rows(store) == set()
     with sqlite3.connect(store.db_path) as conn:
-        conn.execute("INSERT INTO memories_cjk (memories_cjk) VALUES ('integrity-check')")
+        conn.execute("INSERT INTO memories_cjk (memories_cjk, rank) VALUES ('integrity-check', 1)")
 
 
 def test_update_moves_the_trigram_entry(store):
@@ -114,7 +114,7 @@ def test_update_moves_the_trigram_entry(store):
     assert keyword_ids(store, "知识库") == [newer.id]
     assert keyword_ids(store, "共享盘") == []
     with sqlite3.connect(store.db_path) as conn:
-        conn.execute("INSERT INTO memories_cjk (memories_cjk) VALUES ('integrity-check')")
+        conn.execute("INSERT INTO memories_cjk (memories_cjk, rank) VALUES ('integrity-check', 1)")
 
 
 def test_existing_store_gets_the_trigram_index_on_open(tmp_path):
@@ -127,6 +127,7 @@ def test_existing_store_gets_the_trigram_index_on_open(tmp_path):
         for name in ("memories_ai_cjk", "memories_ad_cjk", "memories_au_cjk"):
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute("DROP TABLE memories_cjk")
+        conn.execute("DROP VIEW memories_cjk_text")
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm003_cjk_trigram_index'")
     with memstore.open(path, embedder=HashEmbedder()) as store:
         hits = store.recall("数据库迁移", mode="keyword")
