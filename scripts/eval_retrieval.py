@@ -13,8 +13,8 @@ The reference row is what a user would write instead (see ``eval/reference.py``)
 BM25Okapi + brute-force cosine with the same vectors, each max-normalised, summed 50/50.
 
 Document vectors come from ``scripts/embedcache.py`` (exactly the bundled model's vectors,
-cached on disk), so reruns take about a minute; the first SciFact run embeds 5,183 abstracts
-(minutes on 2 cores). Ingest time therefore measures the store with vectors at hand. Query
+cached on disk), so reruns take a few minutes; the first run embeds 5,183 abstracts and 5,882
+turns (much longer on 2 cores). Ingest time therefore measures the store with vectors at hand. Query
 vectors are computed live by default, so query times include embedding the query
 (``--cached-queries`` skips that for quick reruns). Timings are medians on a shared machine:
 compare them within one run.
