@@ -51,6 +51,8 @@ def _hit_lines(rank: int, hit: Hit) -> str:
         evidence.append(f"keyword #{hit.keyword_rank}")
     if hit.vector_rank is not None:
         evidence.append(f"vector #{hit.vector_rank} cos {hit.similarity:.3f}")
+    elif hit.similarity is not None:  # the vector leg did not list it; its cosine is still known
+        evidence.append(f"cos {hit.similarity:.3f}")
     head = f"{rank:>2}. {_memory_line(hit.memory)}  score {hit.score:.4f} ({', '.join(evidence)})"
     text = hit.memory.text.strip().replace("\n", "\n    ")
     return f"{head}\n    {text}"

@@ -402,18 +402,49 @@ def seqs_passing(conn: sqlite3.Connection, flt: Filter, seqs: Sequence[int]) -> 
     return passing
 
 
+#: The full-text indexes recall may search: words (porter/unicode61) and CJK trigrams.
+TEXT_INDEXES = ("memories_fts", "memories_cjk")
+
+
 def keyword_search(
-    conn: sqlite3.Connection, match: str, flt: Filter, limit: int
+    conn: sqlite3.Connection, match: str, flt: Filter, limit: int, index: str = "memories_fts"
 ) -> list[tuple[int, float]]:
     """(seq, bm25) of memories matching an FTS5 expression, best first, filter applied."""
+    if index not in TEXT_INDEXES:
+        raise ValueError(f"unknown text index {index!r}")
     where, params = flt.sql("m")
     rows = conn.execute(
-        "SELECT m.seq, bm25(memories_fts) AS rank FROM memories_fts "
-        "JOIN memories m ON m.seq = memories_fts.rowid "
-        f"WHERE memories_fts MATCH ? AND {where} ORDER BY rank, m.seq LIMIT ?",
+        f"SELECT m.seq, bm25({index}) AS rank FROM {index} "
+        f"JOIN memories m ON m.seq = {index}.rowid "
+        f"WHERE {index} MATCH ? AND {where} ORDER BY rank, m.seq LIMIT ?",
         [match, *params, limit],
     )
     return [(row[0], float(row[1])) for row in rows]
+
+
+def substring_search(
+    conn: sqlite3.Connection, substrings: Sequence[str], flt: Filter, limit: int,
+    seqs: Sequence[int] | None = None,
+) -> list[tuple[int, int]]:
+    """(seq, how many of ``substrings`` its text contains) for memories containing any,
+    most first, newest first among equals; filter applied; only ``seqs`` when given.
+
+    A scan (no index can find 1–2 character CJK words): kept for what trigrams cannot do."""
+    if not substrings:
+        return []
+    where, params = flt.sql("m")
+    count = " + ".join("(instr(m.text, ?) > 0)" for _ in substrings)
+    restrict = ""
+    if seqs is not None:
+        if not seqs:
+            return []
+        restrict = f" AND m.seq IN ({', '.join('?' * len(seqs))})"
+    rows = conn.execute(
+        f"SELECT m.seq, {count} AS found FROM memories m WHERE {where}{restrict} AND found > 0 "
+        "ORDER BY found DESC, m.seq DESC LIMIT ?",
+        [*substrings, *params, *(seqs or ()), limit],
+    )
+    return [(row[0], int(row[1])) for row in rows]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,7 +694,8 @@ def delete_memories(conn: sqlite3.Connection, seqs: Sequence[int]) -> int:
 
 def compact_text_index(conn: sqlite3.Connection) -> None:
     """Merge the FTS5 index into one segment so deleted text leaves no tokens behind."""
-    conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+    for index in TEXT_INDEXES:
+        conn.execute(f"INSERT INTO {index} ({index}) VALUES ('optimize')")
 
 
 def export_seqs(conn: sqlite3.Connection, flt: Filter | None) -> list[int]:

@@ -169,10 +169,14 @@ class ImportResult:
 class Hit:
     """A recalled memory with the evidence behind its rank.
 
-    ``score`` is the raw Reciprocal Rank Fusion score (not rescaled);
-    ``keyword_rank``/``vector_rank`` are 1-based ranks in each leg (None when
-    the leg did not return the memory); ``similarity`` is the cosine between
-    query and memory; ``bm25`` is FTS5's bm25 (lower is better, as SQLite gives it).
+    ``score`` is the raw fused score, never rescaled: ``KEYWORD_WEIGHT × keyword strength +
+    VECTOR_WEIGHT × cosine`` (``memstore.search``), where keyword strength is this memory's
+    bm25 relative to the query's best keyword match (0 when no query word matches); a leg
+    that did not run (``keyword``/``semantic`` mode) counts 0. ``keyword_rank``/``vector_rank``
+    are 1-based ranks in each leg's candidate list (None when the leg did not list the
+    memory); ``similarity`` is the cosine between query and memory and ``bm25`` FTS5's bm25
+    (lower is better, as SQLite gives it; None for a CJK substring-only match), both given
+    in hybrid mode whenever the memory has them, even if that leg did not list it.
     """
 
     memory: Memory

@@ -31,8 +31,9 @@ from .errors import (
     StoreNotWritableError,
 )
 from .identity import content_hash, new_id, states_other_numbers
+from .keyword import KeywordLeg, KeywordMatch
 from .models import CaptureResult, Hit, ImportResult, Memory, PurgedMemory, PurgeResult
-from .search import RRF_K, fts_match, keyword_terms, rrf
+from .search import LEG_DEPTH, fuse
 from .settings import SETTINGS, Settings, load_settings
 from .timeutil import format_ts, now, parse_duration, parse_time
 from .validate import (
@@ -60,8 +61,6 @@ TtlLike = str | timedelta | None
 #: progress(done, total) callback used by bulk operations
 Progress = Callable[[int, int], None]
 
-#: Results each recall leg contributes to fusion (at least ``limit``).
-LEG_DEPTH = 50
 #: Below this many candidates a filtered vector search is exact over the candidates.
 EXACT_FILTER_MAX = 5000
 #: Below this many vectors the whole index is searched exactly.
@@ -121,6 +120,7 @@ class MemoryStore:
         self._model_dir = settings.get("model_dir")
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
+        self._last_query_vector: tuple[str, str, np.ndarray] | None = None
         self._closed = False
         #: one-line notices about repairs done on the way (index rebuilt, …)
         self.notices: list[str] = []
@@ -527,7 +527,7 @@ class MemoryStore:
     ) -> list[Hit]:
         """Memories most relevant to ``query``, best first.
 
-        ``mode`` is ``hybrid`` (keyword and vector legs fused with RRF, k=60),
+        ``mode`` is ``hybrid`` (keyword and vector legs fused, see ``search.fuse``),
         ``keyword`` (FTS5 bm25 only) or ``semantic`` (cosine only). Filters apply to
         both legs. Each Hit carries the fused score and the per-leg evidence.
         ``project`` is one project or several (``None`` in the list means memories with no
@@ -543,30 +543,41 @@ class MemoryStore:
         depth = max(limit, LEG_DEPTH)
         with self._lock:
             self._check_open()
-            keyword: list[tuple[int, float]] = []
+            leg = KeywordLeg(self._conn, query)
+            keyword: list[KeywordMatch] = []
             vector: list[tuple[int, float]] = []
             if mode in ("hybrid", "keyword"):
-                keyword = self._keyword_leg(query, flt, depth)
+                keyword = leg.search(flt, depth)
             if mode in ("hybrid", "semantic"):
                 vector = self._vector_leg(query, flt, depth, required=mode == "semantic")
-            fused = rrf([[s for s, _ in keyword], [s for s, _ in vector]], k=RRF_K)[:limit]
-            kw_rank = {s: (r, score) for r, (s, score) in enumerate(keyword, start=1)}
-            vec_rank = {s: (r, sim) for r, (s, sim) in enumerate(vector, start=1)}
+            matches = {m.seq: m for m in keyword}
+            similarity = dict(vector)
+            if mode == "hybrid":  # both legs' evidence for every candidate either leg found
+                matches.update(leg.evidence_for(s for s in similarity if s not in matches))
+                if vector:
+                    unseen = [m.seq for m in keyword if m.seq not in similarity]
+                    similarity.update(self._exact_over(self._query_vector(query), unseen, len(unseen)))
+            fused = fuse(
+                {seq: m.strength for seq, m in matches.items()},
+                similarity,
+                [m.seq for m in keyword] + [s for s, _ in vector],
+            )[:limit]
+            kw_rank = {m.seq: r for r, m in enumerate(keyword, start=1)}
+            vec_rank = {s: r for r, (s, _) in enumerate(vector, start=1)}
             memories = db.memories_by_seq(self._conn, [s for s, _ in fused])
         hits = []
         for seq, score in fused:
             if seq not in memories:
                 continue
-            kw = kw_rank.get(seq)
-            vec = vec_rank.get(seq)
+            match = matches.get(seq)
             hits.append(
                 Hit(
                     memory=memories[seq],
                     score=score,
-                    keyword_rank=kw[0] if kw else None,
-                    vector_rank=vec[0] if vec else None,
-                    similarity=vec[1] if vec else None,
-                    bm25=kw[1] if kw else None,
+                    keyword_rank=kw_rank.get(seq),
+                    vector_rank=vec_rank.get(seq),
+                    similarity=similarity.get(seq),
+                    bm25=match.bm25 if match else None,
                 )
             )
         return hits
@@ -615,12 +626,6 @@ class MemoryStore:
                 self._sync_index()
             return done
 
-    def _keyword_leg(self, query: str, flt: Filter, depth: int) -> list[tuple[int, float]]:
-        match = fts_match(keyword_terms(query))
-        if match is None:
-            return []
-        return db.keyword_search(self._conn, match, flt, depth)
-
     def _vector_leg(
         self, query: str, flt: Filter, depth: int, *, required: bool
     ) -> list[tuple[int, float]]:
@@ -653,9 +658,13 @@ class MemoryStore:
     def _query_vector(self, query: str) -> np.ndarray:
         import numpy as np
 
+        memo = self._last_query_vector
+        if memo is not None and memo[0] == query and memo[1] == self.embedder.model_id:
+            return memo[2]  # recall asks twice: the vector leg, then filling in evidence
         vec = np.asarray(self.embedder.embed_query(query), dtype=np.float32)
         if vec.shape != (self.embedder.dimension,):
             raise ModelError(f"embedder returned a query vector of shape {vec.shape}")
+        self._last_query_vector = (query, self.embedder.model_id, vec)
         return vec
 
     def _exact_over(self, qvec: np.ndarray, seqs: Sequence[int], depth: int) -> list[tuple[int, float]]:

@@ -4,7 +4,8 @@ SQLite is the truth; the FTS5 index, the tag table, the embeddings and the usear
 derived from it. The checks, in order:
 
 - ``sqlite``   PRAGMA integrity_check (or quick_check): pages, b-trees, indexes, constraints.
-- ``fts``      FTS5 'integrity-check' of memories_fts against the memories table.
+- ``fts``      FTS5 'integrity-check' of memories_fts against the memories table, and of the
+               CJK trigram index memories_cjk against the memories holding CJK text.
 - ``tags``     memory_tags rows == the tags JSON of every memory; tags/metadata are valid JSON.
 - ``vectors``  every live memory has an embedding of the current model for its current text,
                of the right size and finite, or waits in the embedding queue (deferred
@@ -115,11 +116,12 @@ def check_sqlite(conn: sqlite3.Connection, *, quick: bool) -> Check:
 
 def check_fts(conn: sqlite3.Connection) -> Check:
     count = conn.execute("SELECT count(*) FROM memories").fetchone()[0]
-    try:
-        conn.execute("INSERT INTO memories_fts (memories_fts, rank) VALUES ('integrity-check', 1)")
-    except sqlite3.DatabaseError as exc:
-        return Check("fts", False, "the full-text index does not match the memories table",
-                     (f"FTS5 integrity-check: {exc}",))
+    for index in db.TEXT_INDEXES:  # the word index, and the CJK trigram index
+        try:
+            conn.execute(f"INSERT INTO {index} ({index}, rank) VALUES ('integrity-check', 1)")
+        except sqlite3.DatabaseError as exc:
+            return Check("fts", False, "the full-text index does not match the memories table",
+                         (f"FTS5 integrity-check of {index}: {exc}",))
     return Check("fts", True, f"full-text index matches all {count:,} memories")
 
 
@@ -352,7 +354,8 @@ def repair(
     done: list[str] = []
     if "fts" in failed:
         with transaction(conn):
-            conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
+            for index in db.TEXT_INDEXES:
+                conn.execute(f"INSERT INTO {index} ({index}) VALUES ('rebuild')")
         done.append("rebuilt the full-text index from the memories table")
     if "tags" in failed:
         with transaction(conn):

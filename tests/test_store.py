@@ -10,6 +10,7 @@ import pytest
 
 import memstore
 from memstore.embedder import HashEmbedder
+from memstore.search import KEYWORD_WEIGHT, VECTOR_WEIGHT
 from memstore.timeutil import now
 
 
@@ -52,7 +53,8 @@ def test_recall_modes_return_evidence(store):
     hit = store.recall("PostgreSQL JSONB")[0]
     assert hit.keyword_rank == 1 and hit.vector_rank == 1
     assert hit.similarity is not None and 0 < hit.similarity <= 1.0001
-    assert hit.score == pytest.approx(2 / 61)
+    # the raw fused score: keyword strength 1 (the best match) and the cosine, weighted
+    assert hit.score == pytest.approx(KEYWORD_WEIGHT * 1.0 + VECTOR_WEIGHT * hit.similarity)
     kw = store.recall("PostgreSQL", mode="keyword")[0]
     assert kw.vector_rank is None and kw.similarity is None and kw.bm25 is not None
 

@@ -66,6 +66,20 @@ def test_fts_and_tags_out_of_step_are_found_and_rebuilt(home):
         assert [m.text for m in s.list(tags=["zz"])] == ["zebra crossing"]
 
 
+def test_cjk_trigram_index_out_of_step_is_found_and_rebuilt(home):
+    with _open(home) as s:
+        s.capture("数据库迁移工具")
+    _sql(home, "DROP TRIGGER memories_au_cjk",
+         "UPDATE memories SET text = '会议纪要在知识库' WHERE text = '数据库迁移工具'")
+    with _open(home) as s:
+        report = s.verify()
+        fts = next(c for c in report.checks if c.name == "fts")
+        assert not fts.ok and "memories_cjk" in fts.problems[0]
+        assert s.verify(repair=True).ok
+        assert [h.memory.text for h in s.recall("知识库", mode="keyword")] == ["会议纪要在知识库"]
+        assert s.recall("数据库迁移", mode="keyword") == []
+
+
 def _failed_names(checks) -> set[str]:
     return {c.name for c in checks if not c.ok}
 
