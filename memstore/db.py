@@ -13,6 +13,7 @@ import inspect
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ def connect(path: Path) -> sqlite3.Connection:
         finally:
             os.umask(old_umask)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _enable_wal(conn)
         if mode.lower() != "wal":
             raise StoreError(f"could not switch {path} to WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous = FULL")
@@ -85,6 +86,21 @@ def connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL. SQLite answers "database is locked" at once, without its busy handler,
+    when several processes create the same database together: retry until the timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _raise_for(exc: sqlite3.DatabaseError, path: Path | None, *, opening: bool = True) -> None:
