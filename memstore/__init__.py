@@ -8,7 +8,9 @@
 
 from .embedder import Embedder, EmbedderFallbackWarning, FastEmbedder, HashEmbedder, ModelInfo
 from .errors import (
+    ConflictError,
     CorruptDatabaseError,
+    GitError,
     InvalidInputError,
     MemstoreError,
     ModelError,
@@ -18,7 +20,7 @@ from .errors import (
     StoreError,
     StoreNotWritableError,
 )
-from .models import CaptureResult, Hit, Memory
+from .models import CaptureResult, Hit, ImportResult, Memory, PurgedMemory, PurgeResult
 from .store import MemoryStore, ModelMismatchWarning
 from .store import open_store as open
 
@@ -26,12 +28,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CaptureResult",
+    "ConflictError",
     "CorruptDatabaseError",
     "Embedder",
     "EmbedderFallbackWarning",
     "FastEmbedder",
+    "GitError",
     "HashEmbedder",
     "Hit",
+    "ImportResult",
     "InvalidInputError",
     "Memory",
     "MemoryStore",
@@ -41,6 +46,8 @@ __all__ = [
     "ModelMismatchError",
     "ModelMismatchWarning",
     "NotFoundError",
+    "PurgeResult",
+    "PurgedMemory",
     "SchemaTooNewError",
     "StoreError",
     "StoreNotWritableError",

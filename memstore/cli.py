@@ -10,8 +10,20 @@ import sys
 import click
 
 from . import __version__
+from .cli_admin import verify
+from .cli_git import (
+    GIT_COMMANDS,
+    capture_scope,
+    capture_scope_options,
+    recall_scope,
+    recall_scope_options,
+)
+from .cli_lifecycle import LIFECYCLE_COMMANDS
 from .cliutil import emit_json, handle_errors, json_opt, open_from_context, progress_bar
+from .cliutil import parse_meta as _parse_meta
+from .cliutil import read_stdin_text as _read_stdin_text
 from .models import Hit, Memory
+from .timeutil import now
 
 
 def _tags_label(memory: Memory) -> str:
@@ -25,6 +37,11 @@ def _memory_line(memory: Memory) -> str:
         parts.append(_tags_label(memory))
     if memory.deleted:
         parts.append("(forgotten)")
+    if memory.superseded_by:
+        parts.append(f"(superseded by {memory.superseded_by})")
+    if memory.expires_at is not None:
+        until = memory.expires_at.astimezone().strftime("%Y-%m-%d %H:%M")
+        parts.append(f"(expired {until})" if memory.expired(now()) else f"(expires {until})")
     return " ".join(parts)
 
 
@@ -34,27 +51,11 @@ def _hit_lines(rank: int, hit: Hit) -> str:
         evidence.append(f"keyword #{hit.keyword_rank}")
     if hit.vector_rank is not None:
         evidence.append(f"vector #{hit.vector_rank} cos {hit.similarity:.3f}")
+    elif hit.similarity is not None:  # the vector leg did not list it; its cosine is still known
+        evidence.append(f"cos {hit.similarity:.3f}")
     head = f"{rank:>2}. {_memory_line(hit.memory)}  score {hit.score:.4f} ({', '.join(evidence)})"
     text = hit.memory.text.strip().replace("\n", "\n    ")
     return f"{head}\n    {text}"
-
-
-def _parse_meta(pairs: tuple[str, ...]) -> dict[str, str]:
-    meta: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
-        meta[key.strip()] = value
-    return meta
-
-
-def _read_stdin_text() -> bytes:
-    stream = sys.stdin.buffer
-    if stream.isatty():
-        raise click.UsageError("give the text as an argument or pipe it on stdin")
-    # A trailing newline from `echo` or a heredoc is not part of the memory.
-    return stream.read().rstrip(b"\r\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,6 +80,10 @@ def cli(ctx: click.Context, home: str | None, model_dir: str | None) -> None:
 
 namespace_opt = click.option("-n", "--namespace", help="Namespace (default: 'default').")
 tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeatable).")
+redact_opt = click.option(
+    "--redact/--no-redact", default=None,
+    help="Replace secrets with [REDACTED:<kind>] before storing [setting redact: on].",
+)
 
 
 @cli.command()
@@ -87,22 +92,52 @@ tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeata
 @tags_opt
 @click.option("--source", help="Where the memory came from (e.g. a tool or file).")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Metadata entry (repeatable).")
+@click.option("--ttl", metavar="DURATION", help="Expire after this long (90m, 12h, 7d, 2w, 1y).")
+@click.option("--expires", "expires_at", metavar="TIME", help="Expire at this time (ISO 8601).")
+@click.option("--supersedes", metavar="ID", help="Store as the new version of memory ID (see `history`).")
+@click.option(
+    "--allow-duplicate", is_flag=True,
+    help="Store even when a near-duplicate exists [setting near_duplicate.threshold].",
+)
+@capture_scope_options
+@redact_opt
 @json_opt
 @click.pass_context
 @handle_errors
 def capture(
     ctx: click.Context, text: str | None, namespace: str | None, tags: tuple[str, ...],
-    source: str | None, meta: tuple[str, ...], as_json: bool,
+    source: str | None, meta: tuple[str, ...], ttl: str | None, expires_at: str | None,
+    supersedes: str | None, allow_duplicate: bool, project: str | None, branch: str | None,
+    no_project: bool, redact: bool | None, as_json: bool,
 ) -> None:
-    """Store a memory. TEXT, or stdin when TEXT is omitted or '-'."""
+    """Store a memory. TEXT, or stdin when TEXT is omitted or '-'.
+
+    A memory saying nearly the same as a live one in the same namespace is not stored
+    twice: the existing one is shown instead (exit status 0), unless --allow-duplicate.
+    Inside a git repository it records the repository's project and branch.
+    """
     metadata = _parse_meta(meta)
+    scope = capture_scope(project, branch, no_project)
     body: str | bytes = text if text not in (None, "-") else _read_stdin_text()  # type: ignore[assignment]
     with open_from_context(ctx) as store:
-        result = store.capture(body, namespace=namespace, tags=tags, metadata=metadata, source=source)  # type: ignore[arg-type]
+        result = store.capture(
+            body, namespace=namespace, tags=tags, metadata=metadata, source=source,  # type: ignore[arg-type]
+            ttl=ttl, expires_at=expires_at, supersedes=supersedes, allow_duplicate=allow_duplicate,
+            **scope,
+            redact=redact,
+        )
     if as_json:
         emit_json(result.to_dict())
         return
+    if result.near_duplicate_of:
+        click.echo(f"similar memory already stored (cosine {result.similarity:.3f}): {_memory_line(result)}")
+        click.echo(f"    {result.text.strip().splitlines()[0][:100]}")
+        click.echo(f"memstore: not stored; if it corrects that memory, `memstore update {result.id} TEXT` "
+                   f"(or capture --supersedes {result.id}); --allow-duplicate stores it anyway", err=True)
+        return
     verb = "stored" if result.created else "already stored"
+    if result.supersedes and result.created:
+        verb = f"stored (supersedes {result.supersedes})"
     click.echo(f"{verb} {_memory_line(result)}")
     for notice in result.notices:
         click.echo(f"memstore: {notice}", err=True)
@@ -119,20 +154,24 @@ def capture(
 @tags_opt
 @click.option("--since", help="Only memories created since (2024-05-01, 7d, yesterday).")
 @click.option("--until", help="Only memories created before this time.")
+@recall_scope_options
 @json_opt
 @click.pass_context
 @handle_errors
 def recall(
     ctx: click.Context, query: str, limit: int | None, mode: str | None, namespaces: tuple[str, ...],
-    tags: tuple[str, ...], since: str | None, until: str | None, as_json: bool,
+    tags: tuple[str, ...], since: str | None, until: str | None, projects: tuple[str, ...],
+    branch: str | None, all_projects: bool, as_json: bool,
 ) -> None:
-    """Find memories by meaning and keyword."""
+    """Find memories by meaning and keyword. Inside a git repository: its project's memories
+    and those with no project (see --project, --branch, --all-projects)."""
+    scope = recall_scope(projects, branch, all_projects)
     with open_from_context(ctx) as store:
         limit = limit or store.settings["recall.limit"]
         mode = mode or store.settings["recall.mode"]
         hits = store.recall(
             query, limit, namespace=namespaces or None, tags=tags or None, since=since,
-            until=until, mode=mode,  # type: ignore[arg-type]
+            until=until, mode=mode, **scope,  # type: ignore[arg-type]
         )
     if as_json:
         emit_json([hit.to_dict() for hit in hits])
@@ -158,6 +197,14 @@ def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     click.echo(_memory_line(memory))
     if memory.source:
         click.echo(f"source: {memory.source}")
+    if memory.expires_at is not None:
+        click.echo(f"expires: {memory.expires_at.astimezone().isoformat(timespec='seconds')}")
+    if memory.deleted_at is not None:
+        click.echo(f"forgotten: {memory.deleted_at.astimezone().isoformat(timespec='seconds')}")
+    if memory.supersedes:
+        click.echo(f"supersedes: {memory.supersedes}")
+    if memory.superseded_by:
+        click.echo(f"superseded by: {memory.superseded_by}")
     for key, value in memory.metadata.items():
         click.echo(f"{key}: {value}")
     click.echo()
@@ -172,18 +219,22 @@ def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
 @click.option("--since", help="Only memories created since this time.")
 @click.option("--until", help="Only memories created before this time.")
 @click.option("--deleted", is_flag=True, help="List forgotten memories instead.")
+@click.option("--expired", is_flag=True, help="List expired memories (not purged yet) instead.")
+@recall_scope_options
 @json_opt
 @click.pass_context
 @handle_errors
 def list_(
     ctx: click.Context, limit: int, offset: int, namespaces: tuple[str, ...],
-    tags: tuple[str, ...], since: str | None, until: str | None, deleted: bool, as_json: bool,
+    tags: tuple[str, ...], since: str | None, until: str | None, deleted: bool, expired: bool,
+    projects: tuple[str, ...], branch: str | None, all_projects: bool, as_json: bool,
 ) -> None:
-    """List memories, newest first."""
+    """List memories, newest first (scoped like recall)."""
+    scope = recall_scope(projects, branch, all_projects)
     with open_from_context(ctx) as store:
         memories = store.list(
             limit=limit, offset=offset, namespace=namespaces or None, tags=tags or None,
-            since=since, until=until, deleted=deleted,
+            since=since, until=until, deleted=deleted, expired=expired, **scope,
         )
     if as_json:
         emit_json([m.to_dict() for m in memories])
@@ -209,18 +260,21 @@ def forget(ctx: click.Context, memory_id: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--dry-run", is_flag=True, help="Only say how many would be deleted.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @json_opt
 @click.pass_context
 @handle_errors
 def purge(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
-    """Delete forgotten memories for good."""
+    """Delete forgotten and expired memories, and their older versions, for good."""
     with open_from_context(ctx) as store:
-        count = store.purge(dry_run=dry_run)
+        result = store.purge(dry_run=dry_run)
     if as_json:
-        emit_json({"purged": 0 if dry_run else count, "would_purge": count if dry_run else 0})
-    else:
-        click.echo(f"would purge {count} memories" if dry_run else f"purged {count} memories")
+        emit_json(result.to_dict())
+        return
+    for item in result.items:
+        first = item.memory.text.strip().splitlines()[0]
+        click.echo(f"{item.reason:<9} {_memory_line(item.memory)}  {first[:80]}")
+    click.echo(f"would purge {result.count} memories" if dry_run else f"purged {result.count} memories")
 
 
 @cli.command()
@@ -269,25 +323,41 @@ def reindex(ctx: click.Context, force: bool, as_json: bool) -> None:
 @cli.command(name="import")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @namespace_opt
+@redact_opt
 @json_opt
 @click.pass_context
 @handle_errors
-def import_(ctx: click.Context, file: str, namespace: str | None, as_json: bool) -> None:
-    """Capture memories from a JSON Lines file ('-' for stdin)."""
+def import_(
+    ctx: click.Context, file: str, namespace: str | None, redact: bool | None, as_json: bool
+) -> None:
+    """Import a `memstore export` file (ids, history and tombstones kept; importing it again
+    changes nothing) or plain JSON Lines ({"text": ...} objects or strings, captured anew).
+    '-' reads stdin."""
     update, finish = progress_bar("importing")
     with open_from_context(ctx) as store:
         try:
-            if file == "-":
-                results = store.import_jsonl(sys.stdin, namespace=namespace, progress=update)
-            else:
-                results = store.import_jsonl(file, namespace=namespace, progress=update)
+            source = sys.stdin if file == "-" else file
+            result = store.import_jsonl(source, namespace=namespace, progress=update, redact=redact)
         finally:
             finish()
-    created = sum(r.created for r in results)
+    redacted = [kind for r in result.results for kind in r.redacted]
+    if redacted:
+        from .redact import summary
+
+        touched = sum(bool(r.redacted) for r in result.results)
+        click.echo(f"memstore: redacted {summary(redacted)} in {touched} memories before storing "
+                   "(--no-redact keeps them)", err=True)
     if as_json:
-        emit_json({"read": len(results), "created": created, "existing": len(results) - created})
-    else:
-        click.echo(f"read {len(results)}, stored {created}, already present {len(results) - created}")
+        emit_json(result.to_dict())
+        return
+    line = f"read {result.read}, stored {result.created}, already present {result.unchanged}"
+    if result.format != "jsonl":
+        line += (f", state updated {result.updated}, merged into existing {result.merged}, "
+                 f"embedded {result.embedded}")
+    click.echo(line)
+    for memory_id in result.conflicts:
+        click.echo(f"memstore: {memory_id}: its newer state in the file clashes with a live memory; "
+                   "kept the stored state", err=True)
 
 
 @cli.command()
@@ -351,3 +421,10 @@ def config_(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"# config file: {config_path()}")
     for name, entry in settings.to_dict().items():
         click.echo(f"{name} = {entry['value']!r}  ({entry['source']})")
+
+
+from .cli_agent import AGENT_COMMANDS  # noqa: E402
+
+for _command in (*LIFECYCLE_COMMANDS, *GIT_COMMANDS, *AGENT_COMMANDS):
+    cli.add_command(_command)
+cli.add_command(verify)

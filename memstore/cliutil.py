@@ -19,7 +19,10 @@ from .errors import MemstoreError
 from .settings import load_settings
 from .store import MemoryStore, open_store
 
-__all__ = ["emit_json", "handle_errors", "json_opt", "open_from_context", "progress_bar"]
+__all__ = [
+    "emit_json", "handle_errors", "json_opt", "open_from_context", "parse_meta", "progress_bar",
+    "read_stdin_text",
+]
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -48,7 +51,7 @@ def open_from_context(ctx: click.Context) -> Iterator[MemoryStore]:
     finally:
         store.close()
         for notice in store.notices:
-            click.echo(f"memstore: {notice}", err=True)
+            click.echo(f"memstore: {' '.join(notice.split())}", err=True)  # one line each
 
 
 def emit_json(data: Any) -> None:
@@ -73,3 +76,21 @@ def progress_bar(label: str) -> tuple[Callable[[int, int], None], Callable[[], N
     return update, finish
 
 
+def parse_meta(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--meta KEY=VALUE`` options as a dict."""
+    meta: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
+        meta[key.strip()] = value
+    return meta
+
+
+def read_stdin_text() -> bytes:
+    """Memory text piped on stdin (for TEXT omitted or '-')."""
+    stream = sys.stdin.buffer
+    if stream.isatty():
+        raise click.UsageError("give the text as an argument or pipe it on stdin")
+    # A trailing newline from `echo` or a heredoc is not part of the memory.
+    return stream.read().rstrip(b"\r\n")

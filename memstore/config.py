@@ -24,6 +24,7 @@ __all__ = [
     "cache_dir",
     "home_dir",
     "model_dir_override",
+    "private_dir",
 ]
 
 APP_NAME = "memstore"
@@ -67,6 +68,18 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir(APP_NAME, appauthor=False))
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` with every missing directory from the cache root down as 0700
+    (directories that already exist keep their mode; the root's parents are not ours)."""
+    root = cache_dir()
+    if not root.exists():
+        root.parent.mkdir(parents=True, exist_ok=True)
+    for directory in reversed([p for p in (path, *path.parents) if p == root or root in p.parents]):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 def model_dir_override(explicit: str | os.PathLike[str] | None = None) -> Path | None:

@@ -8,15 +8,18 @@ vector change log in the same transaction as the row they describe.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import CorruptDatabaseError, SchemaTooNewError, StoreError, StoreNotWritableError
 from .migrations import MIGRATION_NAMES, MIGRATION_SET, build_migrations
@@ -28,18 +31,26 @@ __all__ = [
     "Filter",
     "connect",
     "transaction",
+    "translate_errors",
 ]
 
 BUSY_TIMEOUT_MS = 60_000
 
 MEMORY_COLUMNS = (
     "seq, id, text, namespace, tags, source, metadata, content_hash, project, branch, "
-    "created_at, updated_at, expires_at, deleted, supersedes, superseded_by"
+    "created_at, updated_at, expires_at, deleted, supersedes, superseded_by, deleted_at"
 )
 
 
 def _prefixed(alias: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in MEMORY_COLUMNS.split(","))
+
+
+class Connection(sqlite3.Connection):
+    """An SQLite connection that remembers when a query found the file damaged: from then
+    on :func:`transaction` refuses to write to it (reads of intact parts still work)."""
+
+    damaged = False
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -56,12 +67,12 @@ def connect(path: Path) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False,
+                check_same_thread=False, factory=Connection,
             )
         finally:
             os.umask(old_umask)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _enable_wal(conn)
         if mode.lower() != "wal":
             raise StoreError(f"could not switch {path} to WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous = FULL")
@@ -77,16 +88,67 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _raise_for(exc: sqlite3.DatabaseError, path: Path) -> None:
+def _enable_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL. SQLite answers "database is locked" at once, without its busy handler,
+    when several processes create the same database together: retry until the timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+def _raise_for(exc: sqlite3.DatabaseError, path: Path | None, *, opening: bool = True) -> None:
     message = str(exc).lower()
     if "not a database" in message or "malformed" in message or "corrupt" in message:
+        if opening:
+            raise CorruptDatabaseError(
+                f"{path} is not a readable memstore database ({exc}); it was left untouched — "
+                "restore it from a backup or move it aside to start a new store"
+            ) from exc
         raise CorruptDatabaseError(
-            f"{path} is not a readable memstore database ({exc}); it was left untouched — "
-            "restore it from a backup or move it aside to start a new store"
+            f"database {path} is damaged ({exc}); memstore will not modify it — "
+            "`memstore verify` shows what is wrong; restore it from a backup"
         ) from exc
     if "readonly" in message or "unable to open" in message or "read-only" in message:
         raise StoreNotWritableError(f"cannot write to {path}: {exc}") from exc
     raise StoreError(f"cannot use database {path}: {exc}") from exc
+
+
+_C = TypeVar("_C", bound=type)
+
+
+def translate_errors(cls: _C) -> _C:
+    """Class decorator: an sqlite3 error escaping ``__init__`` or a public method becomes a
+    MemstoreError naming the file — CorruptDatabaseError for damage SQLite only finds when
+    a query reaches a bad page (the file header and schema can be intact)."""
+    for name, fn in list(vars(cls).items()):
+        if inspect.isfunction(fn) and (name == "__init__" or not name.startswith("_")):
+            setattr(cls, name, _translating(fn))
+    return cls
+
+
+def _translating(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            try:
+                _raise_for(exc, getattr(self, "db_path", None), opening=False)
+            except CorruptDatabaseError:
+                conn = getattr(self, "_conn", None)
+                if isinstance(conn, Connection):
+                    conn.damaged = True
+                raise
+            raise
+
+    return wrapper
 
 
 def _applied_migrations(conn: sqlite3.Connection) -> list[str]:
@@ -111,7 +173,7 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
         from filelock import FileLock
 
         # Concurrent first opens: one process migrates, the others wait and re-check.
-        with FileLock(str(path) + ".migrate.lock"):
+        with FileLock(str(path) + ".migrate.lock", mode=0o600):
             if _check_applied(conn, path):
                 return
             from sqlite_utils import Database
@@ -147,6 +209,11 @@ def _has_foreign_tables(conn: sqlite3.Connection) -> bool:
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (including KeyboardInterrupt)."""
+    if getattr(conn, "damaged", False):
+        raise CorruptDatabaseError(
+            "the database was found damaged earlier in this session; memstore will not write to it "
+            "— `memstore verify` shows what is wrong"
+        )
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -170,7 +237,7 @@ def row_to_memory(row: Sequence[Any]) -> Memory:
     """A ``SELECT MEMORY_COLUMNS`` row as a Memory (seq is dropped)."""
     (
         _seq, id_, text, namespace, tags, source, metadata, chash, project, branch,
-        created, updated, expires, deleted, supersedes, superseded_by,
+        created, updated, expires, deleted, supersedes, superseded_by, deleted_at,
     ) = row
     return Memory(
         id=id_,
@@ -188,6 +255,7 @@ def row_to_memory(row: Sequence[Any]) -> Memory:
         deleted=bool(deleted),
         supersedes=supersedes,
         superseded_by=superseded_by,
+        deleted_at=parse_ts(deleted_at) if deleted_at else None,
     )
 
 
@@ -267,7 +335,9 @@ class Filter:
 
 
 def insert_memory(conn: sqlite3.Connection, values: dict[str, Any]) -> int:
-    """Insert one memory row; returns its seq. Call inside :func:`transaction`."""
+    """Insert one memory row; returns its seq. Call inside :func:`transaction`. Keys starting
+    with "_" are the caller's notes, not columns."""
+    values = {k: v for k, v in values.items() if not k.startswith("_")}
     columns = ", ".join(values)
     placeholders = ", ".join("?" * len(values))
     cursor = conn.execute(
@@ -348,18 +418,49 @@ def seqs_passing(conn: sqlite3.Connection, flt: Filter, seqs: Sequence[int]) -> 
     return passing
 
 
+#: The full-text indexes recall may search: words (porter/unicode61) and CJK trigrams.
+TEXT_INDEXES = ("memories_fts", "memories_cjk")
+
+
 def keyword_search(
-    conn: sqlite3.Connection, match: str, flt: Filter, limit: int
+    conn: sqlite3.Connection, match: str, flt: Filter, limit: int, index: str = "memories_fts"
 ) -> list[tuple[int, float]]:
     """(seq, bm25) of memories matching an FTS5 expression, best first, filter applied."""
+    if index not in TEXT_INDEXES:
+        raise ValueError(f"unknown text index {index!r}")
     where, params = flt.sql("m")
     rows = conn.execute(
-        "SELECT m.seq, bm25(memories_fts) AS rank FROM memories_fts "
-        "JOIN memories m ON m.seq = memories_fts.rowid "
-        f"WHERE memories_fts MATCH ? AND {where} ORDER BY rank, m.seq LIMIT ?",
+        f"SELECT m.seq, bm25({index}) AS rank FROM {index} "
+        f"JOIN memories m ON m.seq = {index}.rowid "
+        f"WHERE {index} MATCH ? AND {where} ORDER BY rank, m.seq LIMIT ?",
         [match, *params, limit],
     )
     return [(row[0], float(row[1])) for row in rows]
+
+
+def substring_search(
+    conn: sqlite3.Connection, substrings: Sequence[str], flt: Filter, limit: int,
+    seqs: Sequence[int] | None = None,
+) -> list[tuple[int, int]]:
+    """(seq, how many of ``substrings`` its text contains) for memories containing any,
+    most first, newest first among equals; filter applied; only ``seqs`` when given.
+
+    A scan (no index can find 1–2 character CJK words): kept for what trigrams cannot do."""
+    if not substrings:
+        return []
+    where, params = flt.sql("m")
+    count = " + ".join("(instr(m.text, ?) > 0)" for _ in substrings)
+    restrict = ""
+    if seqs is not None:
+        if not seqs:
+            return []
+        restrict = f" AND m.seq IN ({', '.join('?' * len(seqs))})"
+    rows = conn.execute(
+        f"SELECT m.seq, {count} AS found FROM memories m WHERE {where}{restrict} AND found > 0 "
+        "ORDER BY found DESC, m.seq DESC LIMIT ?",
+        [*substrings, *params, *(seqs or ()), limit],
+    )
+    return [(row[0], int(row[1])) for row in rows]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,6 +557,24 @@ def seqs_needing_embedding(conn: sqlite3.Connection, model: str) -> list[int]:
     return [row[0] for row in rows]
 
 
+def pending_seqs(conn: sqlite3.Connection, limit: int | None = None) -> list[int]:
+    """Live memories waiting for their first embedding, newest first (at most ``limit``)."""
+    rows = conn.execute(
+        "SELECT p.seq FROM pending_embeddings p JOIN memories m ON m.seq = p.seq "
+        f"WHERE {_LIVE} ORDER BY p.seq DESC LIMIT ?",
+        (-1 if limit is None else limit,),
+    )
+    return [row[0] for row in rows]
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    """How many live memories wait for their first embedding."""
+    return int(conn.execute(
+        "SELECT count(*) FROM pending_embeddings p JOIN memories m ON m.seq = p.seq "
+        f"WHERE {_LIVE}"
+    ).fetchone()[0])
+
+
 def texts_for(conn: sqlite3.Connection, seqs: Sequence[int]) -> list[tuple[int, str, str]]:
     """(seq, text, content_hash) for the given seqs, in the given order."""
     by_seq: dict[int, tuple[int, str, str]] = {}
@@ -490,3 +609,209 @@ def counts(conn: sqlite3.Connection) -> dict[str, Any]:
         "superseded": superseded,
         "namespaces": namespaces,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Version history, purge, export
+
+
+#: Longest version chain followed (a guard against link cycles in damaged or hand-made data).
+MAX_CHAIN = 100_000
+
+
+def chain(conn: sqlite3.Connection, memory_id: str) -> list[tuple[int, Memory]]:
+    """Every version linked to ``memory_id`` through supersedes/superseded_by, oldest first."""
+    rows = conn.execute(
+        f"""
+        WITH RECURSIVE
+          back(id, link, depth) AS (
+            SELECT id, supersedes, 0 FROM memories WHERE id = :id
+            UNION ALL
+            SELECT m.id, m.supersedes, b.depth - 1 FROM memories m JOIN back b ON m.id = b.link
+            WHERE b.depth > -{MAX_CHAIN}
+          ),
+          fwd(id, link, depth) AS (
+            SELECT id, superseded_by, 0 FROM memories WHERE id = :id
+            UNION ALL
+            SELECT m.id, m.superseded_by, f.depth + 1 FROM memories m JOIN fwd f ON m.id = f.link
+            WHERE f.depth < {MAX_CHAIN}
+          ),
+          versions(id, depth) AS (SELECT id, depth FROM back UNION SELECT id, depth FROM fwd)
+        SELECT {_prefixed("m")}, min(v.depth) AS depth FROM memories m JOIN versions v ON v.id = m.id
+        GROUP BY m.seq ORDER BY depth, m.seq
+        """,
+        {"id": memory_id},
+    ).fetchall()
+    return [(row[0], row_to_memory(row[:-1])) for row in rows]
+
+
+def purge_candidates(conn: sqlite3.Connection, now: datetime) -> list[tuple[int, Memory, str]]:
+    """(seq, memory, reason) of what ``purge`` deletes, oldest first: forgotten versions,
+    expired current memories, and every older version of a forgotten or expired current one."""
+    stamp = format_ts(now)
+    direct = conn.execute(
+        f"SELECT {MEMORY_COLUMNS}, CASE WHEN deleted = 1 THEN 'forgotten' ELSE 'expired' END "
+        "FROM memories WHERE deleted = 1 OR (superseded_by IS NULL AND expires_at IS NOT NULL "
+        "AND expires_at <= ?)",
+        (stamp,),
+    ).fetchall()
+    found = {row[0]: (row[0], row_to_memory(row[:-1]), row[-1]) for row in direct}
+    heads = [m.id for _, m, _ in found.values() if m.superseded_by is None]
+    if heads:
+        history = conn.execute(
+            f"""
+            WITH RECURSIVE older(id) AS (
+              SELECT supersedes FROM memories
+              WHERE id IN (SELECT value FROM json_each(?)) AND supersedes IS NOT NULL
+              UNION
+              SELECT m.supersedes FROM memories m JOIN older o ON m.id = o.id
+              WHERE m.supersedes IS NOT NULL
+            )
+            SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN (SELECT id FROM older)
+            """,
+            (json.dumps(heads),),
+        ).fetchall()
+        for row in history:
+            found.setdefault(row[0], (row[0], row_to_memory(row), "history"))
+    return [found[seq] for seq in sorted(found)]
+
+
+def delete_memories(conn: sqlite3.Connection, seqs: Sequence[int]) -> int:
+    """Delete rows for good (triggers and cascades remove FTS entries, tags and vectors), then
+    reconnect the version chains they were part of around the gap. Call inside a transaction."""
+    if not seqs:
+        return 0
+    doomed = json.dumps(list(seqs))
+    links = {
+        row[0]: (row[1], row[2])
+        for row in conn.execute(
+            "SELECT id, supersedes, superseded_by FROM memories "
+            "WHERE seq IN (SELECT value FROM json_each(?))",
+            (doomed,),
+        )
+    }
+    deleted = conn.execute(
+        "DELETE FROM memories WHERE seq IN (SELECT value FROM json_each(?))", (doomed,)
+    ).rowcount
+
+    def survivor(link: str | None, step: int) -> str | None:
+        seen = 0
+        while link in links and seen <= len(links):
+            link = links[link][step]
+            seen += 1
+        return link
+
+    ids = json.dumps(list(links))
+    for seq, older, newer in conn.execute(
+        "SELECT seq, supersedes, superseded_by FROM memories "
+        "WHERE supersedes IN (SELECT value FROM json_each(?)) "
+        "OR superseded_by IN (SELECT value FROM json_each(?))",
+        (ids, ids),
+    ).fetchall():
+        if older in links:
+            conn.execute("UPDATE memories SET supersedes = ? WHERE seq = ?", (survivor(older, 0), seq))
+        if newer in links:
+            target = survivor(newer, 1)
+            if target is not None:  # never make an old version current by accident
+                conn.execute("UPDATE memories SET superseded_by = ? WHERE seq = ?", (target, seq))
+    return int(deleted)
+
+
+def compact_text_index(conn: sqlite3.Connection) -> None:
+    """Merge the FTS5 index into one segment so deleted text leaves no tokens behind."""
+    for index in TEXT_INDEXES:
+        conn.execute(f"INSERT INTO {index} ({index}) VALUES ('optimize')")
+
+
+def export_seqs(conn: sqlite3.Connection, flt: Filter | None) -> list[int]:
+    """Seqs to export: every memory (``flt`` None) or those passing ``flt`` plus every
+    version linked to them, so exported history never points outside the file."""
+    if flt is None:
+        return [row[0] for row in conn.execute("SELECT seq FROM memories ORDER BY seq")]
+    where, params = flt.sql("m")
+    rows = conn.execute(
+        f"""
+        WITH RECURSIVE
+          picked(id) AS (SELECT m.id FROM memories m WHERE {where}),
+          linked(id) AS (
+            SELECT id FROM picked
+            UNION
+            SELECT m.supersedes FROM memories m JOIN linked l ON m.id = l.id WHERE m.supersedes IS NOT NULL
+            UNION
+            SELECT m.superseded_by FROM memories m JOIN linked l ON m.id = l.id
+            WHERE m.superseded_by IS NOT NULL
+          )
+        SELECT m.seq FROM memories m JOIN linked l ON l.id = m.id ORDER BY m.seq
+        """,
+        params,
+    )
+    return [row[0] for row in rows]
+
+
+def embeddings_for(conn: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, tuple[str, bytes]]:
+    """seq → (model, vector bytes) for those of ``seqs`` that have an embedding."""
+    found: dict[int, tuple[str, bytes]] = {}
+    for start in range(0, len(seqs), 500):
+        chunk = list(seqs[start : start + 500])
+        for seq, model, vector in conn.execute(
+            f"SELECT seq, model, vector FROM embeddings WHERE seq IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ):
+            found[seq] = (model, vector)
+    return found
+
+
+def find_live_by_hash_except(conn: sqlite3.Connection, chash: str, memory_id: str) -> Memory | None:
+    """Like :func:`find_live_by_hash`, ignoring the memory ``memory_id`` itself."""
+    row = conn.execute(
+        f"SELECT {MEMORY_COLUMNS} FROM memories "
+        "WHERE content_hash = ? AND deleted = 0 AND superseded_by IS NULL AND id != ?",
+        (chash, memory_id),
+    ).fetchone()
+    return row_to_memory(row) if row else None
+
+
+def memories_by_id(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[int, Memory]]:
+    """id → (seq, memory) for those of ``ids`` that exist."""
+    found: dict[str, tuple[int, Memory]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        for row in conn.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+        ):
+            found[row[1]] = (row[0], row_to_memory(row))
+    return found
+
+
+def has_current_vector(conn: sqlite3.Connection, seq: int, model: str) -> bool:
+    """True when the memory has a vector from ``model`` made from its current text."""
+    row = conn.execute(
+        "SELECT 1 FROM embeddings e JOIN memories m ON m.seq = e.seq "
+        "WHERE e.seq = ? AND e.model = ? AND e.content_hash = m.content_hash",
+        (seq, model),
+    ).fetchone()
+    return row is not None
+
+
+#: The columns that change over a version's life (everything else is fixed at capture).
+STATE_COLUMNS = ("deleted", "deleted_at", "superseded_by", "updated_at")
+
+
+def apply_newer_state(conn: sqlite3.Connection, seq: int, values: dict[str, Any]) -> str:
+    """Take the forgotten/superseded state from ``values`` if its ``updated_at`` is newer than
+    the stored one. Returns ``updated``, ``unchanged`` or ``conflict`` (the newer state would
+    make two live memories share a text). Call inside a transaction."""
+    stored = conn.execute(
+        f"SELECT {', '.join(STATE_COLUMNS)} FROM memories WHERE seq = ?", (seq,)
+    ).fetchone()
+    wanted = tuple(values[c] for c in STATE_COLUMNS)
+    if values["updated_at"] <= stored[3] or tuple(stored[:3]) == wanted[:3]:
+        return "unchanged"
+    try:
+        conn.execute(
+            f"UPDATE memories SET {', '.join(c + ' = ?' for c in STATE_COLUMNS)} WHERE seq = ?",
+            [*wanted, seq],
+        )
+    except sqlite3.IntegrityError:
+        return "conflict"
+    return "updated"

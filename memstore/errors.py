@@ -5,19 +5,23 @@ and changes nothing in the store::
 
     MemstoreError
      ├── InvalidInputError        bad text, tag, namespace, metadata, time or option (also ValueError)
+     │    └── ConflictError           the memory's state forbids it (forgotten, superseded, same text live)
      ├── NotFoundError            no memory with that id (also LookupError)
      ├── StoreError               the store directory or database cannot be used
      │    ├── StoreNotWritableError   the directory or database file is read-only
      │    ├── SchemaTooNewError       written by a newer memstore; upgrade to open it
      │    └── CorruptDatabaseError    SQLite says the file is damaged; it is left untouched
-     └── ModelError               the embedding model cannot be loaded or does not match
-          └── ModelMismatchError      vectors in the store come from another model: run reindex
+     ├── ModelError               the embedding model cannot be loaded or does not match
+     │    └── ModelMismatchError      vectors in the store come from another model: run reindex
+     └── GitError                 git is missing, a path is not in a repository, or git failed
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ConflictError",
     "CorruptDatabaseError",
+    "GitError",
     "InvalidInputError",
     "MemstoreError",
     "ModelError",
@@ -35,6 +39,16 @@ class MemstoreError(Exception):
 
 class InvalidInputError(MemstoreError, ValueError):
     """Input was refused before anything was written."""
+
+
+class ConflictError(InvalidInputError):
+    """The request is well-formed but the memory's state forbids it: it is forgotten or
+    superseded, or the result would duplicate another live memory (``existing_id``)."""
+
+    def __init__(self, message: str, *, memory_id: str | None = None, existing_id: str | None = None) -> None:
+        super().__init__(message)
+        self.memory_id = memory_id
+        self.existing_id = existing_id
 
 
 class NotFoundError(MemstoreError, LookupError):
@@ -67,3 +81,7 @@ class ModelError(MemstoreError):
 
 class ModelMismatchError(ModelError):
     """Stored vectors were made by a different model than the one in use."""
+
+
+class GitError(MemstoreError):
+    """git is not installed, the path is not in a repository, or a git command failed."""

@@ -135,8 +135,93 @@ def m001_initial(db: Database) -> None:
     )
 
 
+def m002_pending_embeddings(db: Database) -> None:
+    """The queue of memories stored without a vector (deferred embedding, or the model failed).
+
+    Kept by triggers, so every way a memory gets in or out of the embeddings table keeps it
+    right: a new memory is pending until its embedding is written in the same or a later
+    transaction. Recall and the hook process drain it newest first.
+    """
+    _execute_script(db,
+        """
+        CREATE TABLE pending_embeddings (
+            seq INTEGER PRIMARY KEY REFERENCES memories (seq) ON DELETE CASCADE
+        );
+        INSERT INTO pending_embeddings (seq)
+            SELECT m.seq FROM memories m
+            WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.seq = m.seq);
+
+        CREATE TRIGGER memories_ai_pending AFTER INSERT ON memories BEGIN
+            INSERT INTO pending_embeddings (seq) VALUES (new.seq);
+        END;
+        CREATE TRIGGER embeddings_ai_pending AFTER INSERT ON embeddings BEGIN
+            DELETE FROM pending_embeddings WHERE seq = new.seq;
+        END;
+        CREATE TRIGGER embeddings_ad_pending AFTER DELETE ON embeddings BEGIN
+            INSERT OR IGNORE INTO pending_embeddings (seq)
+                SELECT seq FROM memories WHERE seq = old.seq;
+        END;
+        """
+    )
+
+
+#: Which memories m003's triggers index: text with a CJK character. Frozen with the migration
+#: (a test checks it equals ``search.CJK_GLOB``; changing the class needs a new migration).
+CJK_GLOB_M003 = (
+    "*[\u4e00-\u9fff\u3040-\u30ff\uac00-\ud7ff\u3400-\u4dbf\u1100-\u11ff\u2e80-\u2fdf"
+    "\u3005-\u3007\u3100-\u31ff\ua960-\ua97f\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]*"
+)
+
+
+def _has_cjk_sql(column: str) -> str:
+    """SQL true when ``column`` holds a CJK character. The byte-length test first: ASCII-only
+    text (most text) is settled in ~2 µs, the character-class GLOB costs ~100 µs per 150
+    characters and runs only on text with some non-ASCII character."""
+    return f"(length(CAST({column} AS BLOB)) > length({column}) AND {column} GLOB '{CJK_GLOB_M003}')"
+
+
+def m003_cjk_trigram_index(db: Database) -> None:
+    """A trigram index of the memories that hold Chinese, Japanese or Korean text.
+
+    The word index (unicode61) sees a run of CJK characters as one token, so a word inside
+    it cannot be found. FTS5's trigram tokenizer indexes every 3-character window instead;
+    recall consults it when the query has CJK characters. Only memories with CJK text are
+    indexed (``CJK_GLOB_M003``, the same class as ``search.CJK_GLOB``), so English-only stores
+    pay nothing. Kept by triggers like ``memories_fts``; filled from existing memories here.
+    Its content table is the view ``memories_cjk_text`` (the CJK memories), not ``memories``.
+    """
+    new, old = _has_cjk_sql("new.text"), _has_cjk_sql("old.text")
+    _execute_script(db,
+        f"""
+        -- The index's content is this view, so FTS5's 'rebuild' and 'integrity-check'
+        -- (memstore verify) see exactly the memories the triggers index.
+        CREATE VIEW memories_cjk_text AS
+            SELECT seq, text FROM memories WHERE {_has_cjk_sql("text")};
+        CREATE VIRTUAL TABLE memories_cjk USING fts5 (
+            text,
+            content = 'memories_cjk_text', content_rowid = 'seq',
+            tokenize = 'trigram'
+        );
+        INSERT INTO memories_cjk (memories_cjk) VALUES ('rebuild');
+
+        CREATE TRIGGER memories_ai_cjk AFTER INSERT ON memories WHEN {new} BEGIN
+            INSERT INTO memories_cjk (rowid, text) VALUES (new.seq, new.text);
+        END;
+        CREATE TRIGGER memories_ad_cjk AFTER DELETE ON memories WHEN {old} BEGIN
+            INSERT INTO memories_cjk (memories_cjk, rowid, text) VALUES ('delete', old.seq, old.text);
+        END;
+        CREATE TRIGGER memories_au_cjk AFTER UPDATE OF text ON memories BEGIN
+            INSERT INTO memories_cjk (memories_cjk, rowid, text)
+                SELECT 'delete', old.seq, old.text WHERE {old};
+            INSERT INTO memories_cjk (rowid, text)
+                SELECT new.seq, new.text WHERE {new};
+        END;
+        """
+    )
+
+
 #: The migrations in order. Append only.
-MIGRATIONS: list[Callable[[Any], None]] = [m001_initial]
+MIGRATIONS: list[Callable[[Any], None]] = [m001_initial, m002_pending_embeddings, m003_cjk_trigram_index]
 MIGRATION_NAMES: tuple[str, ...] = tuple(fn.__name__ for fn in MIGRATIONS)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["CaptureResult", "Hit", "Memory"]
+__all__ = ["CaptureResult", "Hit", "ImportResult", "Memory", "PurgeResult", "PurgedMemory"]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -32,6 +32,16 @@ class Memory:
     deleted: bool = False
     supersedes: str | None = None
     superseded_by: str | None = None
+    deleted_at: datetime | None = None
+
+    @property
+    def is_current(self) -> bool:
+        """Not superseded by a newer version (it may still be forgotten or expired)."""
+        return self.superseded_by is None
+
+    def expired(self, at: datetime) -> bool:
+        """True when the memory has an expiry time at or before ``at``."""
+        return self.expires_at is not None and self.expires_at <= at
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO 8601 UTC strings)."""
@@ -51,6 +61,7 @@ class Memory:
             "deleted": self.deleted,
             "supersedes": self.supersedes,
             "superseded_by": self.superseded_by,
+            "deleted_at": _iso(self.deleted_at),
         }
 
 
@@ -59,27 +70,113 @@ class CaptureResult(Memory):
     """The memory a capture returned, and what the capture did.
 
     ``created`` is False when identical text was already stored in the same
-    scope and the existing memory was returned instead.
+    scope and the existing memory was returned instead — or, with
+    ``near_duplicate_of`` set, when a memory saying nearly the same thing (cosine
+    ``similarity`` at or above the near-duplicate threshold) was returned instead.
+    ``redacted`` lists the kind of each secret replaced by a ``[REDACTED:<kind>]``
+    marker before storing.
     """
 
     created: bool = True
     notices: tuple[str, ...] = field(default=())
+    near_duplicate_of: str | None = None
+    similarity: float | None = None
+    redacted: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
         data["created"] = self.created
         data["notices"] = list(self.notices)
+        data["near_duplicate_of"] = self.near_duplicate_of
+        data["similarity"] = self.similarity
+        data["redacted"] = list(self.redacted)
         return data
+
+
+@dataclass(frozen=True)
+class PurgedMemory:
+    """One memory a purge removed (or would remove), and why: ``forgotten`` (tombstoned),
+    ``expired`` (past its expiry), or ``history`` (an older version of one of those)."""
+
+    memory: Memory
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The memory's JSON-ready dict plus ``reason``."""
+        return {**self.memory.to_dict(), "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What ``purge`` deleted for good — or, with ``dry_run``, what it would delete."""
+
+    dry_run: bool
+    items: tuple[PurgedMemory, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many memories were (or would be) deleted."""
+        return len(self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``memstore purge --json`` prints)."""
+        return {
+            "dry_run": self.dry_run,
+            "purged": 0 if self.dry_run else self.count,
+            "would_purge": self.count if self.dry_run else 0,
+            "memories": [item.to_dict() for item in self.items],
+        }
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What ``import_jsonl`` did.
+
+    ``format`` is ``memstore-export`` (a lossless export: ids, history and tombstones kept)
+    or ``jsonl`` (plain texts captured anew, with ``results`` holding one capture result
+    per line). ``created``: memories written; ``unchanged``: already present as in the
+    file; ``updated``: present, with a newer forgotten/superseded state taken from the file;
+    ``merged``: the same text was already live under another id, so the imported one was
+    stored as superseded by it; ``embedded``: vectors computed (the rest came from the
+    file); ``conflicts``: ids whose newer state could not be applied.
+    """
+
+    format: str
+    read: int
+    created: int
+    unchanged: int
+    updated: int = 0
+    merged: int = 0
+    embedded: int = 0
+    conflicts: tuple[str, ...] = ()
+    results: tuple[CaptureResult, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``memstore import --json`` prints)."""
+        return {
+            "format": self.format,
+            "read": self.read,
+            "created": self.created,
+            "unchanged": self.unchanged,
+            "updated": self.updated,
+            "merged": self.merged,
+            "embedded": self.embedded,
+            "conflicts": list(self.conflicts),
+        }
 
 
 @dataclass(frozen=True)
 class Hit:
     """A recalled memory with the evidence behind its rank.
 
-    ``score`` is the raw Reciprocal Rank Fusion score (not rescaled);
-    ``keyword_rank``/``vector_rank`` are 1-based ranks in each leg (None when
-    the leg did not return the memory); ``similarity`` is the cosine between
-    query and memory; ``bm25`` is FTS5's bm25 (lower is better, as SQLite gives it).
+    ``score`` is the raw fused score, never rescaled: ``KEYWORD_WEIGHT × keyword strength +
+    VECTOR_WEIGHT × cosine`` (``memstore.search``), where keyword strength is this memory's
+    bm25 relative to the query's best keyword match (0 when no query word matches); a leg
+    that did not run (``keyword``/``semantic`` mode) counts 0. ``keyword_rank``/``vector_rank``
+    are 1-based ranks in each leg's candidate list (None when the leg did not list the
+    memory); ``similarity`` is the cosine between query and memory and ``bm25`` FTS5's bm25
+    (lower is better, as SQLite gives it; None for a CJK substring-only match), both given
+    in hybrid mode whenever the memory has them, even if that leg did not list it.
     """
 
     memory: Memory

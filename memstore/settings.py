@@ -34,6 +34,9 @@ class Setting:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
+    #: inclusive bounds for numbers (None: unbounded)
+    minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def env(self) -> str:
@@ -48,14 +51,67 @@ SETTINGS: dict[str, Setting] = {
         Setting("model_dir", str, None, "Directory of an ONNX model to use instead of the bundled one."),
         Setting(
             "embedder", str, "auto",
-            "Embedding backend: auto (bundled model, else hash with a warning), fastembed, hash.",
-            choices=("auto", "fastembed", "hash"),
+            "Embedding backend: auto (bundled model, else hash with a warning), fastembed, "
+            "sentence-transformers (extra memstore[sentence-transformers]) or hash.",
+            choices=("auto", "fastembed", "sentence-transformers", "hash"),
         ),
-        Setting("batch_size", int, 256, "Memories per transaction (and embedding call) in bulk capture."),
+        Setting(
+            "model", str, None,
+            "Embedding model: a sentence-transformers model name or directory (default "
+            "all-MiniLM-L6-v2); fastembed runs only the bundled all-MiniLM-L6-v2 or model_dir.",
+        ),
+        Setting(
+            "batch_size", int, 256,
+            "Memories per transaction and embedding call in bulk capture, import and reindex.",
+            minimum=1,
+        ),
+        Setting(
+            "redact", bool, True,
+            "Replace secrets (API keys, tokens, private keys, passwords) in captured text with "
+            "[REDACTED:<kind>] markers before storing.",
+        ),
+        Setting(
+            "near_duplicate.threshold", float, 0.85,
+            "Cosine at or above which a capture is a near-duplicate of a live memory in its "
+            "namespace and project (unless they state different numbers), and is not stored. "
+            "Measured for all-MiniLM-L6-v2 by scripts/near_duplicate_threshold.py; 1 turns it off.",
+            minimum=0.0, maximum=1.0,
+        ),
         Setting("recall.limit", int, 10, "Hits `memstore recall` returns by default."),
         Setting(
             "recall.mode", str, "hybrid", "Default recall mode.",
             choices=("hybrid", "keyword", "semantic"),
+        ),
+        Setting(
+            "recall.embed_pending", int, 16,
+            "Memories stored without a vector (git hooks, --no-embed) a recall embeds first, "
+            "newest first; 0 leaves them to hooks and `reindex`.",
+        ),
+        Setting("git.namespace", str, "commits", "Namespace of memories captured from git commits."),
+        Setting(
+            "git.merges", str, "auto",
+            "Merge commits: auto (only those with a message beyond git's generated one), all, none.",
+            choices=("auto", "all", "none"),
+        ),
+        Setting(
+            "git.empty_messages", str, "skip",
+            "Commits with an empty message: skip, or capture (their changed paths).",
+            choices=("skip", "capture"),
+        ),
+        Setting("agent.context_chars", int, 2000, "Most characters of memory context an agent hook injects."),
+        Setting(
+            "agent.recall_mode", str, "auto",
+            "How agent hooks recall: auto (hybrid if it answers within agent.time_budget_ms, "
+            "else keyword), hybrid (always wait for it), keyword (never load the model).",
+            choices=("auto", "hybrid", "keyword"),
+        ),
+        Setting(
+            "agent.time_budget_ms", int, 600,
+            "In auto mode, how long after an agent hook starts it stops waiting for hybrid recall.",
+        ),
+        Setting(
+            "agent.min_similarity", float, 0.3,
+            "Agent hooks leave out hits found only by meaning whose cosine similarity is below this.",
         ),
     )
 }
@@ -122,6 +178,17 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
         raise InvalidInputError(
             f"setting {setting.name} from {origin} must be {kind.__name__}, not {value!r}"
         ) from None
+    if isinstance(result, (int, float)) and not isinstance(result, bool) and (
+        (setting.minimum is not None and result < setting.minimum)
+        or (setting.maximum is not None and result > setting.maximum)
+    ):
+        if setting.minimum is not None and setting.maximum is not None:
+            bounds = f"between {setting.minimum:g} and {setting.maximum:g}"
+        elif setting.minimum is not None:
+            bounds = f"at least {setting.minimum:g}"
+        else:
+            bounds = f"at most {setting.maximum:g}"
+        raise InvalidInputError(f"setting {setting.name} from {origin} must be {bounds}, not {result!r}")
     if setting.choices and result not in setting.choices:
         raise InvalidInputError(
             f"setting {setting.name} from {origin} must be one of {', '.join(setting.choices)}, "

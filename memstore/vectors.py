@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["IndexState", "Kind", "VectorIndex"]
+__all__ = ["NEWER", "IndexState", "Kind", "VectorIndex"]
 
 Kind = Literal["flat", "hnsw"]
 
@@ -50,6 +50,9 @@ EXPANSION_ADD = 128
 EXPANSION_SEARCH = 64
 #: Changes kept beside a memory-mapped index before it is copied into memory.
 OVERLAY_MAX = 4096
+#: load() problem when the saved index reflects commits the caller's read snapshot predates
+#: (usually another process saved it meanwhile: look again with a fresh snapshot)
+NEWER = "vector index is newer than the database"
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,9 @@ class VectorIndex:
         self._hidden: set[int] = set()
         self._extra: _Flat | None = None
         self._mmap: mmap.mmap | None = None
+        #: the on-disk generation load() found unusable: save() must replace it, even though
+        #: its metadata claims a position as new as ours
+        self._rejected: str | None = None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -330,36 +336,51 @@ class VectorIndex:
         The file is memory-mapped read-only; later changes go to the overlay.
         """
         self._reset()
-        for _attempt in range(3):
+        for _attempt in range(10):
             state = self.read_state()
             if state is None:
                 return "vector index metadata is unreadable" if self.meta_path.exists() else None
-            if state.store_id != store_id:
-                return "vector index belongs to another database"
-            if state.model_id != self.model_id or state.dimension != self.dimension:
-                return "vector index was built for another model"
-            if not floor <= state.position <= head:
-                return "vector index is older than the change log or newer than the database"
-            path = self.directory / state.file
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
+            problem = self._load_state(state, store_id, floor, head)
+            if problem == "":
                 continue  # a concurrent save replaced it between our reads: read the JSON again
-            if size != state.size:
-                return f"vector index file {path.name} is truncated or damaged"
-            try:
-                base = self._open_flat(path, state) if state.kind == "flat" else self._open_hnsw(path)
-            except FileNotFoundError:
-                continue
-            except (ValueError, RuntimeError, OSError) as exc:
-                return f"vector index file {path.name} is unreadable ({exc})"
-            if base is None or len(base) != state.count:
-                self._reset()
-                return f"vector index file {path.name} does not match its metadata"
-            self._base = base
-            self.position = self.saved_position = state.position
-            return None
+            self._rejected = state.file if problem is not None else None
+            return problem
         return "vector index file keeps disappearing"
+
+    def _load_state(self, state: IndexState, store_id: str, floor: int, head: int) -> str | None:
+        """Load the generation ``state`` names: None on success, "" if its file vanished,
+        else why it is unusable."""
+        if state.store_id != store_id:
+            return "vector index belongs to another database"
+        if state.model_id != self.model_id or state.dimension != self.dimension:
+            return "vector index was built for another model"
+        if state.position > head:
+            return NEWER
+        if state.position < floor:
+            return "vector index is older than the change log"
+        path = self.directory / state.file
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return ""
+        if size != state.size:
+            return f"vector index file {path.name} is truncated or damaged"
+        try:
+            base = self._open_flat(path, state) if state.kind == "flat" else self._open_hnsw(path)
+        except FileNotFoundError:
+            return ""
+        except (ValueError, RuntimeError, OSError) as exc:
+            if not path.exists():
+                return ""  # removed by a concurrent save after we read the JSON
+            return f"vector index file {path.name} is unreadable ({exc})"
+        if base is None and not path.exists():  # usearch's restore() says None for a vanished file
+            return ""
+        if base is None or len(base) != state.count:
+            self._reset()
+            return f"vector index file {path.name} does not match its metadata"
+        self._base = base
+        self.position = self.saved_position = state.position
+        return None
 
     def _open_flat(self, path: Path, state: IndexState) -> _Flat | None:
         import numpy as np
@@ -400,7 +421,7 @@ class VectorIndex:
                 self._mmap.close()
             self._mmap = None
 
-    def rebuild(self, items: Iterable[tuple[int, bytes]], position: int, kind: Kind) -> int:
+    def rebuild(self, items: Iterable[tuple[int, bytes]], position: int, kind: Kind = "hnsw") -> int:
         """Replace the in-memory index with ``items`` (seq, float32 bytes); returns the count."""
         import numpy as np
 
@@ -408,7 +429,10 @@ class VectorIndex:
         base: _Flat | _Hnsw = _Flat(self.dimension) if kind == "flat" else _Hnsw.new(self.dimension)
         keys: list[int] = []
         blobs: list[bytes] = []
+        size = 4 * self.dimension
         for seq, blob in items:
+            if len(blob) != size:  # a damaged row: left out (memstore verify reports it)
+                continue
             keys.append(seq)
             blobs.append(blob)
             if len(keys) >= 8192:
@@ -425,6 +449,8 @@ class VectorIndex:
         import numpy as np
 
         assert self._base is not None
+        size = 4 * self.dimension
+        current = {k: v for k, v in current.items() if len(v) == size}  # damaged rows: left out
         if touched:
             base = self._base
             if base.readonly and len(self._hidden) + len(touched) <= OVERLAY_MAX:
@@ -456,6 +482,38 @@ class VectorIndex:
             keys, matrix = self._extra.items()
             base.add(keys.tolist(), np.ascontiguousarray(matrix))
         self._base, self._hidden, self._extra = base, set(), None
+
+    def keys(self) -> list[int]:
+        """Every seq in the index."""
+        base = self._base
+        if base is None:
+            return []
+        if isinstance(base, _Flat):
+            found = [k for k in base.keys[: base.used].tolist() if k >= 0]
+        else:
+            found = [int(k) for k in base.index.keys]
+        if self._hidden:
+            found = [k for k in found if k not in self._hidden]
+        if self._extra is not None:
+            found += self._extra.items()[0].tolist()
+        return found
+
+    def vectors(self, keys: Sequence[int]) -> np.ndarray:
+        """The stored vectors of ``keys`` (all present), one row each."""
+        import numpy as np
+
+        rows = []
+        for key in keys:
+            if self._extra is not None and key in self._extra:
+                rows.append(self._extra.matrix[self._extra.rows[key]])
+            elif isinstance(self._base, _Flat):
+                rows.append(self._base.matrix[self._base.rows[key]])
+            else:
+                assert self._base is not None
+                rows.append(np.asarray(self._base.index.get(key), dtype=np.float32).reshape(-1))
+        if not rows:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.vstack(rows).astype(np.float32)
 
     # -- search ------------------------------------------------------------------------------
 
@@ -492,8 +550,10 @@ class VectorIndex:
 
     # -- saving ------------------------------------------------------------------------------
 
-    def save(self, store_id: str) -> bool:
-        """Write this index as the current generation unless disk already holds a newer one.
+    def save(self, store_id: str, *, force: bool = False) -> bool:
+        """Write this index as the current generation unless disk already holds a newer one
+        (or, without ``force``, one as new). ``force`` is for an index just rebuilt from
+        SQLite: it replaces a same-position file that may be damaged.
 
         Returns True when a file was written.
         """
@@ -502,12 +562,13 @@ class VectorIndex:
         from filelock import FileLock
 
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with FileLock(str(self.lock_path), timeout=120):
+        with FileLock(str(self.lock_path), timeout=120, mode=0o600):
             state = self.read_state()
             if (
                 state is not None
+                and state.file != self._rejected
                 and state.store_id == store_id
-                and state.position >= self.position
+                and (state.position > self.position or (state.position == self.position and not force))
                 and (self.directory / state.file).exists()
             ):
                 self.saved_position = state.position
@@ -539,6 +600,7 @@ class VectorIndex:
             finally:
                 os.umask(old_umask)
             self.saved_position = self.position
+            self._rejected = None
             self._remove_stale(keep=name)
             return True
 
@@ -578,7 +640,7 @@ class VectorIndex:
         """Remove this model's index files (they are only a cache)."""
         from filelock import FileLock
 
-        with FileLock(str(self.lock_path), timeout=120):
+        with FileLock(str(self.lock_path), timeout=120, mode=0o600):
             self.meta_path.unlink(missing_ok=True)
             self._remove_stale(keep="")
 

@@ -9,12 +9,15 @@ import memstore
 def test_all_is_pinned():
     assert memstore.__all__ == [
         "CaptureResult",
+        "ConflictError",
         "CorruptDatabaseError",
         "Embedder",
         "EmbedderFallbackWarning",
         "FastEmbedder",
+        "GitError",
         "HashEmbedder",
         "Hit",
+        "ImportResult",
         "InvalidInputError",
         "Memory",
         "MemoryStore",
@@ -24,6 +27,8 @@ def test_all_is_pinned():
         "ModelMismatchError",
         "ModelMismatchWarning",
         "NotFoundError",
+        "PurgeResult",
+        "PurgedMemory",
         "SchemaTooNewError",
         "StoreError",
         "StoreNotWritableError",
@@ -38,7 +43,7 @@ def test_all_is_pinned():
 def test_import_is_light():
     code = (
         "import sys, memstore; heavy = [m for m in ('fastembed', 'onnxruntime', 'usearch', "
-        "'numpy', 'sqlite_utils', 'huggingface_hub') if m in sys.modules]; print(heavy)"
+        "'numpy', 'sqlite_utils', 'huggingface_hub', 'mcp', 'pydantic') if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -55,6 +60,7 @@ def test_usearch_then_onnxruntime_import_does_not_crash():
 def test_error_tree():
     assert issubclass(memstore.InvalidInputError, ValueError)
     assert issubclass(memstore.NotFoundError, LookupError)
+    assert issubclass(memstore.ConflictError, memstore.InvalidInputError)
     for name in ("InvalidInputError", "NotFoundError", "StoreError", "ModelError"):
         assert issubclass(getattr(memstore, name), memstore.MemstoreError)
     assert issubclass(memstore.SchemaTooNewError, memstore.StoreError)

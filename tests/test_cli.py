@@ -39,6 +39,17 @@ def test_transcript(run):
     assert text.lstrip().startswith("1.") and "Flaky CI" in text
 
 
+def test_cjk_recall(run):
+    run("capture", "我们决定使用数据库迁移工具")
+    run("capture", "東京の天気は晴れでした")
+    run("capture", "We chose PostgreSQL for JSONB support")
+    cases = (("数据库迁移", "数据库"), ("迁移", "数据库"), ("天気", "東京"), ("東京 天気", "東京"))
+    for query, expected in cases:
+        hits = json.loads(run("recall", query, "--mode", "keyword", "--json").stdout)
+        assert len(hits) == 1 and expected in hits[0]["text"], query
+    assert "東京の天気" in run("recall", "天気").stdout.splitlines()[1]
+
+
 def test_stdin_newline_is_not_part_of_the_memory(run):
     data = json.loads(run("capture", "--json", input="hello from stdin\n").stdout)
     assert data["text"] == "hello from stdin"
@@ -96,8 +107,9 @@ def test_home_option(run, tmp_path):
 def test_import_stats_reindex_model(run, tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "one"}\n{"text": "two", "namespace": "n"}\n')
-    assert json.loads(run("import", str(path), "--json").stdout) == {"read": 2, "created": 2, "existing": 0}
-    assert json.loads(run("import", str(path), "--json").stdout)["existing"] == 2
+    first = json.loads(run("import", str(path), "--json").stdout)
+    assert (first["format"], first["read"], first["created"], first["unchanged"]) == ("jsonl", 2, 2, 0)
+    assert json.loads(run("import", str(path), "--json").stdout)["unchanged"] == 2
     stats = json.loads(run("stats", "--json").stdout)
     assert stats["memories"] == 2 and stats["namespaces"] == {"default": 1, "n": 1}
     assert "memories:" in run("stats").stdout

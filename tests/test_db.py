@@ -103,3 +103,54 @@ def test_concurrent_first_open(tmp_path):
         assert p.returncode == 0, err.decode()
     with _open(home) as s:
         assert s.stats()["memories"] == 4
+
+
+def _damage_page(home: Path, table: str) -> bytes:
+    """Overwrite one page in the middle of ``table`` (its header and schema stay intact)."""
+    db = home / "memstore.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    try:
+        pages = [r[0] for r in conn.execute("SELECT pageno FROM dbstat WHERE name = ?", (table,))]
+    except sqlite3.OperationalError:
+        pytest.skip("this SQLite has no dbstat table")
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    raw = bytearray(db.read_bytes())
+    page = pages[len(pages) // 2]
+    raw[(page - 1) * size : page * size] = bytes((i * 37) % 256 for i in range(size))
+    db.write_bytes(bytes(raw))
+    return bytes(raw)
+
+
+@pytest.mark.parametrize(
+    "table", ["memories", "memories_fts_data", "embeddings", "memory_tags", "memories_live_hash"]
+)
+def test_damage_found_at_query_time_is_a_clear_error(tmp_path, table):
+    home = tmp_path / "s"
+    with _open(home) as s:
+        s.capture_many([{"text": f"memory {i} about topic {i % 9} " + "words " * 40, "tags": [f"t{i % 4}"]}
+                        for i in range(400)])
+    damaged = _damage_page(home, table)
+    raised = []
+    with _open(home) as s:
+        reads = {
+            "list": lambda: s.list(limit=1000),
+            "keyword": lambda: s.recall("topic words", mode="keyword", limit=100),
+            "semantic": lambda: s.recall("topic 3", mode="semantic", limit=100),
+            "tags": lambda: s.list(tags=["t1"], limit=1000),
+            "stats": s.stats,
+        }
+        for name, read in reads.items():
+            try:
+                read()
+            except memstore.CorruptDatabaseError as exc:  # never a bare sqlite3 error
+                assert "is damaged" in str(exc) and str(home) in str(exc)
+                raised.append(name)
+        if raised:
+            with pytest.raises(memstore.CorruptDatabaseError):  # refused: nothing is written
+                s.capture("a memory written after the damage was found")
+    if raised:
+        assert (home / "memstore.db").read_bytes() == damaged
+    if table == "memories":
+        assert raised

@@ -222,3 +222,29 @@ def test_one_shot_recall_skips_fastembed_and_usearch_and_caches_the_query(tmp_pa
     assert second == "1 []"  # cache hit: no model, no usearch, no sqlite_utils
     env["MEMSTORE_CACHE_DIR"] = str(tmp_path / "fresh-cache")  # a miss: the light encoder
     assert run(recall) == "1 ['onnxruntime']"
+
+
+@pytest.mark.real_model
+def test_no_network_at_run_time(tmp_path, model_cache):
+    """Capture and recall with the real model while every socket connect raises."""
+    import subprocess
+    import sys
+
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k):\n"
+        "    raise RuntimeError('network access attempted')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "import memstore\n"
+        "with memstore.open() as s:\n"
+        "    s.capture('offline memories stay offline')\n"
+        "    hits = s.recall('does it work without network', mode='semantic')\n"
+        "    assert s.model_info().backend == 'fastembed', s.model_info()\n"
+        "    print(len(hits))\n"
+    )
+    env = {"MEMSTORE_HOME": str(tmp_path / "h"), "MEMSTORE_CACHE_DIR": str(model_cache),
+           "MEMSTORE_CONFIG": str(tmp_path / "none.toml"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"

@@ -10,6 +10,7 @@ import pytest
 
 import memstore
 from memstore.embedder import HashEmbedder
+from memstore.search import KEYWORD_WEIGHT, VECTOR_WEIGHT
 from memstore.timeutil import now
 
 
@@ -52,7 +53,8 @@ def test_recall_modes_return_evidence(store):
     hit = store.recall("PostgreSQL JSONB")[0]
     assert hit.keyword_rank == 1 and hit.vector_rank == 1
     assert hit.similarity is not None and 0 < hit.similarity <= 1.0001
-    assert hit.score == pytest.approx(2 / 61)
+    # the raw fused score: keyword strength 1 (the best match) and the cosine, weighted
+    assert hit.score == pytest.approx(KEYWORD_WEIGHT * 1.0 + VECTOR_WEIGHT * hit.similarity)
     kw = store.recall("PostgreSQL", mode="keyword")[0]
     assert kw.vector_rank is None and kw.similarity is None and kw.bm25 is not None
 
@@ -118,11 +120,11 @@ def test_forget_hides_from_recall_and_list_and_removes_vector(store):
 def test_purge(store):
     m = store.capture("to be purged")
     store.forget(m.id)
-    assert store.purge(dry_run=True) == 1
-    assert store.purge() == 1
+    assert store.purge(dry_run=True).count == 1
+    assert store.purge().count == 1
     with pytest.raises(memstore.NotFoundError):
         store.get(m.id)
-    assert store.purge() == 0
+    assert store.purge().count == 0
 
 
 def test_list_newest_first_with_filters(store):
@@ -156,8 +158,9 @@ def test_capture_many_checks_everything_first(store):
 def test_import_jsonl(store, tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "one", "tags": ["a"]}\n\n"two"\n', encoding="utf-8")
-    results = store.import_jsonl(path)
-    assert [r.text for r in results] == ["one", "two"]
+    result = store.import_jsonl(path)
+    assert result.format == "jsonl" and (result.read, result.created) == (2, 2)
+    assert [r.text for r in result.results] == ["one", "two"]
     bad = io.StringIO('{"text": "ok"}\n{not json}\n')
     with pytest.raises(memstore.InvalidInputError, match="line 2"):
         store.import_jsonl(bad)

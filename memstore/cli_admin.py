@@ -1,0 +1,53 @@
+"""``memstore verify``: check the store's files agree with each other; ``--repair`` fixes
+what SQLite can give back. Exit status 0 when every check passes, 1 otherwise."""
+
+from __future__ import annotations
+
+import click
+
+from .cliutil import emit_json, handle_errors, json_opt, open_from_context
+
+__all__ = ["verify"]
+
+
+@click.command()
+@click.option("--repair", is_flag=True,
+              help="Rebuild what can be rebuilt from SQLite (full-text index, tag table, missing "
+                   "vectors, vector index). Never touches a database that fails integrity_check.")
+@click.option("--quick", is_flag=True, help="PRAGMA quick_check instead of the full integrity_check.")
+@json_opt
+@click.pass_context
+@handle_errors
+def verify(ctx: click.Context, repair: bool, quick: bool, as_json: bool) -> None:
+    """Check SQLite integrity, full-text index, tags, vectors, model ids and the vector index."""
+    with open_from_context(ctx) as store:
+        report = store.verify(repair=repair, quick=quick)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        if report.found is not None:
+            click.echo("found:")
+            _print_checks(report.found)
+            click.echo("repaired:")
+            for action in report.repaired:
+                click.echo(f"  - {action}")
+            click.echo("after repair:")
+        _print_checks(report.checks)
+        if report.ok:
+            click.echo("all checks passed")
+        elif repair and report.checks[0].ok is False:
+            click.echo("not repaired: the database fails the SQLite integrity check; memstore does not "
+                       "modify it — restore memstore.db from a backup", err=True)
+        else:
+            hint = "" if repair else " (memstore verify --repair fixes what can be rebuilt)"
+            click.echo(f"problems remain{hint}", err=True)
+    if not report.ok:
+        ctx.exit(1)
+
+
+def _print_checks(checks: list) -> None:  # type: ignore[type-arg]
+    for check in checks:
+        status = "ok" if check.ok else ("skip" if check.skipped else "FAIL")
+        click.echo(f"  {check.name:<8} {status:<5} {check.summary}")
+        for problem in check.problems:
+            click.echo(f"{'':17}- {problem}")

@@ -1,0 +1,1 @@
+"""Pieces of the retrieval evaluation (``scripts/eval_retrieval.py``): datasets, metrics, reference."""
