@@ -22,8 +22,9 @@ time the process used (user+sys): on a busy machine wall time inflates, CPU time
 The reference retriever runs in this process on the same texts and vectors, so the ratio
 holds even on a noisy machine.
 
-Reference retriever (issue 3's baseline): rank_bm25 BM25Okapi over lower-cased whitespace
-tokens + brute-force numpy cosine with the same vectors, each max-normalised, summed 50/50.
+Reference retriever (the recipe of scripts/eval/reference.py): rank_bm25 BM25Okapi over
+lower-cased whitespace tokens + brute-force numpy cosine with the same vectors, each
+max-normalised, summed 50/50; needs ``pip install -e '.[eval]'``.
 """
 
 from __future__ import annotations
