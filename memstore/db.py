@@ -537,6 +537,15 @@ def embedding_models(conn: sqlite3.Connection) -> dict[str, int]:
     return {row[0]: row[1] for row in rows}
 
 
+def has_other_models(conn: sqlite3.Connection, model: str) -> bool:
+    """Whether any embedding (live or not) is from a model other than ``model``: two index
+    probes, where :func:`embedding_models` reads every row."""
+    row = conn.execute(
+        "SELECT 1 FROM embeddings WHERE model < ? OR model > ? LIMIT 1", (model, model)
+    ).fetchone()
+    return row is not None
+
+
 def seqs_needing_embedding(conn: sqlite3.Connection, model: str) -> list[int]:
     """Live memories with no embedding by ``model`` (missing, other model, or stale text)."""
     rows = conn.execute(

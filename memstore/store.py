@@ -63,8 +63,12 @@ Progress = Callable[[int, int], None]
 
 #: Below this many candidates a filtered vector search is exact over the candidates.
 EXACT_FILTER_MAX = 5000
-#: Below this many vectors the whole index is searched exactly.
-EXACT_INDEX_MAX = 2000
+#: Up to this many vectors the index is a flat matrix searched exactly: faster than HNSW
+#: in a fresh process (no usearch import, no graph) and within ~3 ms of it warm; above it,
+#: HNSW. Measured by scripts/bench.py (docs/performance.md).
+EXACT_INDEX_MAX = 20_000
+#: An HNSW index turns flat again only below this, so a store at the edge does not flap.
+FLAT_AGAIN_BELOW = EXACT_INDEX_MAX // 2
 #: Default texts per embedding batch in bulk capture and reindex.
 BATCH_SIZE = 256
 #: Nearest memories a capture is compared with when looking for a near-duplicate.
@@ -149,7 +153,10 @@ class MemoryStore:
             if self._closed:
                 return
             try:
-                if self._index is not None and self._index.position > self._index.saved_position:
+                index = self._index
+                if index is not None and (  # as _sync_index: small changes replay cheaply
+                    index.position - index.saved_position >= _save_threshold(len(index))
+                ):
                     self._save_index()
             finally:
                 self._conn.close()
@@ -644,7 +651,7 @@ class MemoryStore:
         if flt.is_selective():
             candidates = db.filtered_seqs(self._conn, flt, EXACT_FILTER_MAX)
             if len(candidates) <= EXACT_FILTER_MAX:
-                return self._exact_over(qvec, candidates, depth)
+                return _by_similarity(index.search(qvec, depth * 2, among=candidates))[:depth]
         exact = len(index) <= EXACT_INDEX_MAX
         count = min(len(index), depth * 2)
         while True:
@@ -693,6 +700,8 @@ class MemoryStore:
         return self._index
 
     def _warn_other_models(self) -> None:
+        if not db.has_other_models(self._conn, self.embedder.model_id):
+            return
         models = db.embedding_models(self._conn)
         others = {m: n for m, n in models.items() if m != self.embedder.model_id}
         if others:
@@ -720,6 +729,13 @@ class MemoryStore:
                 self._catch_up(index, last_try=True)
             finally:
                 conn.execute("COMMIT")
+        if _index_kind(len(index), index.kind) != index.kind:
+            # grown past (or shrunk well below) EXACT_INDEX_MAX: rebuild as the other kind
+            conn.execute("BEGIN")
+            try:
+                self._rebuild_from_db(index, db.log_head(conn))
+            finally:
+                conn.execute("COMMIT")
         if index.position - index.saved_position >= _save_threshold(len(index)):
             self._save_index()
 
@@ -740,13 +756,21 @@ class MemoryStore:
             if index.loaded and index.position == head:
                 return False
         if not index.loaded or not floor <= index.position <= head:
-            index.rebuild(db.live_vectors(conn, index.model_id), head)
-            index.saved_position = -1
+            self._rebuild_from_db(index, head)
             return False
         touched, _ = db.changed_seqs(conn, index.position)
         current = dict(db.live_vectors(conn, index.model_id, touched))
         index.apply(touched, current, head)
         return False
+
+    def _rebuild_from_db(self, index: VectorIndex, head: int) -> int:
+        """Rebuild ``index`` from SQLite as of ``head`` (the caller holds the read snapshot),
+        flat or HNSW by size, and mark it unsaved."""
+        count = db.embedding_models(self._conn).get(index.model_id, 0)
+        size = index.rebuild(db.live_vectors(self._conn, index.model_id), head,
+                             _index_kind(count, index.kind))
+        index.saved_position = -1
+        return size
 
     def _save_index(self, *, force: bool = False) -> None:
         index = self._index
@@ -1228,10 +1252,9 @@ class MemoryStore:
         self._index = index
         self._conn.execute("BEGIN")
         try:
-            count = index.rebuild(db.live_vectors(self._conn, model), db.log_head(self._conn))
+            count = self._rebuild_from_db(index, db.log_head(self._conn))
         finally:
             self._conn.execute("COMMIT")
-        index.saved_position = -1
         self._save_index(force=True)
         return count
 
@@ -1269,6 +1292,7 @@ class MemoryStore:
             index = VectorIndex(self.index_dir, model_id, self.embedder.dimension)
             state = index.read_state()
             data["index"] = {
+                "kind": state.kind if state else None,
                 "file": str(index.directory / state.file) if state else None,
                 "vectors": state.count if state else 0,
                 "reflects_op": state.position if state else None,
@@ -1342,6 +1366,14 @@ def _clean_id(memory_id: Any) -> str:
     if not isinstance(memory_id, str) or not memory_id.strip():
         raise InvalidInputError("memory id must be a non-empty string")
     return memory_id.strip()
+
+
+def _index_kind(size: int, current: str | None = None) -> Literal["flat", "hnsw"]:
+    """Flat (exact) up to EXACT_INDEX_MAX vectors, HNSW above; an HNSW index stays HNSW
+    down to FLAT_AGAIN_BELOW."""
+    if size > EXACT_INDEX_MAX or (current == "hnsw" and size >= FLAT_AGAIN_BELOW):
+        return "hnsw"
+    return "flat"
 
 
 def _save_threshold(size: int) -> int:

@@ -1,39 +1,55 @@
-"""The usearch HNSW index: a derived, rebuildable cache of the vectors in SQLite.
+"""The vector index: a derived, rebuildable cache of the vectors in SQLite.
 
 The only module that imports usearch. One index per embedding model, keyed by
 memory ``seq``, holding the vectors of live (not forgotten, not superseded)
-memories. On disk an index is two files in the store's ``index/`` directory:
+memories, in one of two kinds the caller picks by size:
 
-- ``<slug>-<generation>.usearch``  the HNSW graph, written once, never modified;
-- ``<slug>.json``                  which generation is current, the store id, the model,
-                                   the vector-log op it reflects, its size and count.
+- ``flat``  every vector in one float32 matrix, searched exactly with numpy. No graph to
+            build, nothing but numpy to import: what small stores and one-shot
+            processes want (importing usearch alone costs ~0.2 s).
+- ``hnsw``  a usearch HNSW graph, searched approximately (or exactly on request).
+
+On disk an index is two files in the store's ``index/`` directory:
+
+- ``<slug>-<generation>.flat|.usearch``  the vectors, written once, never modified;
+- ``<slug>.json``  which generation is current, its kind, the store id, the model, the
+                   vector-log op it reflects, its size, count (and digest for flat files).
 
 Saving writes a new generation, then atomically replaces the JSON (``os.replace``),
 then removes the old generation — all under a file lock, and never over a newer
 save by another process. Anything missing, foreign, stale beyond the log or
 unreadable is reported and rebuilt from SQLite by the caller.
+
+A current file is opened as a read-only memory map. Changes made since it was saved
+are kept beside it (an overlay: keys to hide, plus their current vectors searched
+exactly), so catching up a few captures never copies the whole index.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import mmap
 import os
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["NEWER", "IndexState", "VectorIndex"]
+__all__ = ["NEWER", "IndexState", "Kind", "VectorIndex"]
 
-FORMAT = 1
+Kind = Literal["flat", "hnsw"]
+
+FORMAT = 2
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 64
+#: Changes kept beside a memory-mapped index before it is copied into memory.
+OVERLAY_MAX = 4096
 #: load() problem when the saved index reflects commits the caller's read snapshot predates
 #: (usually another process saved it meanwhile: look again with a fresh snapshot)
 NEWER = "vector index is newer than the database"
@@ -50,6 +66,8 @@ class IndexState:
     count: int
     file: str
     size: int
+    kind: Kind = "hnsw"
+    digest: str | None = None
 
 
 def _slug(model_id: str) -> str:
@@ -59,8 +77,193 @@ def _slug(model_id: str) -> str:
     return f"{readable}-{xxhash.xxh3_64_hexdigest(model_id.encode())[:8]}"
 
 
+def _top(sims: np.ndarray, keys: np.ndarray, count: int) -> list[tuple[int, float]]:
+    """(key, similarity) of the ``count`` best, best first; -inf rows are never returned."""
+    import numpy as np
+
+    count = min(count, len(sims))
+    if count <= 0:
+        return []
+    part = np.argpartition(-sims, count - 1)[:count] if count < len(sims) else np.arange(len(sims))
+    order = part[np.argsort(-sims[part], kind="stable")]
+    return [(int(keys[i]), float(sims[i])) for i in order if sims[i] != -np.inf]
+
+
+def _dot(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """matrix @ query on this thread. Not BLAS: OpenBLAS runs a large matrix-vector product
+    on every core, and on a busy 2-core machine its spinning threads were measured costing
+    2-3x the CPU time and up to 40x the wall time; einsum's loop is as fast on one core."""
+    import numpy as np
+
+    return np.einsum("ij,j->i", matrix, query)
+
+
+class _Flat:
+    """Vectors in one matrix with a key per row; rows of removed keys are tombstoned
+    (key -1) and reused, and dropped when saved."""
+
+    def __init__(self, dimension: int, keys: np.ndarray | None = None,
+                 matrix: np.ndarray | None = None, *, readonly: bool = False) -> None:
+        import numpy as np
+
+        self.dimension = dimension
+        self.keys = keys if keys is not None else np.zeros(0, dtype=np.int64)
+        self.matrix = matrix if matrix is not None else np.zeros((0, dimension), dtype=np.float32)
+        self.used = len(self.keys)
+        self.readonly = readonly
+        self._rows: dict[int, int] | None = None
+        self._free: list[int] = []
+
+    @property
+    def rows(self) -> dict[int, int]:
+        if self._rows is None:
+            self._rows = {int(k): i for i, k in enumerate(self.keys[: self.used].tolist()) if k >= 0}
+        return self._rows
+
+    def __len__(self) -> int:
+        return self.used - len(self._free)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self.rows
+
+    def writable(self) -> _Flat:
+        """This matrix, or an in-memory copy of a memory-mapped one."""
+        if not self.readonly:
+            return self
+        import numpy as np
+
+        return _Flat(self.dimension, np.array(self.keys[: self.used]),
+                     np.array(self.matrix[: self.used]))
+
+    def add(self, keys: Sequence[int], matrix: np.ndarray) -> None:
+        import numpy as np
+
+        assert not self.readonly
+        rows = self.rows
+        for key, vector in zip(keys, matrix, strict=True):
+            row = rows.get(key)
+            if row is None:
+                if self._free:
+                    row = self._free.pop()
+                else:
+                    if self.used == len(self.keys):
+                        grow = max(64, self.used // 2)
+                        self.keys = np.concatenate([self.keys, np.full(grow, -1, dtype=np.int64)])
+                        self.matrix = np.concatenate(
+                            [self.matrix, np.zeros((grow, self.dimension), dtype=np.float32)]
+                        )
+                    row = self.used
+                    self.used += 1
+                rows[key] = row
+                self.keys[row] = key
+            self.matrix[row] = vector
+
+    def remove(self, keys: Iterable[int]) -> None:
+        assert not self.readonly
+        rows = self.rows
+        for key in keys:
+            row = rows.pop(key, None)
+            if row is not None:
+                self.keys[row] = -1
+                self.matrix[row] = 0.0
+                self._free.append(row)
+
+    def search(self, query: np.ndarray, count: int) -> list[tuple[int, float]]:
+        import numpy as np
+
+        if self.used == 0:
+            return []
+        sims = _dot(self.matrix[: self.used], query)
+        if self._free:
+            sims[self.keys[: self.used] < 0] = -np.inf
+        return _top(sims, self.keys[: self.used], count)
+
+    def search_among(self, query: np.ndarray, keys: Sequence[int], count: int) -> list[tuple[int, float]]:
+        import numpy as np
+
+        rows = self.rows
+        found = [rows[k] for k in keys if k in rows]
+        if not found:
+            return []
+        index = np.asarray(found, dtype=np.int64)
+        return _top(_dot(self.matrix[index], query), self.keys[index], count)
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, matrix) of the live rows."""
+        keys = self.keys[: self.used]
+        if not self._free:
+            return keys, self.matrix[: self.used]
+        live = keys >= 0
+        return keys[live], self.matrix[: self.used][live]
+
+
+class _Hnsw:
+    """A usearch index (possibly a read-only memory map of a saved one)."""
+
+    def __init__(self, index: Any, *, readonly: bool = False) -> None:
+        self.index = index
+        self.readonly = readonly
+
+    @staticmethod
+    def new(dimension: int) -> _Hnsw:
+        from usearch.index import Index
+
+        return _Hnsw(Index(
+            ndim=dimension,
+            metric="ip",
+            dtype="f32",
+            connectivity=CONNECTIVITY,
+            expansion_add=EXPANSION_ADD,
+            expansion_search=EXPANSION_SEARCH,
+        ))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self.index
+
+    def writable(self) -> _Hnsw:
+        return _Hnsw(self.index.copy()) if self.readonly else self
+
+    def add(self, keys: Sequence[int], matrix: np.ndarray) -> None:
+        assert not self.readonly
+        present = [k for k in keys if k in self.index]
+        if present:
+            self.index.remove(_as_keys(present))
+        self.index.add(_as_keys(keys), matrix)
+
+    def remove(self, keys: Iterable[int]) -> None:
+        assert not self.readonly
+        present = [k for k in keys if k in self.index]
+        if present:
+            self.index.remove(_as_keys(present))
+
+    def search(self, query: np.ndarray, count: int, exact: bool) -> list[tuple[int, float]]:
+        count = min(count, len(self.index))
+        if count <= 0:
+            return []
+        matches = self.index.search(query, count, exact=exact)
+        return [
+            (int(key), 1.0 - float(dist))
+            for key, dist in zip(matches.keys, matches.distances, strict=True)
+        ]
+
+    def search_among(self, query: np.ndarray, keys: Sequence[int], count: int) -> list[tuple[int, float]]:
+        import numpy as np
+
+        if not keys:
+            return []
+        wanted = _as_keys(keys)
+        wanted = wanted[np.asarray(self.index.contains(wanted), dtype=bool).reshape(-1)]
+        if len(wanted) == 0:
+            return []
+        matrix = np.asarray(self.index.get(wanted), dtype=np.float32).reshape(len(wanted), -1)
+        return _top(_dot(matrix, query), wanted.astype(np.int64), count)
+
+
 class VectorIndex:
-    """An in-memory usearch index for one model, loadable from and savable to disk."""
+    """One model's vector index, loadable from and savable to disk."""
 
     def __init__(self, directory: Path, model_id: str, dimension: int) -> None:
         self.directory = Path(directory)
@@ -73,8 +276,11 @@ class VectorIndex:
         self.position = -1
         #: position of the newest save known to be on disk
         self.saved_position = -1
-        self._index: Any = None
-        self._view = False
+        self._base: _Flat | _Hnsw | None = None
+        #: overlay on a read-only base: keys hidden in it, and their current vectors
+        self._hidden: set[int] = set()
+        self._extra: _Flat | None = None
+        self._mmap: mmap.mmap | None = None
         #: the on-disk generation load() found unusable: save() must replace it, even though
         #: its metadata claims a position as new as ours
         self._rejected: str | None = None
@@ -83,28 +289,28 @@ class VectorIndex:
 
     @property
     def loaded(self) -> bool:
-        return self._index is not None
+        return self._base is not None
+
+    @property
+    def kind(self) -> Kind | None:
+        if self._base is None:
+            return None
+        return "flat" if isinstance(self._base, _Flat) else "hnsw"
 
     def __len__(self) -> int:
-        return len(self._index) if self._index is not None else 0
-
-    def _new_index(self) -> Any:
-        from usearch.index import Index
-
-        return Index(
-            ndim=self.dimension,
-            metric="ip",
-            dtype="f32",
-            connectivity=CONNECTIVITY,
-            expansion_add=EXPANSION_ADD,
-            expansion_search=EXPANSION_SEARCH,
-        )
+        if self._base is None:
+            return 0
+        size = len(self._base) - len(self._hidden)
+        return size + (len(self._extra) if self._extra is not None else 0)
 
     def read_state(self) -> IndexState | None:
         """The on-disk JSON, or None if missing or unreadable."""
         try:
             data = json.loads(self.meta_path.read_text())
-            if data.get("format") != FORMAT:
+            if data.get("format") not in (1, FORMAT):
+                return None
+            kind = data.get("kind", "hnsw")
+            if kind not in ("flat", "hnsw"):
                 return None
             return IndexState(
                 store_id=str(data["store_id"]),
@@ -114,8 +320,10 @@ class VectorIndex:
                 count=int(data["count"]),
                 file=str(data["file"]),
                 size=int(data["size"]),
+                kind=kind,
+                digest=data.get("digest"),
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     # -- loading -----------------------------------------------------------------------------
@@ -125,9 +333,9 @@ class VectorIndex:
 
         Returns None on success or when there is simply no saved index; otherwise a
         one-line reason why the file on disk was not usable (the caller rebuilds).
-        Loads a read-only memory map when the file is already current.
+        The file is memory-mapped read-only; later changes go to the overlay.
         """
-        self._index, self.position, self._view = None, -1, False
+        self._reset()
         for _attempt in range(10):
             state = self.read_state()
             if state is None:
@@ -157,97 +365,188 @@ class VectorIndex:
             return ""
         if size != state.size:
             return f"vector index file {path.name} is truncated or damaged"
-        from usearch.index import Index
-
-        view = state.position == head
         try:
-            index = Index.restore(str(path), view=view)
+            base = self._open_flat(path, state) if state.kind == "flat" else self._open_hnsw(path)
+        except FileNotFoundError:
+            return ""
         except (ValueError, RuntimeError, OSError) as exc:
             if not path.exists():
                 return ""  # removed by a concurrent save after we read the JSON
             return f"vector index file {path.name} is unreadable ({exc})"
-        if index is None and not path.exists():  # restore() says None for a vanished file
+        if base is None and not path.exists():  # usearch's restore() says None for a vanished file
             return ""
-        if index is None or index.ndim != self.dimension or len(index) != state.count:
+        if base is None or len(base) != state.count:
+            self._reset()
             return f"vector index file {path.name} does not match its metadata"
-        index.expansion_search = EXPANSION_SEARCH
-        self._index, self._view = index, view
+        self._base = base
         self.position = self.saved_position = state.position
         return None
 
-    def _make_writable(self) -> None:
-        if self._index is None:
-            self._index = self._new_index()
-        elif self._view:
-            self._index, self._view = self._index.copy(), False
+    def _open_flat(self, path: Path, state: IndexState) -> _Flat | None:
+        import numpy as np
+        import xxhash
 
-    def rebuild(self, items: Iterable[tuple[int, bytes]], position: int) -> int:
+        count, dim = state.count, self.dimension
+        if state.size != count * (8 + 4 * dim):
+            return None
+        if count == 0:
+            return _Flat(dim)
+        with path.open("rb") as fh:
+            mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        if xxhash.xxh3_64_hexdigest(mapped) != state.digest:
+            mapped.close()
+            return None
+        self._mmap = mapped
+        keys = np.frombuffer(mapped, dtype="<i8", count=count)
+        matrix = np.frombuffer(mapped, dtype="<f4", offset=8 * count).reshape(count, dim)
+        if count and int(keys.min()) < 0:
+            return None
+        return _Flat(dim, keys, matrix, readonly=True)
+
+    def _open_hnsw(self, path: Path) -> _Hnsw | None:
+        from usearch.index import Index
+
+        index = Index.restore(str(path), view=True)
+        if index is None or index.ndim != self.dimension:
+            return None
+        index.expansion_search = EXPANSION_SEARCH
+        return _Hnsw(index, readonly=True)
+
+    def _reset(self) -> None:
+        self._base, self.position = None, -1
+        self._hidden, self._extra = set(), None
+        if self._mmap is not None:
+            # arrays may still look at it: then the garbage collector closes it
+            with contextlib.suppress(BufferError):
+                self._mmap.close()
+            self._mmap = None
+
+    def rebuild(self, items: Iterable[tuple[int, bytes]], position: int, kind: Kind = "hnsw") -> int:
         """Replace the in-memory index with ``items`` (seq, float32 bytes); returns the count."""
         import numpy as np
 
-        self._index, self._view = self._new_index(), False
+        self._reset()
+        base: _Flat | _Hnsw = _Flat(self.dimension) if kind == "flat" else _Hnsw.new(self.dimension)
         keys: list[int] = []
         blobs: list[bytes] = []
+        size = 4 * self.dimension
         for seq, blob in items:
+            if len(blob) != size:  # a damaged row: left out (memstore verify reports it)
+                continue
             keys.append(seq)
             blobs.append(blob)
             if len(keys) >= 8192:
-                self._add(np, keys, blobs)
+                base.add(keys, _matrix(np, blobs, self.dimension))
                 keys, blobs = [], []
         if keys:
-            self._add(np, keys, blobs)
+            base.add(keys, _matrix(np, blobs, self.dimension))
+        self._base = base
         self.position = position
-        return len(self._index)
-
-    def _add(self, np: Any, keys: list[int], blobs: list[bytes]) -> None:
-        size = self.dimension * 4
-        if any(len(b) != size for b in blobs):  # damaged rows: left out (memstore verify reports them)
-            keys, blobs = [k for k, b in zip(keys, blobs, strict=True) if len(b) == size], [
-                b for b in blobs if len(b) == size
-            ]
-            if not keys:
-                return
-        matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(keys), self.dimension)
-        self._index.add(_as_keys(keys), matrix)
+        return len(base)
 
     def apply(self, touched: Sequence[int], current: dict[int, bytes], position: int) -> None:
         """Bring touched seqs to their current state: present with ``current[seq]`` or absent."""
         import numpy as np
 
+        assert self._base is not None
+        size = 4 * self.dimension
+        current = {k: v for k, v in current.items() if len(v) == size}  # damaged rows: left out
         if touched:
-            self._make_writable()
-            present = [s for s in touched if s in self._index]
-            if present:
-                self._index.remove(_as_keys(present))
-            if current:
-                self._add(np, list(current), list(current.values()))
+            base = self._base
+            if base.readonly and len(self._hidden) + len(touched) <= OVERLAY_MAX:
+                if self._extra is None:
+                    self._extra = _Flat(self.dimension)
+                self._extra.remove(touched)
+                self._hidden.update(s for s in touched if s in base)
+                if current:
+                    self._extra.add(list(current), _matrix(np, list(current.values()), self.dimension))
+            else:
+                self._materialize()
+                base = self._base
+                base.remove(touched)
+                if current:
+                    base.add(list(current), _matrix(np, list(current.values()), self.dimension))
         self.position = position
+
+    def _materialize(self) -> None:
+        """Make the base writable and fold the overlay into it."""
+        import numpy as np
+
+        assert self._base is not None
+        if not self._base.readonly:
+            return
+        base = self._base.writable()
+        if self._hidden:
+            base.remove(self._hidden)
+        if self._extra is not None and len(self._extra):
+            keys, matrix = self._extra.items()
+            base.add(keys.tolist(), np.ascontiguousarray(matrix))
+        self._base, self._hidden, self._extra = base, set(), None
 
     def keys(self) -> list[int]:
         """Every seq in the index."""
-        if self._index is None:
+        base = self._base
+        if base is None:
             return []
-        return [int(k) for k in self._index.keys]
+        if isinstance(base, _Flat):
+            found = [k for k in base.keys[: base.used].tolist() if k >= 0]
+        else:
+            found = [int(k) for k in base.index.keys]
+        if self._hidden:
+            found = [k for k in found if k not in self._hidden]
+        if self._extra is not None:
+            found += self._extra.items()[0].tolist()
+        return found
 
     def vectors(self, keys: Sequence[int]) -> np.ndarray:
         """The stored vectors of ``keys`` (all present), one row each."""
         import numpy as np
 
-        found = self._index.get(_as_keys(keys))
-        return np.vstack([np.asarray(v, dtype=np.float32).reshape(-1) for v in found])
+        rows = []
+        for key in keys:
+            if self._extra is not None and key in self._extra:
+                rows.append(self._extra.matrix[self._extra.rows[key]])
+            elif isinstance(self._base, _Flat):
+                rows.append(self._base.matrix[self._base.rows[key]])
+            else:
+                assert self._base is not None
+                rows.append(np.asarray(self._base.index.get(key), dtype=np.float32).reshape(-1))
+        if not rows:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.vstack(rows).astype(np.float32)
 
     # -- search ------------------------------------------------------------------------------
 
-    def search(self, query: np.ndarray, count: int, *, exact: bool = False) -> list[tuple[int, float]]:
-        """(seq, cosine similarity) of the nearest ``count`` vectors, best first."""
-        if self._index is None or len(self._index) == 0 or count <= 0:
+    def search(
+        self, query: np.ndarray, count: int, *, exact: bool = False, among: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """(seq, cosine similarity) of the nearest ``count`` vectors, best first.
+
+        Flat indexes are always exact; ``exact`` asks an HNSW index for exact search too.
+        ``among`` restricts the search (exactly) to those seqs.
+        """
+        base = self._base
+        if base is None or count <= 0:
             return []
-        count = min(count, len(self._index))
-        matches = self._index.search(query, count, exact=exact)
-        return [
-            (int(key), 1.0 - float(dist))
-            for key, dist in zip(matches.keys, matches.distances, strict=True)
-        ]
+        hidden, extra = self._hidden, self._extra
+        found: list[tuple[int, float]]
+        if among is not None:
+            found = base.search_among(query, [s for s in among if s not in hidden], count)
+            if extra is not None and len(extra):
+                found += extra.search_among(query, among, count)
+        else:
+            wanted = count + len(hidden)
+            if isinstance(base, _Flat):
+                found = base.search(query, wanted)
+            else:
+                found = base.search(query, wanted, exact)
+            if hidden:
+                found = [(s, sim) for s, sim in found if s not in hidden]
+            if extra is not None and len(extra):
+                found += extra.search(query, count)
+        if hidden or extra is not None:
+            found.sort(key=lambda item: -item[1])
+        return found[:count]
 
     # -- saving ------------------------------------------------------------------------------
 
@@ -258,7 +557,7 @@ class VectorIndex:
 
         Returns True when a file was written.
         """
-        if self._index is None:
+        if self._base is None:
             return False
         from filelock import FileLock
 
@@ -274,23 +573,27 @@ class VectorIndex:
             ):
                 self.saved_position = state.position
                 return False
-            name = f"{self.slug}-{uuid.uuid4().hex[:12]}.usearch"
+            self._materialize()
+            kind = self.kind
+            name = f"{self.slug}-{os.urandom(6).hex()}.{'flat' if kind == 'flat' else 'usearch'}"
             path = self.directory / name
             old_umask = os.umask(0o077)
             try:
-                self._index.save(str(path))
-                _fsync(path)
+                digest = self._write(path)
                 data = {
                     "format": FORMAT,
+                    "kind": kind,
                     "store_id": store_id,
                     "model_id": self.model_id,
                     "dimension": self.dimension,
                     "position": self.position,
-                    "count": len(self._index),
+                    "count": len(self),
                     "file": name,
                     "size": path.stat().st_size,
                 }
-                tmp = self.meta_path.with_suffix(f".json.{uuid.uuid4().hex[:8]}.tmp")
+                if digest is not None:
+                    data["digest"] = digest
+                tmp = self.meta_path.with_suffix(f".json.{os.urandom(4).hex()}.tmp")
                 tmp.write_text(json.dumps(data, indent=1))
                 _fsync(tmp)
                 os.replace(tmp, self.meta_path)
@@ -301,10 +604,35 @@ class VectorIndex:
             self._remove_stale(keep=name)
             return True
 
+    def _write(self, path: Path) -> str | None:
+        """Write the base to ``path`` (fsynced); the xxh3 digest of a flat file."""
+        base = self._base
+        if isinstance(base, _Hnsw):
+            base.index.save(str(path))
+            _fsync(path)
+            return None
+        import numpy as np
+        import xxhash
+
+        assert isinstance(base, _Flat)
+        keys, matrix = base.items()
+        digest = xxhash.xxh3_64()
+        with path.open("wb") as fh:
+            for chunk in (np.ascontiguousarray(keys, dtype="<i8"), np.ascontiguousarray(matrix, dtype="<f4")):
+                if chunk.size == 0:
+                    continue
+                data = memoryview(chunk.reshape(-1)).cast("B")
+                digest.update(data)
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return digest.hexdigest()
+
     def _remove_stale(self, keep: str) -> None:
-        for path in self.directory.glob(f"{self.slug}-*.usearch"):
-            if path.name != keep:
-                path.unlink(missing_ok=True)
+        for pattern in (f"{self.slug}-*.usearch", f"{self.slug}-*.flat"):
+            for path in self.directory.glob(pattern):
+                if path.name != keep:
+                    path.unlink(missing_ok=True)
         for path in self.directory.glob(f"{self.slug}.json.*.tmp"):
             path.unlink(missing_ok=True)
 
@@ -315,6 +643,10 @@ class VectorIndex:
         with FileLock(str(self.lock_path), timeout=120, mode=0o600):
             self.meta_path.unlink(missing_ok=True)
             self._remove_stale(keep="")
+
+
+def _matrix(np: Any, blobs: list[bytes], dimension: int) -> Any:
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dimension)
 
 
 def _as_keys(keys: Sequence[int]) -> Any:

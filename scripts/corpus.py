@@ -37,19 +37,51 @@ def load_texts(eval_dir: Path = DEFAULT_EVAL) -> list[str]:
 
 def sample(n: int, seed: int = 13, eval_dir: Path = DEFAULT_EVAL) -> list[str]:
     """``n`` texts, reproducible from ``seed``; beyond the pool, pairs of texts are joined."""
+    return sample_parts(n, seed, eval_dir)[0]
+
+
+def sample_parts(
+    n: int, seed: int = 13, eval_dir: Path = DEFAULT_EVAL
+) -> tuple[list[str], list[tuple[int, ...]], list[str]]:
+    """The texts of :func:`sample`, what each is made of (indices into the shuffled pool:
+    one, or two for a joined pair), and that pool."""
     pool = load_texts(eval_dir)
     rng = random.Random(seed)
     rng.shuffle(pool)
     if n <= len(pool):
-        return pool[:n]
+        return pool[:n], [(i,) for i in range(n)], pool
     out = list(pool)
+    parts: list[tuple[int, ...]] = [(i,) for i in range(len(pool))]
     seen = set(out)
+    indices = range(len(pool))
     while len(out) < n:
-        text = f"{rng.choice(pool)} {rng.choice(pool)}"
+        a, b = rng.choice(indices), rng.choice(indices)  # same draws as rng.choice(pool)
+        text = f"{pool[a]} {pool[b]}"
         if text not in seen:
             seen.add(text)
             out.append(text)
-    return out
+            parts.append((a, b))
+    return out, parts, pool
+
+
+def scifact_docs(eval_dir: Path = DEFAULT_EVAL) -> list[tuple[str, str]]:
+    """(doc id, title + " " + text) of every SciFact abstract, in file order."""
+    with (eval_dir / "scifact" / "corpus.jsonl").open() as fh:
+        docs = [json.loads(line) for line in fh]
+    return [(d["_id"], f"{d['title']} {d['text']}".strip()) for d in docs]
+
+
+def scifact_test(eval_dir: Path = DEFAULT_EVAL) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """The SciFact test queries (id -> text) and their relevant doc ids."""
+    qrels: dict[str, set[str]] = {}
+    lines = (eval_dir / "scifact" / "qrels" / "test.tsv").read_text().splitlines()[1:]
+    for line in lines:
+        qid, did, score = line.split("\t")
+        if int(score) > 0:
+            qrels.setdefault(qid, set()).add(did)
+    with (eval_dir / "scifact" / "queries.jsonl").open() as fh:
+        texts = {q["_id"]: q["text"] for q in map(json.loads, fh) if q["_id"] in qrels}
+    return texts, qrels
 
 
 def queries(n: int, seed: int = 99, eval_dir: Path = DEFAULT_EVAL) -> list[str]:

@@ -63,6 +63,16 @@ class CachingEmbedder:
         )
         self._db.execute("COMMIT")
 
+    def cached(self, texts: Sequence[str], kind: str = "doc") -> dict[str, np.ndarray]:
+        """Vectors already cached for ``texts`` (text -> vector); computes nothing."""
+        found = self._lookup(kind, texts)
+        out: dict[str, np.ndarray] = {}
+        for text in texts:
+            vec = found.get(self._key(text))
+            if vec is not None:
+                out[text] = vec
+        return out
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         found = self._lookup("doc", texts)
         missing = list(dict.fromkeys(t for t in texts if self._key(t) not in found))

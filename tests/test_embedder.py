@@ -133,6 +133,97 @@ def test_model_change_is_detected_and_fixed_by_reindex(tmp_path, real_embedder):
         assert s.stats()["embeddings"] == {real_embedder.model_id: 1}
 
 
+def test_query_vector_cache_round_trip_and_bound(tmp_path):
+    cache = emb.QueryVectorCache(tmp_path / "q.db", max_entries=150)
+    assert cache.get("m", "anything") is None
+    for i in range(300):
+        cache.put("m", f"query {i}", np.full(4, i, dtype="<f4").tobytes())
+    assert np.frombuffer(cache.get("m", "query 299"), dtype="<f4")[0] == 299
+    assert cache.get("m", "query 0") is None  # the oldest were dropped
+    assert cache.get("other-model", "query 299") is None
+    rows = cache._conn.execute("SELECT count(*) FROM query_vectors").fetchone()[0]
+    assert 150 <= rows <= 250
+    cache.close()
+    assert emb.QueryVectorCache(tmp_path / "q.db").get("m", "query 299") is not None
+
+
+def test_query_vector_cache_that_cannot_open_is_a_no_op(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    cache = emb.QueryVectorCache(tmp_path / "file" / "q.db")
+    cache.put("m", "q", b"\0" * 16)
+    assert cache.get("m", "q") is None
+
+
+def test_repeated_query_comes_from_the_cache_without_loading_a_model(tmp_path):
+    cache = emb.QueryVectorCache(tmp_path / "q.db")
+    vec = np.arange(384, dtype=np.float32) / 384
+    cache.put("fake-model", "which database did we pick?", vec.astype("<f4").tobytes())
+    embedder = emb.FastEmbedder(tmp_path / "no-model-here", "fake-model", 384, query_cache=cache)
+    for query in ("which database did we pick?", "  which   database did\twe pick? ",
+                  "which database did we pick?\n"):
+        assert np.array_equal(embedder.embed_query(query), vec)
+    assert embedder._model is None and embedder._query_encoder is None
+    with pytest.raises(memstore.ModelError):  # a new query needs the (missing) model
+        embedder.embed_query("something else")
+
+
+@pytest.mark.real_model
+def test_light_query_encoder_gives_fastembeds_vectors(real_embedder):
+    texts = [
+        "which database did we pick?",
+        "Caroline: I went to the LGBTQ support group yesterday and it was so powerful.",
+        "Ünïcödé, 中文 and emoji 🎉 in one query",
+        "x",
+        "long query " * 300,  # beyond the 256-token limit: truncated the same way
+    ]
+    model = real_embedder._load()
+    expected = [np.asarray(next(iter(model.query_embed(t))), dtype=np.float32) for t in texts]
+    first = emb.OnnxQueryEncoder(real_embedder.model_dir)
+    saved = first.saved_graph_path()
+    saved.unlink(missing_ok=True)
+    assert all(np.array_equal(first.encode(t), e) for t, e in zip(texts, expected, strict=True))
+    assert saved.is_file()  # the optimised graph was kept for the next process
+    assert np.array_equal(first.encode(texts[1]), real_embedder.embed([texts[1]])[0])
+    second = emb.OnnxQueryEncoder(real_embedder.model_dir)
+    assert all(np.array_equal(second.encode(t), e) for t, e in zip(texts, expected, strict=True))
+    raw = bytearray(saved.read_bytes())  # a damaged saved graph is refused and rebuilt
+    raw[len(raw) // 2] ^= 0xFF
+    saved.write_bytes(bytes(raw))
+    third = emb.OnnxQueryEncoder(real_embedder.model_dir)
+    assert third._session_from_saved_graph() is None and not saved.exists()
+    assert np.array_equal(third.encode(texts[0]), expected[0]) and saved.is_file()
+
+
+@pytest.mark.real_model
+def test_one_shot_recall_skips_fastembed_and_usearch_and_caches_the_query(tmp_path, model_cache):
+    import subprocess
+    import sys
+
+    env = {"MEMSTORE_HOME": str(tmp_path / "h"), "MEMSTORE_CACHE_DIR": str(model_cache),
+           "MEMSTORE_CONFIG": str(tmp_path / "none.toml"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    capture = "import memstore\nwith memstore.open() as s: s.capture('We chose PostgreSQL for JSONB')\n"
+    recall = (
+        "import sys, memstore\n"
+        "with memstore.open() as s:\n"
+        "    hits = s.recall('which database did we pick?')\n"
+        "print(hits[0].vector_rank, [m for m in ('fastembed', 'usearch', 'onnxruntime', 'sqlite_utils')"
+        " if m in sys.modules])\n"
+    )
+
+    def run(code: str) -> str:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    run(capture)
+    run(recall)
+    second = run(recall)
+    assert second == "1 []"  # cache hit: no model, no usearch, no sqlite_utils
+    env["MEMSTORE_CACHE_DIR"] = str(tmp_path / "fresh-cache")  # a miss: the light encoder
+    assert run(recall) == "1 ['onnxruntime']"
+
+
 @pytest.mark.real_model
 def test_no_network_at_run_time(tmp_path, model_cache):
     """Capture and recall with the real model while every socket connect raises."""

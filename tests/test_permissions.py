@@ -43,7 +43,7 @@ def test_store_files_are_private(tmp_path, loose_umask):
     files = {p.name: p for p in home.rglob("*") if p.is_file()}
     names = set(files)
     assert "memstore.db" in names and "memstore.db.migrate.lock" in names
-    assert any(n.endswith(".usearch") for n in names) and any(n.endswith(".json") for n in names)
+    assert any(n.endswith((".flat", ".usearch")) for n in names) and any(n.endswith(".json") for n in names)
     assert any(n.endswith(".lock") and n != "memstore.db.migrate.lock" for n in names)
     loose = {name: oct(mode) for name, mode in {**open_modes,
              **{n: _mode(p) for n, p in files.items()}}.items() if mode != 0o600}
