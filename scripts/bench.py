@@ -472,14 +472,33 @@ def cold_runs(args: argparse.Namespace, home: Path, qtexts: list[str]) -> dict[s
     (args.workdir / "cache" / "query-vectors.db").unlink(missing_ok=True)
     for suffix in ("-wal", "-shm"):
         (args.workdir / "cache" / f"query-vectors.db{suffix}").unlink(missing_ok=True)
-    cold(base + ["recall", "warm the page cache", "--json"], env)
+    # No query worker (the first new query, or the worker turned off), then with one running.
+    off = {**env, "MEMSTORE_QUERY_WORKER_IDLE_SECONDS": "0"}
+    on = {**env, "MEMSTORE_QUERY_WORKER_IDLE_SECONDS": "600"}
+    cold(base + ["recall", "warm the page cache", "--json"], off)
     result: dict[str, Any] = {}
     picks = qtexts[-args.cold_runs :]
     for label, texts in (("recall_new", picks), ("recall_cached", picks),
                          ("recall_keyword", picks)):
         cmd_extra = ["--mode", "keyword"] if label == "recall_keyword" else []
-        runs = [cold(base + ["recall", t, "--json", *cmd_extra], env) for t in texts]
+        runs = [cold(base + ["recall", t, "--json", *cmd_extra], off) for t in texts]
         result[label] = _summary(runs)
+    from memstore import query_worker
+    from memstore.embedder import BUNDLED_MODEL_ID
+
+    workers = args.workdir / "cache" / query_worker.DIR_NAME
+    cold(base + ["recall", "start the query worker", "--json"], on)
+    socket = query_worker._Paths(workers, BUNDLED_MODEL_ID).socket
+    deadline = time.monotonic() + 120
+    while not socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        if socket.exists():
+            fresh = qtexts[-2 * args.cold_runs : -args.cold_runs]
+            runs = [cold(base + ["recall", t, "--json"], on) for t in fresh]
+            result["recall_new_worker"] = _summary(runs)
+    finally:
+        query_worker.stop_worker(BUNDLED_MODEL_ID, workers)
     runs = [cold(base + ["capture", f"cold capture {i} at {time.time_ns()}: benchmark memory"], env)
             for i in range(max(3, args.cold_runs // 2))]
     result["capture"] = _summary(runs)
@@ -703,13 +722,15 @@ def print_tables(r: dict[str, Any]) -> None:
         s = e["serve"]
         print(f"| {int(size):,} | {cell(s['hybrid_model'])} | {cell(s['capture_ms'], 1)} |")
     print("\n### Cold: a fresh `memstore` process (wall s p50 / p95, CPU s p50, peak RSS MB)\n")
-    print("| memories | recall, new query | recall, repeated query | recall --mode keyword | capture |")
-    print("|---:|---|---|---|---|")
+    print("| memories | recall, new query, no worker | recall, new query, query worker running "
+          "| recall, repeated query | recall --mode keyword | capture |")
+    print("|---:|---|---|---|---|---|")
     for size, e in sizes.items():
         c = e["cold"]
         cells = [f"{c[k]['wall_p50']:.2f} / {c[k]['wall_p95']:.2f} wall, {c[k]['cpu_p50']:.2f} cpu, "
-                 f"{c[k]['rss_mb']:.0f} MB"
-                 for k in ("recall_new", "recall_cached", "recall_keyword", "capture")]
+                 f"{c[k]['rss_mb']:.0f} MB" if k in c else "–"
+                 for k in ("recall_new", "recall_new_worker", "recall_cached", "recall_keyword",
+                           "capture")]
         print(f"| {int(size):,} | " + " | ".join(cells) + " |")
     print("\n### Store: bulk load, reindex, size, memory\n")
     print("| memories | capture_many/s, vectors given (per CPU s) | reindex s (CPU s) | DB MB | index MB "

@@ -34,7 +34,21 @@ def isolated_env(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPa
     for name in list(os.environ):
         if name.startswith("MEMSTORE_") and name not in KEEP_ENV:
             monkeypatch.delenv(name)
+    # No query workers unless a test asks for one (tests/test_query_worker.py); subprocesses
+    # given an environment of their own must carry this variable too.
+    monkeypatch.setenv("MEMSTORE_QUERY_WORKER_IDLE_SECONDS", "0")
     return home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_query_workers(model_cache: Path):
+    """Fail the run if a test left a query worker running in the shared cache (and stop it)."""
+    yield
+    from memstore.embedder import BUNDLED_MODEL_ID
+    from memstore.query_worker import DIR_NAME, stop_worker
+
+    leaked = stop_worker(BUNDLED_MODEL_ID, model_cache / DIR_NAME)
+    assert not leaked, "a test started a query worker in the shared model cache"
 
 
 @pytest.fixture

@@ -131,6 +131,7 @@ def test_help_everywhere(run):
 @pytest.mark.real_model
 def test_python_m_memstore_real_model(tmp_path, model_cache):
     env = {"MEMSTORE_HOME": str(tmp_path / "h"), "MEMSTORE_CACHE_DIR": str(model_cache),
+           "MEMSTORE_QUERY_WORKER_IDLE_SECONDS": "0",
            "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     def memstore(*args: str, input: str | None = None) -> str:
         out = subprocess.run([sys.executable, "-m", "memstore", *args], input=input, env=env,

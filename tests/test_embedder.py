@@ -200,6 +200,7 @@ def test_one_shot_recall_skips_fastembed_and_usearch_and_caches_the_query(tmp_pa
     import sys
 
     env = {"MEMSTORE_HOME": str(tmp_path / "h"), "MEMSTORE_CACHE_DIR": str(model_cache),
+           "MEMSTORE_QUERY_WORKER_IDLE_SECONDS": "0",
            "MEMSTORE_CONFIG": str(tmp_path / "none.toml"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     capture = "import memstore\nwith memstore.open() as s: s.capture('We chose PostgreSQL for JSONB')\n"
     recall = (
@@ -244,6 +245,7 @@ def test_no_network_at_run_time(tmp_path, model_cache):
         "    print(len(hits))\n"
     )
     env = {"MEMSTORE_HOME": str(tmp_path / "h"), "MEMSTORE_CACHE_DIR": str(model_cache),
+           "MEMSTORE_QUERY_WORKER_IDLE_SECONDS": "0",
            "MEMSTORE_CONFIG": str(tmp_path / "none.toml"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
