@@ -659,7 +659,8 @@ class MemoryStore:
         exact = len(index) <= EXACT_INDEX_MAX
         count = min(len(index), depth * 2)
         while True:
-            found = index.search(qvec, count, exact=exact)
+            # Asked for every vector, search exactly: as cheap, and HNSW may miss some.
+            found = index.search(qvec, count, exact=exact or count >= len(index))
             passing = db.seqs_passing(self._conn, flt, [s for s, _ in found])
             kept = [(s, sim) for s, sim in found if s in passing]
             if len(kept) >= depth or count >= len(index):
@@ -1059,7 +1060,7 @@ class MemoryStore:
             index = self._synced_index()
             count, found = min(len(index), 64), []
             while count:
-                hits = index.search(vector, count)
+                hits = index.search(vector, count, exact=count >= len(index))
                 passing = db.seqs_passing(self._conn, flt, [s for s, _ in hits])
                 found = _by_similarity([(s, sim) for s, sim in hits if s in passing])
                 if len(found) >= NEAR_DUPLICATE_CANDIDATES or count >= len(index):

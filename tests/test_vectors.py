@@ -21,9 +21,35 @@ TEXTS = [f"memory {i} about {topic}" for i, topic in enumerate(
 )]
 
 
-def _ids(home: Path, query: str, mode: str = "semantic") -> list[str]:
+def _ranked(hits) -> list[tuple[str, float]]:
+    return [(h.memory.id, h.similarity) for h in hits]
+
+
+def _ids(home: Path, query: str, mode: str = "semantic") -> list[tuple[str, float]]:
     with memstore.open(home, embedder=HashEmbedder()) as s:
-        return [h.memory.id for h in s.recall(query, mode=mode, limit=10)]
+        return _ranked(s.recall(query, mode=mode, limit=10))
+
+
+def _same_ranking(got: list[tuple[str, float]], want: list[tuple[str, float]]) -> bool:
+    """Same similarities rank by rank, and the same memories in each group of equal
+    similarity (hash embeddings tie a lot; the last digits of a tie may differ between an
+    index and its rebuilt copy, so a tie may come out in another order). The last group may
+    be cut by the limit: there only the similarity must match."""
+    if len(got) != len(want):
+        return False
+    if any(abs(g[1] - w[1]) > 1e-5 for g, w in zip(got, want, strict=True)):
+        return False
+    groups: list[tuple[set[str], set[str]]] = []
+    last = None
+    for (gid, gsim), (wid, _) in zip(got, want, strict=True):
+        if last is not None and abs(gsim - last) <= 1e-5:
+            groups[-1][0].add(gid)
+            groups[-1][1].add(wid)
+        else:
+            groups.append(({gid}, {wid}))
+        last = gsim
+    checked = groups if len(got) < 10 else groups[:-1]  # a full page: the last group may be cut
+    return all(g == w for g, w in checked)
 
 
 def _index_files(home: Path) -> tuple[Path, Path]:
@@ -63,7 +89,7 @@ def test_deleted_index_gives_same_results(home, kind):
     before = _ids(home, "cats and jsonb")
     for path in (home / "index").iterdir():
         path.unlink()
-    assert _ids(home, "cats and jsonb") == before
+    assert _same_ranking(_ids(home, "cats and jsonb"), before)
     assert any((home / "index").glob("*.flat" if kind == "flat" else "*.usearch"))
 
 
@@ -81,7 +107,7 @@ def test_corrupt_index_is_rebuilt_with_a_notice(home, damage):
     else:
         meta.write_text("{not json")
     with memstore.open(home, embedder=HashEmbedder()) as s:
-        assert [h.memory.id for h in s.recall("canary deploys", mode="semantic")] == before
+        assert _same_ranking(_ranked(s.recall("canary deploys", mode="semantic", limit=10)), before)
         if damage != "bad-json":
             assert any("rebuilt" in n for n in s.notices)
 
