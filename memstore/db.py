@@ -425,9 +425,26 @@ TEXT_INDEXES = ("memories_fts", "memories_cjk")
 def keyword_search(
     conn: sqlite3.Connection, match: str, flt: Filter, limit: int, index: str = "memories_fts"
 ) -> list[tuple[int, float]]:
-    """(seq, bm25) of memories matching an FTS5 expression, best first, filter applied."""
+    """(seq, bm25) of memories matching an FTS5 expression, best first, filter applied.
+
+    FTS5 computes bm25 for every match whatever the LIMIT, and joining each match to
+    ``memories`` for the filter doubled that cost; so the full-text index ranks alone and
+    only the best few are checked against the filter. When the filter drops too many of
+    them (a narrow namespace, say), the joined query answers instead."""
     if index not in TEXT_INDEXES:
         raise ValueError(f"unknown text index {index!r}")
+    fetch = limit * 2
+    for _attempt in range(2):
+        ranked = conn.execute(
+            f"SELECT rowid, bm25({index}) AS rank FROM {index} WHERE {index} MATCH ? "
+            "ORDER BY rank, rowid LIMIT ?",
+            (match, fetch),
+        ).fetchall()
+        passing = seqs_passing(conn, flt, [row[0] for row in ranked])
+        kept = [(row[0], float(row[1])) for row in ranked if row[0] in passing]
+        if len(kept) >= limit or len(ranked) < fetch:
+            return kept[:limit]
+        fetch *= 8
     where, params = flt.sql("m")
     rows = conn.execute(
         f"SELECT m.seq, bm25({index}) AS rank FROM {index} "

@@ -565,9 +565,11 @@ class MemoryStore:
             similarity = dict(vector)
             if mode == "hybrid":  # both legs' evidence for every candidate either leg found
                 matches.update(leg.evidence_for(s for s in similarity if s not in matches))
-                if vector:
+                if vector and self._index is not None:  # (the vector leg synced the index)
                     unseen = [m.seq for m in keyword if m.seq not in similarity]
-                    similarity.update(self._exact_over(self._query_vector(query), unseen, len(unseen)))
+                    similarity.update(
+                        self._index.search(self._query_vector(query), len(unseen), among=unseen)
+                    )
             fused = fuse(
                 {seq: m.strength for seq, m in matches.items()},
                 similarity,
