@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -84,6 +85,9 @@ class _Keep:
 KEEP: Any = _Keep()
 #: Pending (deferred) embeddings a recall computes before its vector leg, newest first.
 RECALL_EMBED_PENDING = 16
+#: Vector-log ops kept behind a saved index, so processes holding a slightly older index in
+#: memory catch up instead of rebuilding; the log is trimmed once twice that has piled up.
+LOG_KEEP = 10_000
 
 
 class ModelMismatchWarning(UserWarning):
@@ -580,12 +584,13 @@ class MemoryStore:
             memories = db.memories_by_seq(self._conn, [s for s, _ in fused])
         hits = []
         for seq, score in fused:
-            if seq not in memories:
-                continue
+            memory = memories.get(seq)
+            if memory is None or memory.deleted or memory.superseded_by is not None:
+                continue  # forgotten or updated by another process since the legs ran
             match = matches.get(seq)
             hits.append(
                 Hit(
-                    memory=memories[seq],
+                    memory=memory,
                     score=score,
                     keyword_rank=kw_rank.get(seq),
                     vector_rank=vec_rank.get(seq),
@@ -784,9 +789,26 @@ class MemoryStore:
         if index is None or not index.loaded:
             return
         try:
-            index.save(self._store_id, force=force)
+            saved = index.save(self._store_id, force=force)
         except (OSError, TimeoutError) as exc:  # a cache: failing to save loses nothing
             self.notices.append(f"could not save the vector index ({exc})")
+            return
+        if saved:
+            self._trim_log(index.position)
+
+    def _trim_log(self, saved: int) -> None:
+        """Drop vector-log ops older than ``LOG_KEEP`` behind the index just saved at
+        ``saved``: the log would otherwise grow by one row per change for ever. An index
+        older than what is left is rebuilt from SQLite when next used (correct, slower).
+        Skipped when another writer holds the database: the next save tries again."""
+        upto = saved - LOG_KEEP
+        if upto - db.log_floor(self._conn) < LOG_KEEP:
+            return
+        try:
+            with transaction(self._conn):
+                db.compact_log(self._conn, upto)
+        except (sqlite3.Error, StoreError):  # busy, read-only, damaged: nothing is lost
+            pass
 
     # -- forget, purge, reindex --------------------------------------------------------------
 

@@ -162,3 +162,32 @@ def test_single_leg_modes_score_that_leg_only(store):
     assert kw.score == pytest.approx(KEYWORD_WEIGHT) and kw.similarity is None
     sem = store.recall("alpha", mode="semantic")[0]
     assert sem.score == pytest.approx(VECTOR_WEIGHT * sem.similarity) and sem.bm25 is None
+
+
+@pytest.mark.parametrize("namespace", ["wide", "mid", "narrow", None])
+def test_keyword_search_ranks_and_filters_like_the_joined_query(store, namespace):
+    """The index ranks alone and only its best are filtered, refetching deeper (and at last
+    falling back to the joined query) when the filter drops too many: same answer as the
+    joined query for a filter passing most, some, or almost none of the matches."""
+    from memstore import db
+    from memstore.db import Filter
+    from memstore.timeutil import now
+
+    rows = [{"text": f"release notes {i} for the deploy {'pipeline' * (i % 3)}",
+             "namespace": "wide" if i % 40 else ("mid" if i % 80 else "narrow")}
+            for i in range(1, 1201)]
+    store.capture_many(rows)
+    store.forget(store.recall("release notes 40", mode="keyword", namespace="mid")[0].memory.id)
+    flt = Filter(namespaces=(namespace,) if namespace else (), now=now())
+    where, params = flt.sql("m")
+    for limit in (5, 200):
+        joined = store._conn.execute(
+            "SELECT m.seq, bm25(memories_fts) AS rank FROM memories_fts "
+            "JOIN memories m ON m.seq = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND {where} ORDER BY rank, m.seq LIMIT ?",
+            ["release OR deploy", *params, limit],
+        ).fetchall()
+        assert db.keyword_search(store._conn, "release OR deploy", flt, limit) == [
+            (seq, float(rank)) for seq, rank in joined
+        ]
+        assert len(joined) == min(limit, {"wide": 1170, "mid": 14, "narrow": 15, None: 1199}[namespace])

@@ -264,3 +264,22 @@ def test_store_files_are_private(tmp_path):
         s.capture("private note")
     assert (home.stat().st_mode & 0o777) == 0o700
     assert (home / "memstore.db").stat().st_mode & 0o077 == 0
+
+
+def test_recall_leaves_out_a_memory_forgotten_while_it_ran(tmp_path, monkeypatch):
+    from memstore import db
+
+    home = tmp_path / "race"
+    with memstore.open(home, embedder=HashEmbedder()) as s, \
+            memstore.open(home, embedder=HashEmbedder()) as other:
+        gone = s.capture("the canary deploy runs at noon")
+        kept = s.capture("the canary deploy has a rollback")
+        fetch = db.memories_by_seq
+
+        def forget_first(conn, seqs):  # another process forgets between the legs and the fetch
+            monkeypatch.setattr(db, "memories_by_seq", fetch)
+            other.forget(gone.id)
+            return fetch(conn, seqs)
+
+        monkeypatch.setattr(db, "memories_by_seq", forget_first)
+        assert [h.memory.id for h in s.recall("canary deploy")] == [kept.id]

@@ -17,7 +17,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         capture_output=True, text=True, timeout=600,
     )
     figures = json.loads(out.stdout)
-    assert out.returncode == 0, (figures, out.stderr[-2000:])
+    assert out.returncode == 0, json.dumps(figures) + out.stderr[-2000:]
     assert figures["expected"] == figures["found"] == 90 - figures["forgotten_expected"]
     assert figures["forgotten_expected"] == figures["forgotten_found"] > 0
     assert figures["errors"] == 0 and figures["error_samples"] == []

@@ -259,3 +259,25 @@ def test_index_turns_hnsw_past_the_threshold_and_flat_again_well_below(tmp_path,
         assert s._index.kind == "flat"
         assert s.recall(TEXTS[33], mode="semantic")[0].memory.id == target.id
     assert json.loads(_index_files(home)[0].read_text())["kind"] == "flat"
+
+
+def test_vector_log_is_trimmed_behind_saved_indexes_and_old_indexes_rebuild(tmp_path, monkeypatch):
+    monkeypatch.setattr("memstore.store.LOG_KEEP", 20)
+    home = tmp_path / "store"
+    with memstore.open(home, embedder=HashEmbedder()) as old:
+        old.capture_many(TEXTS)
+        old.recall("warm up", mode="semantic")  # this process holds an index at this position
+        with memstore.open(home, embedder=HashEmbedder()) as s:
+            for i in range(60):
+                s.capture(f"note {i} about llamas")
+                s.recall(f"llamas {i}", mode="semantic")
+            rows, floor = s._conn.execute("SELECT count(*), min(op) - 1 FROM vector_log").fetchone()
+            position = s._index.position
+        assert rows < 60 and position - floor >= 20  # trimmed, the last LOG_KEEP ops kept
+        # The older in-memory index is behind the trimmed log: rebuilt, and sees everything.
+        assert old._index.position < floor
+        hits = old.recall("note 59 about llamas", mode="semantic", limit=3)
+        assert hits[0].memory.text == "note 59 about llamas"
+        assert old._index.position == position
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        assert s.verify().ok
