@@ -624,25 +624,31 @@ class MemoryStore:
             seqs = db.pending_seqs(self._conn, limit)
             if not seqs:
                 return 0
-            model = self.embedder.model_id
-            callback = _progress_callback(progress, len(seqs), "embedding")
-            done = 0
-            try:
-                for start in range(0, len(seqs), BATCH_SIZE):
-                    batch = db.texts_for(self._conn, seqs[start : start + BATCH_SIZE])
-                    vectors = self._embed([text for _, text, _ in batch])
-                    with transaction(self._conn):
-                        for (seq, _text, chash), vec in zip(batch, vectors, strict=True):
-                            db.put_embedding(self._conn, seq, model, chash, vec.astype("<f4").tobytes())
-                    done += len(batch)
-                    if callback:
-                        callback(done, len(seqs))
-            finally:
-                if callback is not None and hasattr(callback, "close"):
-                    callback.close()
+            done = self._embed_seqs(seqs, BATCH_SIZE, progress)
             if self._index is not None:
                 self._sync_index()
             return done
+
+    def _embed_seqs(self, seqs: Sequence[int], batch_size: int, progress: Progress | bool | None) -> int:
+        """Embed these memories' current text with the current model, one transaction per
+        batch (a crash keeps the batches done), reporting progress. Returns how many."""
+        model = self.embedder.model_id
+        callback = _progress_callback(progress, len(seqs), "embedding")
+        done = 0
+        try:
+            for start in range(0, len(seqs), batch_size):
+                batch = db.texts_for(self._conn, seqs[start : start + batch_size])
+                vectors = self._embed([text for _, text, _ in batch])
+                with transaction(self._conn):
+                    for (seq, _text, chash), vec in zip(batch, vectors, strict=True):
+                        db.put_embedding(self._conn, seq, model, chash, vec.astype("<f4").tobytes())
+                done += len(batch)
+                if callback:
+                    callback(done, len(seqs))
+        finally:
+            if callback is not None and hasattr(callback, "close"):
+                callback.close()
+        return done
 
     def _vector_leg(
         self, query: str, flt: Filter, depth: int, *, required: bool
@@ -1255,22 +1261,7 @@ class MemoryStore:
                 )]
             else:
                 seqs = db.seqs_needing_embedding(self._conn, model)
-            callback = _progress_callback(progress, len(seqs), "embedding")
-            done = 0
-            batch_size = int(self.settings.get("batch_size", BATCH_SIZE))
-            try:
-                for start in range(0, len(seqs), batch_size):
-                    batch = db.texts_for(self._conn, seqs[start : start + batch_size])
-                    vectors = self._embed([text for _, text, _ in batch])
-                    with transaction(self._conn):
-                        for (seq, _text, chash), vec in zip(batch, vectors, strict=True):
-                            db.put_embedding(self._conn, seq, model, chash, vec.astype("<f4").tobytes())
-                    done += len(batch)
-                    if callback:
-                        callback(done, len(seqs))
-            finally:
-                if callback is not None and hasattr(callback, "close"):
-                    callback.close()
+            done = self._embed_seqs(seqs, int(self.settings.get("batch_size", BATCH_SIZE)), progress)
             count = self._rebuild_index()
             return {"embedded": done, "indexed": count, "model": model}
 
