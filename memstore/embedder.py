@@ -408,14 +408,18 @@ class OnnxQueryEncoder:
         return (pooled / norm).astype(output.dtype, copy=False)[0]
 
 
-def _xxh3_file(path: Path) -> str:
-    import xxhash
-
-    digest = xxhash.xxh3_64()
+def _file_digest(path: Path, digest: Any) -> str:
+    """Hex digest of a file's bytes, read in blocks, with ``digest`` (a fresh hash object)."""
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _xxh3_file(path: Path) -> str:
+    import xxhash
+
+    return _file_digest(path, xxhash.xxh3_64())
 
 
 class FastEmbedder:
@@ -573,11 +577,7 @@ def _package_dir(name: str) -> Path | None:
 def _sha256(path: Path) -> str:
     import hashlib
 
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return _file_digest(path, hashlib.sha256())
 
 
 def _bundled_dir() -> Path:

@@ -32,15 +32,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from corpus import DEFAULT_EVAL, queries, sample  # noqa: E402
+from timing import pct  # noqa: E402
 
 import memstore  # noqa: E402
 
 VERBOSE = re.compile(r"recall (\w+)(?: \(hybrid still running\))?, (\d+) memories, (\d+) chars")
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def build_store(directory: Path, size: int, eval_dir: Path) -> None:

@@ -22,14 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import pct
+
 from memstore.config import cache_dir
 
 HOOK_LOG = "memstore-hook.log"
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def git(repo: Path, *args: str, env: dict[str, str]) -> str:

@@ -32,6 +32,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from timing import pct
+
 
 def _open(home: str, real_model: bool) -> Any:
     import memstore
@@ -40,11 +42,6 @@ def _open(home: str, real_model: bool) -> Any:
     return memstore.open(home, embedder=None if real_model else HashEmbedder())
 
 
-def _pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def writer(n: int, args: argparse.Namespace, out: Any) -> None:
@@ -227,11 +224,11 @@ def main() -> int:
         "process_exit_codes_nonzero": sum(1 for c in exit_codes if c != 0),
         "captured": captured, "writers_seconds": round(writers_done, 1),
         "captures_per_second": round(captured / writers_done, 1),
-        "write_op_ms_p50": round(1000 * _pct(writer_lat, 50), 1),
-        "write_op_ms_p95": round(1000 * _pct(writer_lat, 95), 1),
+        "write_op_ms_p50": round(1000 * pct(writer_lat, 50), 1),
+        "write_op_ms_p95": round(1000 * pct(writer_lat, 95), 1),
         "reader_ops": len(reader_lat),
-        "read_op_ms_p50": round(1000 * _pct(reader_lat, 50), 1),
-        "read_op_ms_p95": round(1000 * _pct(reader_lat, 95), 1),
+        "read_op_ms_p50": round(1000 * pct(reader_lat, 50), 1),
+        "read_op_ms_p95": round(1000 * pct(reader_lat, 95), 1),
     })
     passed = (
         figures["expected"] == figures["found"] and figures["missing"] == 0 and figures["unexpected"] == 0

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from damage import damage_page
 
 import memstore
 from memstore.embedder import HashEmbedder
@@ -105,24 +106,6 @@ def test_concurrent_first_open(tmp_path):
         assert s.stats()["memories"] == 4
 
 
-def _damage_page(home: Path, table: str) -> bytes:
-    """Overwrite one page in the middle of ``table`` (its header and schema stay intact)."""
-    db = home / "memstore.db"
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    try:
-        pages = [r[0] for r in conn.execute("SELECT pageno FROM dbstat WHERE name = ?", (table,))]
-    except sqlite3.OperationalError:
-        pytest.skip("this SQLite has no dbstat table")
-    size = conn.execute("PRAGMA page_size").fetchone()[0]
-    conn.close()
-    raw = bytearray(db.read_bytes())
-    page = pages[len(pages) // 2]
-    raw[(page - 1) * size : page * size] = bytes((i * 37) % 256 for i in range(size))
-    db.write_bytes(bytes(raw))
-    return bytes(raw)
-
-
 @pytest.mark.parametrize(
     "table", ["memories", "memories_fts_data", "embeddings", "memory_tags", "memories_live_hash"]
 )
@@ -131,7 +114,7 @@ def test_damage_found_at_query_time_is_a_clear_error(tmp_path, table):
     with _open(home) as s:
         s.capture_many([{"text": f"memory {i} about topic {i % 9} " + "words " * 40, "tags": [f"t{i % 4}"]}
                         for i in range(400)])
-    damaged = _damage_page(home, table)
+    damaged = damage_page(home, table)
     raised = []
     with _open(home) as s:
         reads = {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from damage import damage_page
 
 import memstore
 from memstore.cli import cli
@@ -165,28 +166,11 @@ def test_index_with_wrong_contents_is_found(home):
         assert s.verify(repair=True).ok
 
 
-def _damage_a_page_of(home: Path, table: str) -> bytes:
-    db = home / "memstore.db"
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    try:
-        pages = [r[0] for r in conn.execute("SELECT pageno FROM dbstat WHERE name = ?", (table,))]
-    except sqlite3.OperationalError:
-        pytest.skip("this SQLite has no dbstat table")
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    conn.close()
-    raw = bytearray(db.read_bytes())
-    page = pages[len(pages) // 2]
-    raw[(page - 1) * page_size : page * page_size] = b"\xa5" * page_size
-    db.write_bytes(bytes(raw))
-    return bytes(raw)
-
-
 def test_damaged_database_is_reported_and_never_modified(home):
     with _open(home) as s:  # more rows so the table spans several pages
         s.capture_many([f"padding memory number {i} " + "x" * 300 for i in range(200)])
         some_id = s.list(limit=1)[0].id
-    damaged = _damage_a_page_of(home, "memories")
+    damaged = damage_page(home, "memories", b"\xa5")
     with _open(home) as s:
         report = s.verify(repair=True)
         assert not report.ok and report.repaired == [] and report.found is None

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from .errors import MemstoreError
-from .settings import load_settings
-from .store import MemoryStore, open_store
+from ..errors import MemstoreError
+from ..settings import load_settings
+from ..store import MemoryStore, open_store
 
 __all__ = [
     "emit_json", "handle_errors", "json_opt", "open_from_context", "parse_meta", "progress_bar",

@@ -1,6 +1,9 @@
 """The ``memstore`` command: parse, make one MemoryStore call, format (text or --json).
 
 Library errors become one line on stderr and exit status 1; usage errors exit 2.
+The command groups live beside this module (``lifecycle``, ``git``, ``agent``, ``admin``;
+shared helpers in ``util``); only this package imports them, and nothing outside it
+imports the CLI.
 """
 
 from __future__ import annotations
@@ -9,21 +12,21 @@ import sys
 
 import click
 
-from . import __version__
-from .cli_admin import verify
-from .cli_git import (
+from .. import __version__
+from ..models import Hit, Memory
+from ..timeutil import now
+from .admin import verify
+from .git import (
     GIT_COMMANDS,
     capture_scope,
     capture_scope_options,
     recall_scope,
     recall_scope_options,
 )
-from .cli_lifecycle import LIFECYCLE_COMMANDS
-from .cliutil import emit_json, handle_errors, json_opt, open_from_context, progress_bar
-from .cliutil import parse_meta as _parse_meta
-from .cliutil import read_stdin_text as _read_stdin_text
-from .models import Hit, Memory
-from .timeutil import now
+from .lifecycle import LIFECYCLE_COMMANDS
+from .util import emit_json, handle_errors, json_opt, open_from_context, progress_bar
+from .util import parse_meta as _parse_meta
+from .util import read_stdin_text as _read_stdin_text
 
 
 def _tags_label(memory: Memory) -> str:
@@ -342,7 +345,7 @@ def import_(
             finish()
     redacted = [kind for r in result.results for kind in r.redacted]
     if redacted:
-        from .redact import summary
+        from ..redact import summary
 
         touched = sum(bool(r.redacted) for r in result.results)
         click.echo(f"memstore: redacted {summary(redacted)} in {touched} memories before storing "
@@ -389,8 +392,8 @@ def model(ctx: click.Context, as_json: bool) -> None:
 @handle_errors
 def path(ctx: click.Context, as_json: bool) -> None:
     """Show where the store keeps its files."""
-    from . import config
-    from .settings import config_path, load_settings
+    from .. import config
+    from ..settings import config_path, load_settings
 
     home = config.home_dir(load_settings(ctx.obj["overrides"]).get("home"))
     data = {
@@ -414,7 +417,7 @@ def path(ctx: click.Context, as_json: bool) -> None:
 @handle_errors
 def config_(ctx: click.Context, as_json: bool) -> None:
     """Show the effective settings and where each came from."""
-    from .settings import config_path, load_settings
+    from ..settings import config_path, load_settings
 
     settings = load_settings(ctx.obj["overrides"])
     if as_json:
@@ -425,7 +428,7 @@ def config_(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{name} = {entry['value']!r}  ({entry['source']})")
 
 
-from .cli_agent import AGENT_COMMANDS  # noqa: E402
+from .agent import AGENT_COMMANDS  # noqa: E402
 
 for _command in (*LIFECYCLE_COMMANDS, *GIT_COMMANDS, *AGENT_COMMANDS):
     cli.add_command(_command)

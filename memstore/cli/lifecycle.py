@@ -1,6 +1,6 @@
 """CLI commands for a memory's life after capture: update, history, restore, export.
 
-Registered on the ``memstore`` group by cli.py. Each parses, makes one MemoryStore call
+Registered on the ``memstore`` group by ``memstore/cli/__init__.py``. Each parses, makes one MemoryStore call
 and formats (text or --json), like the core commands.
 """
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from .cliutil import emit_json, handle_errors, json_opt, open_from_context, parse_meta, read_stdin_text
-from .models import Memory
-from .timeutil import now
+from ..models import Memory
+from ..timeutil import now
+from .util import emit_json, handle_errors, json_opt, open_from_context, parse_meta, read_stdin_text
 
 __all__ = ["LIFECYCLE_COMMANDS"]
 

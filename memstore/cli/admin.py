@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .cliutil import emit_json, handle_errors, json_opt, open_from_context
+from .util import emit_json, handle_errors, json_opt, open_from_context
 
 __all__ = ["verify"]
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import click
 
-from . import gitcapture, gitscope
-from . import hooks as hooklib
-from .cliutil import emit_json, handle_errors, json_opt, open_from_context, progress_bar
-from .errors import GitError, MemstoreError
-from .timeutil import parse_time
+from .. import gitcapture, gitscope
+from .. import hooks as hooklib
+from ..errors import GitError, MemstoreError
+from ..timeutil import parse_time
+from .util import emit_json, handle_errors, json_opt, open_from_context, progress_bar
 
 __all__ = [
     "GIT_COMMANDS",
@@ -311,5 +311,5 @@ def import_git(ctx: click.Context, repo: str | None, since: str | None, max_coun
                "(merges/empty messages, see `memstore config`)")
 
 
-#: Registered on the main group by cli.py.
+#: Registered on the main group by memstore/cli/__init__.py.
 GIT_COMMANDS = (hooks, gc, import_git)
