@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["CaptureResult", "Hit", "ImportResult", "Memory", "PurgeResult", "PurgedMemory"]
+__all__ = [
+    "CaptureResult", "Hit", "ImportResult", "Memory", "PurgeResult", "PurgedMemory", "history_to_dicts",
+    "memory_status",
+]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -197,3 +200,20 @@ class Hit:
             bm25=self.bm25,
         )
         return data
+
+
+def memory_status(memory: Memory, at: datetime) -> str:
+    """Where a version stands at ``at``: ``forgotten``, ``superseded``, ``expired`` or ``current``."""
+    if memory.deleted:
+        return "forgotten"
+    if memory.superseded_by is not None:
+        return "superseded"
+    if memory.expired(at):
+        return "expired"
+    return "current"
+
+
+def history_to_dicts(versions: list[Memory], at: datetime) -> list[dict[str, Any]]:
+    """A memory's versions as ``memstore history --json`` prints them: each one's dict plus
+    ``status`` (shared by the CLI and the web page so both give the same data)."""
+    return [{**m.to_dict(), "status": memory_status(m, at)} for m in versions]
