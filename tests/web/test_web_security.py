@@ -78,7 +78,7 @@ def test_every_response_carries_the_security_headers(client: Any, web_store: Any
         assert "unsafe-inline" not in csp
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["x-content-type-options"] == "nosniff"
-        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["referrer-policy"] == "same-origin"
 
 
 def test_pages_carry_no_inline_script(client: Any, web_store: Any) -> None:

@@ -138,25 +138,34 @@
           status.textContent = res.body && res.body.error ? res.body.error : "error";
           status.className = "status error";
           results.replaceChildren();
+          document.body.setAttribute("data-pending", "0");
           return;
         }
         if (err) err.remove();
         status.className = "status";
         show(res.body, !!q, p);
         document.body.setAttribute("data-rendered", String(mine));
+        document.body.setAttribute("data-pending", "0");
       })
       .catch(function (e) {
         if (mine !== seq) return;
+        document.body.setAttribute("data-pending", "0");
         status.textContent = "the server did not answer (" + e + ")";
         status.className = "status error";
       });
   }
 
   function later() {
+    document.body.setAttribute("data-pending", "1"); // until the answer to the latest input is drawn
     clearTimeout(timer);
     timer = setTimeout(update, 120);
   }
   form.addEventListener("input", later);
   form.addEventListener("change", later);
-  form.addEventListener("submit", function (ev) { ev.preventDefault(); clearTimeout(timer); update(); });
+  form.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    clearTimeout(timer);
+    document.body.setAttribute("data-pending", "1");
+    update();
+  });
 })();
