@@ -3,14 +3,13 @@ overview, purge) on 127.0.0.1 and open it in the browser; Ctrl-C stops it."""
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from .util import handle_errors, open_from_context
 
 __all__ = ["ui"]
-
-UI_PACKAGES = ("starlette", "uvicorn", "jinja2")
-
 
 @click.command()
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
@@ -24,10 +23,12 @@ UI_PACKAGES = ("starlette", "uvicorn", "jinja2")
 @handle_errors
 def ui(ctx: click.Context, port: int, host: str, allow_remote: bool, no_browser: bool) -> None:
     """Serve the local web page for this store and print its URL (with this run's token)."""
+    from ..web.server import UI_PACKAGES, is_loopback, require_ui, serve
+
     try:
-        from ..web.server import is_loopback, serve
+        require_ui()
     except ImportError as exc:
-        if getattr(exc, "name", None) in UI_PACKAGES:
+        if (exc.name or "").split(".")[0] in UI_PACKAGES:
             raise click.ClickException(
                 f"the web page needs the ui extra ({exc.name} is missing): pip install 'memstore[ui]'"
             ) from exc
@@ -42,9 +43,7 @@ def ui(ctx: click.Context, port: int, host: str, allow_remote: bool, no_browser:
         click.echo("Ctrl-C stops it.", err=True)
 
     with open_from_context(ctx) as store:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down already
             serve(store, host=host, port=port, allow_remote=allow_remote, open_browser=not no_browser,
                   on_ready=ready)
-        except KeyboardInterrupt:
-            pass
     click.echo("memstore ui: stopped", err=True)

@@ -30,7 +30,8 @@ async def _server_error(request: Any, exc: Exception) -> PlainTextResponse:
 def create_app(store: Any, guard: Guard, *, log_files: dict[str, Path] | None = None) -> Any:
     """The page for ``store`` (an open MemoryStore, shared by all requests), guarded by
     ``guard``; ``log_files`` are hook logs the overview shows (label → path)."""
-    routes = [Route(path, endpoint, methods=methods) for path, endpoint, methods in (*PAGE_ROUTES, *API_ROUTES)]
+    routes = [Route(path, endpoint, methods=methods)
+              for path, endpoint, methods in (*PAGE_ROUTES, *API_ROUTES)]
     routes.append(Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"))
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 500: _server_error})
     app.state.web = WebState(store=store, guard=guard, log_files=dict(log_files or {}))

@@ -108,7 +108,9 @@ def _merge(base: list[tuple[str, str]] | dict[str, Any], **extra: Any) -> dict[s
 # -- a memory ----------------------------------------------------------------------------------
 
 _SHA = re.compile(r"[0-9a-f]{7,64}")
-_FORGE_PROJECT = re.compile(r"(github\.com|gitlab\.com|codeberg\.org|bitbucket\.org)/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+")
+_FORGE_PROJECT = re.compile(
+    r"(github\.com|gitlab\.com|codeberg\.org|bitbucket\.org)/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+"
+)
 
 
 def commit_facts(memory: Any) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ the store, and plain HTTP carries the token in clear on a network.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
@@ -18,12 +19,23 @@ from typing import Any
 from ..errors import InvalidInputError
 from .security import Guard, loopback_hosts
 
-__all__ = ["Prepared", "is_loopback", "prepare", "serve"]
+__all__ = ["UI_PACKAGES", "Prepared", "is_loopback", "prepare", "require_ui", "serve"]
+
+#: What the ``ui`` extra installs (imported lazily, so ``import memstore.web.server`` works without).
+UI_PACKAGES = ("starlette", "uvicorn", "jinja2")
 
 REMOTE_WARNING = (
     "warning: serving on {host}, reachable from other machines. Anyone who gets the URL (sent in "
     "clear over plain HTTP) can read, change and purge every memory. Use only on a network you trust."
 )
+
+
+def require_ui() -> None:
+    """Import the ``ui`` extra's packages now; ImportError (its ``name`` the package) if one is missing."""
+    import importlib
+
+    for name in UI_PACKAGES:
+        importlib.import_module(name)
 
 
 def is_loopback(host: str) -> bool:
@@ -141,7 +153,5 @@ def serve(
 
 
 def _warm_up(store: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):  # a failing model shows up on the first real search
         store.recall("warm up", 1)
-    except Exception:  # a failing model shows up on the first real search, with its message
-        pass

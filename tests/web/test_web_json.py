@@ -87,10 +87,12 @@ def test_write_endpoints_give_the_cli_shapes(same_store: Any, home: Path, guard:
     cli = cli_json(home, "capture", "captured from the command line", "-n", "web", "-t", "a", "--meta", "k=v")
     assert web.keys() == cli.keys()
     assert _without_times(web) | {"text": None} == _without_times(cli) | {"text": None}
-    again = api_json(client, "/api/capture", json={"text": "captured from the page", "namespace": "web"}, **post)
+    again = api_json(client, "/api/capture", json={"text": "captured from the page", "namespace": "web"},
+                     **post)
     assert again["created"] is False and again["id"] == web["id"]
 
-    updated = api_json(client, f"/api/memory/{web['id']}/update", json={"text": "changed on the page"}, **post)
+    updated = api_json(client, f"/api/memory/{web['id']}/update", json={"text": "changed on the page"},
+                       **post)
     assert updated.keys() == cli.keys() and updated["supersedes"] == web["id"]
     assert api_json(client, f"/api/memory/{updated['id']}") == cli_json(home, "get", updated["id"])
 
