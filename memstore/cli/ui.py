@@ -42,8 +42,8 @@ def ui(ctx: click.Context, port: int, host: str, allow_remote: bool, no_browser:
         click.echo(f"memstore ui: {prepared.url}")
         click.echo("Ctrl-C stops it.", err=True)
 
-    with open_from_context(ctx) as store:
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down already
-            serve(store, host=host, port=port, allow_remote=allow_remote, open_browser=not no_browser,
+    # Ctrl-C: uvicorn has shut down already; the store closes after it
+    with open_from_context(ctx) as store, contextlib.suppress(KeyboardInterrupt):
+        serve(store, host=host, port=port, allow_remote=allow_remote, open_browser=not no_browser,
                   on_ready=ready)
     click.echo("memstore ui: stopped", err=True)
