@@ -45,5 +45,5 @@ def ui(ctx: click.Context, port: int, host: str, allow_remote: bool, no_browser:
     # Ctrl-C: uvicorn has shut down already; the store closes after it
     with open_from_context(ctx) as store, contextlib.suppress(KeyboardInterrupt):
         serve(store, host=host, port=port, allow_remote=allow_remote, open_browser=not no_browser,
-                  on_ready=ready)
+              on_ready=ready)
     click.echo("memstore ui: stopped", err=True)
