@@ -70,12 +70,11 @@ async def search(request: Request) -> Response:
     context: dict[str, Any] = dict(
         nav="search", q=q, mode=mode if mode in filters.MODES else "hybrid", modes=filters.MODES,
         fields=fields, values=filters.selected(params, fields), hits=None, memories=[], newer=None,
-        older=None, status="", namespaces=[],
+        older=None, status="",
     )
     context["filtered"] = any(context["values"].values())
     try:
         kwargs = filters.filter_kwargs(params, fields)
-        context["namespaces"] = list((await run(web.store.stats))["namespaces"])
         if q:
             hits = await run(web.store.recall, q, limit, mode=mode, **kwargs)
             context.update(hits=hits, status=f"{len(hits)} hits ({mode})" if hits else "no memories found")
