@@ -57,7 +57,7 @@ class MixedEmbedder:
         self.dimension = self._docs.dimension
         self.model_id = f"bench-mixed:{getattr(query, 'model_id', 'hash')}"
         if query.dimension != self.dimension:
-            raise SystemExit(f"query model has {query.dimension} dimensions, the hash embedder {self.dimension}")
+            raise SystemExit(f"query model: {query.dimension} dimensions, hash embedder: {self.dimension}")
 
     def embed(self, texts: Any) -> np.ndarray:
         return self._docs.embed(texts)
@@ -152,7 +152,8 @@ def bench_browser(url: str, base: str, typed: list[str], loads: int) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=12)
     parser.add_argument("--loads", type=int, default=15)
@@ -206,7 +207,8 @@ def main() -> None:
     print(f"typing: {len(typed)} prefixes of {args.queries} real questions (hybrid, limit 10)\n")
     print(f"recall in-process (the library alone):      {summary(lib)}")
     print(f"search round trip, server side (HTTP GET /api/recall, keep-alive client): {summary(server)}")
-    print(f"search round trip in the browser (input → results drawn, no debounce):  {summary(browser['trips'])}")
+    print("search round trip in the browser (input → results drawn, no debounce): "
+          + summary(browser["trips"]))
     print(f"page load (/, newest 20, warm cache off): load {summary(browser['load'])}; "
           f"DOMContentLoaded p50 {statistics.median(browser['dcl']):.1f} ms")
     w = browser["weight"]

@@ -68,7 +68,8 @@ def fill(store: memstore.MemoryStore) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hash", action="store_true", help="use the hash embedder")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     parser.add_argument("--overview", action="store_true", help="also write web-overview.png")

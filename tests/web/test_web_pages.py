@@ -27,7 +27,7 @@ def test_capture_form_stores_and_shows_the_memory(client: Any, guard: Any, web_s
     assert len(web_store.list(limit=100)) == 1  # the bad ones changed nothing
 
 
-def test_edit_writes_a_version_and_keeps_what_was_not_touched(client: Any, guard: Any, web_store: Any) -> None:
+def test_edit_writes_a_version_and_keeps_the_rest(client: Any, guard: Any, web_store: Any) -> None:
     memory = web_store.capture("first text", tags=["x"], metadata={"paths": ["a", "b"], "n": 1}, source="git")
     page = form(client, guard, f"/memory/{memory.id}/update", form="edit", text="second text", tags="x",
                 metadata='{\n  "paths": ["a", "b"],\n  "n": 1\n}', source="git")
