@@ -23,7 +23,7 @@ __all__ = ["ui"]
 @handle_errors
 def ui(ctx: click.Context, port: int, host: str, allow_remote: bool, no_browser: bool) -> None:
     """Serve the local web page for this store and print its URL (with this run's token)."""
-    from ..web.server import UI_PACKAGES, is_loopback, require_ui, serve
+    from ..web.server import UI_PACKAGES, can_open_browser, is_loopback, require_ui, serve
 
     try:
         require_ui()
@@ -40,6 +40,8 @@ def ui(ctx: click.Context, port: int, host: str, allow_remote: bool, no_browser:
         if prepared.warning:
             click.echo(f"memstore: {prepared.warning}", err=True)
         click.echo(f"memstore ui: {prepared.url}")
+        if not no_browser and not can_open_browser():
+            click.echo("memstore: no display to open a browser on; open the URL above", err=True)
         click.echo("Ctrl-C stops it.", err=True)
 
     # Ctrl-C: uvicorn has shut down already; the store closes after it

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import socket
+import sys
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -19,7 +21,9 @@ from typing import Any
 from ..errors import InvalidInputError
 from .security import Guard, loopback_hosts
 
-__all__ = ["UI_PACKAGES", "Prepared", "is_loopback", "prepare", "require_ui", "serve"]
+__all__ = [
+    "UI_PACKAGES", "Prepared", "can_open_browser", "is_loopback", "prepare", "require_ui", "serve",
+]
 
 #: What the ``ui`` extra installs (imported lazily, so ``import memstore.web.server`` works without).
 UI_PACKAGES = ("starlette", "uvicorn", "jinja2")
@@ -147,9 +151,17 @@ def serve(
         on_ready(prepared)
     if warm_up:  # load the query model now rather than on the first keystroke
         threading.Thread(target=_warm_up, args=(store,), daemon=True).start()
-    if open_browser:
+    if open_browser and can_open_browser():
         threading.Thread(target=webbrowser.open, args=(prepared.url,), daemon=True).start()
     prepared.run()
+
+
+def can_open_browser() -> bool:
+    """False on a Linux/BSD machine without a display: there ``webbrowser`` would start a
+    text-mode browser in the terminal the server is running in."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _warm_up(store: Any) -> None:
