@@ -99,3 +99,19 @@ def test_commit_memory_links_only_to_a_known_forge(client: Any, web_store: Any) 
                                 metadata={"commit": "javascript:alert(1)"})
     for memory in (odd, bad_sha):
         assert "/commit/" not in client.get(f"/memory/{memory.id}").text
+
+
+def test_browsing_pages_through_list_newest_first(client: Any, web_store: Any) -> None:
+    ids = [web_store.capture(f"memory number {i}", namespace="paged").id for i in range(45)]
+    newest_first = list(reversed(ids))
+    first = client.get("/?namespace=paged")
+    shown = re.findall(r'<li class="item" data-id="([0-9A-Z]+)"', first.text)
+    assert shown == newest_first[:20]
+    older = re.search(r'id="older" href="/\?([^"]+)"', first.text).group(1).replace("&amp;", "&")
+    assert "offset=20" in older and "namespace=paged" in older
+    second = client.get(f"/?{older}")
+    assert re.findall(r'<li class="item" data-id="([0-9A-Z]+)"', second.text) == newest_first[20:40]
+    third = client.get("/?namespace=paged&offset=40")
+    assert re.findall(r'<li class="item" data-id="([0-9A-Z]+)"', third.text) == newest_first[40:]
+    assert 'id="older"' not in third.text and 'id="newer"' in third.text
+    assert client.get("/?offset=abc").status_code == 400
