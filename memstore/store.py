@@ -19,9 +19,11 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from . import config, db, exchange
+from . import db, exchange
+from . import settings as config  # config.py merged into settings.py
 from .db import Filter, transaction
-from .embedder import Embedder, ModelInfo, resolve_embedder
+from .embedding.base import Embedder, ModelInfo
+from .embedding.resolve import resolve_embedder
 from .errors import (
     ConflictError,
     InvalidInputError,
@@ -1138,7 +1140,7 @@ class MemoryStore:
                 ("project", project), ("current_only", current_only),
             ) if value
         }
-        from . import __version__
+        from .version import __version__
 
         with self._lock:
             self._check_open()

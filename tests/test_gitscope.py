@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from gitrepo import GitRepo, isolate_git
 
-from memstore import gitscope
 from memstore.errors import GitError
-from memstore.gitscope import normalise_remote
+from memstore.git import repo as gitscope
+from memstore.git.repo import normalise_remote
 
 
 @pytest.fixture(autouse=True)

@@ -18,8 +18,8 @@ import pytest
 from gitrepo import GitRepo, isolate_git
 
 import memstore
-from memstore import hooks
 from memstore.errors import GitError
+from memstore.git import hooks
 
 
 @pytest.fixture(autouse=True)

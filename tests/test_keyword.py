@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.search import KEYWORD_WEIGHT, VECTOR_WEIGHT
 
 CJK = {

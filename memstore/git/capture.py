@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import config
-from .gitscope import Commit, Repo
-from .models import CaptureResult, Memory
+from .. import limits
+from ..models import CaptureResult, Memory
+from .repo import Commit, Repo
 
 if TYPE_CHECKING:
-    from .settings import Settings
-    from .store import MemoryStore
+    from ..settings import Settings
+    from ..store import MemoryStore
 
 __all__ = [
     "CommitPolicy",
@@ -128,7 +128,7 @@ def commit_text(commit: Commit) -> str:
     else:
         trailer = f"commit {commit.sha[:12]}{kind} · no files changed"
     # The store refuses text over its limit rather than cut it; a commit message is ours to trim.
-    room = config.MAX_TEXT_BYTES - len(trailer.encode("utf-8")) - 64
+    room = limits.MAX_TEXT_BYTES - len(trailer.encode("utf-8")) - 64
     encoded = message.encode("utf-8")
     if len(encoded) > room:
         message = encoded[:room].decode("utf-8", "ignore").rstrip() + "\n[… message truncated]"
@@ -146,7 +146,7 @@ def _metadata(commit: Commit, via: str) -> dict[str, Any]:
         "captured_by": via,
     }
     # metadata has a size limit too: long path lists are cut until it fits
-    while len(json.dumps(meta, ensure_ascii=False).encode("utf-8")) > config.MAX_METADATA_BYTES - 256:
+    while len(json.dumps(meta, ensure_ascii=False).encode("utf-8")) > limits.MAX_METADATA_BYTES - 256:
         meta["paths"] = meta["paths"][: len(meta["paths"]) // 2]
     return meta
 
