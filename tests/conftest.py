@@ -34,7 +34,7 @@ def isolated_env(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPa
     for name in list(os.environ):
         if name.startswith("MEMSTORE_") and name not in KEEP_ENV:
             monkeypatch.delenv(name)
-    # No query workers unless a test asks for one (tests/test_query_worker.py); subprocesses
+    # No query workers unless a test asks for one (tests/embedding/test_query_worker.py); subprocesses
     # given an environment of their own must carry this variable too.
     monkeypatch.setenv("MEMSTORE_QUERY_WORKER_IDLE_SECONDS", "0")
     return home

@@ -1,4 +1,4 @@
-"""gitcapture: commits as memories, history import, rewrite and stale-branch clean-up."""
+"""memstore.git.capture: commits as memories, history import, rewrite and stale-branch clean-up."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""gitscope: repository, project and branch detection, and reading commits, on real repositories."""
+"""memstore.git.repo: repository, project and branch detection, and reading commits, on real repositories."""
 
 from __future__ import annotations
 
