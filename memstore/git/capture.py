@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import limits
 from ..models import CaptureResult, Memory
+from ..settings import SETTINGS
 from .repo import Commit, Repo
 
 if TYPE_CHECKING:
@@ -61,18 +62,18 @@ _GENERATED_MERGE = (
 class CommitPolicy:
     """Which commits become memories, and where they go (from the ``git.*`` settings)."""
 
-    namespace: str = "commits"
+    namespace: str = SETTINGS["git.namespace"].default
     #: auto: merges only with a message beyond git's generated one; all; none
-    merges: str = "auto"
+    merges: str = SETTINGS["git.merges"].default
     #: skip, or capture (the memory then names only the sha and paths)
-    empty_messages: str = "skip"
+    empty_messages: str = SETTINGS["git.empty_messages"].default
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CommitPolicy:
         return cls(
-            namespace=settings.get("git.namespace", cls.namespace),
-            merges=settings.get("git.merges", cls.merges),
-            empty_messages=settings.get("git.empty_messages", cls.empty_messages),
+            namespace=settings.get("git.namespace"),
+            merges=settings.get("git.merges"),
+            empty_messages=settings.get("git.empty_messages"),
         )
 
     def skip_reason(self, commit: Commit) -> str | None:
