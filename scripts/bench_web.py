@@ -38,7 +38,7 @@ from corpus import queries, sample  # noqa: E402
 from timing import pct  # noqa: E402
 
 import memstore  # noqa: E402
-from memstore.embedder import HashEmbedder, resolve_embedder  # noqa: E402
+from memstore.embedding import HashEmbedder, resolve_embedder  # noqa: E402
 from memstore.web.server import prepare  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"

@@ -85,11 +85,13 @@ def log_tail(path: Path, lines: int = LOG_LINES) -> list[str]:
 def hook_logs(store: Any, cwd: str | None = None) -> dict[str, Path]:
     """The hook logs worth showing: the agent hooks' (beside the store) and, when the page is
     started inside a git repository, that repository's git hook log."""
-    from .. import agent_hooks, gitscope, hooks
+    from ..agents import hooks as agent_hooks
+    from ..git import hooks as git_hooks
+    from ..git import repo as gitscope
 
     found: dict[str, Path] = {"agent hooks": agent_hooks.log_path(store.settings)}
     with contextlib.suppress(Exception):  # no git, or not a repository: nothing to show
         repo = gitscope.detect(cwd)
         if repo is not None:
-            found[f"git hooks ({repo.project})"] = hooks.log_path(repo)
+            found[f"git hooks ({repo.project})"] = git_hooks.log_path(repo)
     return found

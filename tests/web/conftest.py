@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -15,11 +15,11 @@ from typing import Any
 from conftest import LiveServer
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 
 WRITER = """
 import sys, memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 with memstore.open(sys.argv[1], embedder=HashEmbedder()) as store:
     for i in range(int(sys.argv[2])):
         store.capture(f"written by the other process, number {i}", namespace="writer", tags=["bulk"])
