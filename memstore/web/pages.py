@@ -77,7 +77,8 @@ async def search(request: Request) -> Response:
         kwargs = filters.filter_kwargs(params, fields)
         if q:
             hits = await run(web.store.recall, q, limit, mode=mode, **kwargs)
-            context.update(hits=hits, status=f"{len(hits)} hits ({mode})" if hits else "no memories found")
+            context.update(hits=hits, status=f"{len(hits)} hits ({mode})" if hits else "no memories found",
+                           notices=tuple(getattr(hits, "notices", ())))  # this call's own notices
         else:
             page_size, offset = filters.paging(params)
             memories = await run(web.store.list, limit=page_size + 1, offset=offset, **kwargs)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from conftest import LiveServer
+from webtools import LiveServer
 
 import memstore
 from memstore.embedding import HashEmbedder

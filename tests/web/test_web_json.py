@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import make_client
+from webtools import make_client
 
 import memstore
 from memstore.cli import cli

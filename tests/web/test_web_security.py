@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import TEST_HOST, make_client
+from webtools import TEST_HOST, make_client
 
 
 def test_without_the_token_everything_is_refused(web_store: Any, guard: Any) -> None:
