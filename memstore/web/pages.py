@@ -18,7 +18,7 @@ from ..errors import ConflictError, MemstoreError, NotFoundError
 from ..models import memory_status
 from . import filters
 from .overview import build_overview
-from .state import WebState, purge_digest, run
+from .state import WebState, purge_digest, run, run_noted
 
 __all__ = ["PAGE_ROUTES"]
 
@@ -214,15 +214,16 @@ async def update(request: Request) -> Response:
         changes = update_changes(form, memory)
         if not changes:
             return await memory_page(request, memory_id, message="Nothing to change.")
-        result = await run(web.store.update, memory_id, **changes)
+        result, notes = await run_noted(web.store.update, memory_id, **changes)
     except MemstoreError as exc:
         page = await memory_page(request, memory_id, error=str(exc))
         page.status_code = _status_of(exc)
         return page
     message = f"Saved as a new version ({result.id}); the old one is in the history." if result.created \
         else "Nothing to change."
+    shown = dict.fromkeys([*result.notices, *notes])  # the result's own and the call's, once each
     return await memory_page(request, result.id, message=message,
-                             notices=[n for n in result.notices if n != "nothing to change"])
+                             notices=[n for n in shown if n != "nothing to change"])
 
 
 async def forget(request: Request) -> Response:
@@ -237,12 +238,12 @@ async def _tombstone(request: Request, action: str, message: str) -> Response:
     web = _state(request)
     memory_id = request.path_params["memory_id"]
     try:
-        await run(getattr(web.store, action), memory_id)
+        _, notes = await run_noted(getattr(web.store, action), memory_id)
     except MemstoreError as exc:
         page = await memory_page(request, memory_id, error=str(exc))
         page.status_code = _status_of(exc)
         return page
-    return await memory_page(request, memory_id, message=message)
+    return await memory_page(request, memory_id, message=message, notices=notes)
 
 
 # -- capture -----------------------------------------------------------------------------------

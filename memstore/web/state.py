@@ -18,16 +18,29 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from ..notices import collecting
 from .filters import FilterField, available
 from .security import Guard
 from .views import environment
 
-__all__ = ["LastVerify", "WebState", "purge_digest", "run"]
+__all__ = ["LastVerify", "WebState", "purge_digest", "run", "run_noted"]
 
 
 async def run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a blocking store method in a worker thread."""
     return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def run_noted(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, list[str]]:
+    """Like :func:`run`, also returning the notices of that one call (collected in the worker
+    thread, so concurrent requests never see each other's)."""
+
+    def call() -> tuple[Any, list[str]]:
+        with collecting() as notes:
+            value = fn(*args, **kwargs)
+        return value, list(notes)
+
+    return await run_in_threadpool(call)
 
 
 def purge_digest(preview: Any) -> str:

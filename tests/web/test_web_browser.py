@@ -231,3 +231,16 @@ def test_requests_without_the_token_or_from_another_origin_are_refused(
     allowed = p.context.request.post(f"{live.base}/api/memory/{memory.id}/forget",
                                      headers={"Origin": live.base, "X-CSRF-Token": live.guard.csrf})
     assert allowed.status == 200 and web_store.get(memory.id).deleted
+
+
+def test_browse_pages_then_search_hides_the_pager(page: Any, web_store: Any) -> None:
+    ids = [web_store.capture(f"note {i} about the release train").id for i in range(25)]
+    p = page.page
+    p.reload()
+    assert result_ids(p) == list(reversed(ids))[:20]
+    p.click("#older")
+    p.wait_for_selector("#newer")
+    assert result_ids(p) == list(reversed(ids))[20:]
+    type_query(p, "note 3 release")
+    assert not p.is_visible("#pager")
+    assert ids[3] in result_ids(p)

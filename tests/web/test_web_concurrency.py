@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,3 +78,32 @@ def fetch_one(opener: Any, live: LiveServer, path: str) -> bytes:
     with opener.open(live.base + path, timeout=60) as response:
         assert response.status == 200
         return response.read()
+
+
+def test_each_request_gets_only_its_own_notices() -> None:
+    import anyio
+
+    from memstore.notices import notify
+    from memstore.web.state import run_noted
+
+    barrier = threading.Barrier(4)
+
+    def call(name: str) -> str:
+        notify(f"{name} before")
+        barrier.wait(timeout=30)  # all four calls are inside at once
+        notify(f"{name} after")
+        return name
+
+    async def main() -> list[tuple[str, list[str]]]:
+        results: list[tuple[str, list[str]]] = []
+
+        async def one(name: str) -> None:
+            results.append(await run_noted(call, name))
+
+        async with anyio.create_task_group() as group:
+            for name in "abcd":
+                group.start_soon(one, name)
+        return results
+
+    for name, notes in anyio.run(main):
+        assert notes == [f"{name} before", f"{name} after"]
