@@ -251,7 +251,7 @@ async def _tombstone(request: Request, action: str, message: str) -> Response:
 
 async def capture_form(request: Request) -> Response:
     web = _state(request)
-    namespaces = list((await run(web.store.stats))["namespaces"])
+    namespaces = list((await run(web.store.stats)).get("namespaces") or {})
     return render(request, "capture.html", nav="capture", form={}, duplicate=None, namespaces=namespaces)
 
 
