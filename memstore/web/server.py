@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import socket
 import sys
 import threading
@@ -161,7 +160,9 @@ def can_open_browser() -> bool:
     text-mode browser in the terminal the server is running in."""
     if sys.platform in ("darwin", "win32"):
         return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    from ..settings import has_display
+
+    return has_display()
 
 
 def _warm_up(store: Any) -> None:
