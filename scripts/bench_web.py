@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -85,15 +86,14 @@ def summary(values: list[float]) -> str:
     return f"p50 {pct(values, 50):.1f} ms, p95 {pct(values, 95):.1f} ms (n={len(values)})"
 
 
-def bench_server(base: str, cookie: str, typed: list[str]) -> list[float]:
-    from urllib.parse import quote
-
+def bench_server(base: str, cookie: str, paths: list[str]) -> list[float]:
+    """Wall time of GET ``paths``, one after the other over one keep-alive connection."""
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     times = []
-    for text in typed:
+    for path in paths:
         started = time.perf_counter()
-        conn.request("GET", f"/api/recall?q={quote(text)}", headers={"Cookie": cookie})
+        conn.request("GET", path, headers={"Cookie": cookie})
         response = conn.getresponse()
         response.read()
         times.append((time.perf_counter() - started) * 1000)
@@ -113,7 +113,11 @@ async (text) => {
     const check = () => document.body.dataset.pending === '0' ? resolve() : setTimeout(check, 1);
     check();
   });
-  return performance.now() - started;
+  const total = performance.now() - started;
+  const calls = performance.getEntriesByType('resource').filter(r => r.name.includes('/api/recall'));
+  const fetch = calls.length ? calls[calls.length - 1].duration : NaN;
+  performance.clearResourceTimings();
+  return [total, fetch];
 }
 """
 
@@ -146,9 +150,10 @@ def bench_browser(url: str, base: str, typed: list[str], loads: int) -> dict[str
         page.goto(base + "/", wait_until="load")
         for text in typed[:3]:  # warm the page's code paths
             page.evaluate(ROUND_TRIP_JS, text)
-        trips = [page.evaluate(ROUND_TRIP_JS, text) for text in typed]
+        measured = [page.evaluate(ROUND_TRIP_JS, text) for text in typed]
         browser.close()
-    return {"load": load_times, "dcl": dcl, "weight": weight, "trips": trips}
+    return {"load": load_times, "dcl": dcl, "weight": weight, "trips": [m[0] for m in measured],
+            "fetches": [m[1] for m in measured]}
 
 
 def main() -> None:
@@ -180,7 +185,9 @@ def main() -> None:
             base = prepared.url.split("/?")[0]
             cookie = f"{prepared.guard.cookie_name}={prepared.guard.token}"
             try:
-                server = bench_server(base, cookie, typed)
+                server = bench_server(base, cookie, [f"/api/recall?q={quote(t)}" for t in typed])
+                page_parts = {path: bench_server(base, cookie, [path] * args.loads)
+                              for path in ("/", "/static/app.css", "/static/search.js")}
                 browser = bench_browser(prepared.url, base, typed, args.loads)
             finally:
                 prepared.server.should_exit = True
@@ -208,11 +215,14 @@ def main() -> None:
     print(f"recall in-process (the library alone):      {summary(lib)}")
     print(f"search round trip, server side (HTTP GET /api/recall, keep-alive client): {summary(server)}")
     print("search round trip in the browser (input → results drawn, no debounce): "
-          + summary(browser["trips"]))
+          + summary(browser["trips"]) + f"; of which the fetch (resource timing) p50 "
+          f"{pct(browser['fetches'], 50):.1f} ms")
     print(f"page load (/, newest 20, warm cache off): load {summary(browser['load'])}; "
           f"DOMContentLoaded p50 {statistics.median(browser['dcl']):.1f} ms")
     w = browser["weight"]
     files = ", ".join(f"{name.rsplit('/', 1)[-1]} {size / 1024:.1f}" for name, size in w["files"])
+    print("page load, server side (GET, keep-alive client): " + "; ".join(
+        f"{path} p50 {pct(times, 50):.1f} ms" for path, times in page_parts.items()))
     print(f"page weight: {w['bytes'] / 1024:.1f} KB uncompressed (HTML {w['html'] / 1024:.1f}; {files}); "
           "no external requests")
     print(f"one shared store: recall {summary(shared)}; open per request (open + recall + close, "
