@@ -11,6 +11,11 @@
   var PAGE = 20;
   var seq = 0;
   var timer = null;
+  var waiting = false; // an input is newer than the last request: its answer is still to come
+
+  function idle() {
+    if (!waiting) document.body.setAttribute("data-pending", "0");
+  }
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -138,18 +143,18 @@
           status.textContent = res.body && res.body.error ? res.body.error : "error";
           status.className = "status error";
           results.replaceChildren();
-          document.body.setAttribute("data-pending", "0");
+          idle();
           return;
         }
         if (err) err.remove();
         status.className = "status";
         show(res.body, !!q, p);
         document.body.setAttribute("data-rendered", String(mine));
-        document.body.setAttribute("data-pending", "0");
+        idle();
       })
       .catch(function (e) {
         if (mine !== seq) return;
-        document.body.setAttribute("data-pending", "0");
+        idle();
         status.textContent = "the server did not answer (" + e + ")";
         status.className = "status error";
       });
@@ -157,14 +162,16 @@
 
   function later() {
     document.body.setAttribute("data-pending", "1"); // until the answer to the latest input is drawn
+    waiting = true;
     clearTimeout(timer);
-    timer = setTimeout(update, 120);
+    timer = setTimeout(function () { waiting = false; update(); }, 120);
   }
   form.addEventListener("input", later);
   form.addEventListener("change", later);
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
     clearTimeout(timer);
+    waiting = false;
     document.body.setAttribute("data-pending", "1");
     update();
   });
