@@ -37,6 +37,8 @@ from .validate import clean_limit, clean_name, clean_namespaces, clean_query, cl
 __all__ = ["KEEP", "MemoryStore", "ModelMismatchWarning", "Progress", "open_store"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: Notices ``store.notices`` keeps per thread (the newest); each call's own are on its result.
+NOTICES_KEPT = 1000
 
 
 class _Keep:
@@ -59,7 +61,9 @@ def _call(fn: _F) -> _F:
             try:
                 value = fn(self, *args, **kwargs)
             finally:
-                self._thread_notices().extend(notes)
+                kept = self._thread_notices()
+                kept.extend(notes)
+                del kept[:-NOTICES_KEPT]  # a long-running server must not grow it for ever
         if isinstance(value, Hits) and notes:
             value.notices = tuple(notes)
         return value
