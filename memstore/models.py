@@ -75,6 +75,10 @@ class CaptureResult(Memory):
     ``similarity`` at or above the near-duplicate threshold) was returned instead.
     ``redacted`` lists the kind of each secret replaced by a ``[REDACTED:<kind>]``
     marker before storing.
+
+    ``stored`` says whether the given text is in the store after the call: False only
+    for a near-duplicate refusal (``reason`` is then ``"near-duplicate"``); an exact
+    duplicate is already stored, so it is ``stored`` with ``created`` False.
     """
 
     created: bool = True
@@ -83,8 +87,20 @@ class CaptureResult(Memory):
     similarity: float | None = None
     redacted: tuple[str, ...] = field(default=())
 
+    @property
+    def stored(self) -> bool:
+        """False when nothing was stored because a near-duplicate is live."""
+        return self.near_duplicate_of is None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the text was not stored (``"near-duplicate"``), or None when it is stored."""
+        return None if self.stored else "near-duplicate"
+
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
+        data["stored"] = self.stored
+        data["reason"] = self.reason
         data["created"] = self.created
         data["notices"] = list(self.notices)
         data["near_duplicate_of"] = self.near_duplicate_of

@@ -43,6 +43,7 @@ from .validate import (
     clean_name,
     clean_namespaces,
     clean_query,
+    clean_similarity,
     clean_tags,
     clean_text,
 )
@@ -539,6 +540,7 @@ class MemoryStore:
         mode: Mode = "hybrid",
         project: str | Iterable[str | None] | None = None,
         branch: str | None = None,
+        min_similarity: float | None = None,
     ) -> list[Hit]:
         """Memories most relevant to ``query``, best first.
 
@@ -547,9 +549,15 @@ class MemoryStore:
         both legs. Each Hit carries the fused score and the per-leg evidence.
         ``project`` is one project or several (``None`` in the list means memories with no
         project; ``project=None`` means every project); ``branch`` keeps one branch's.
+        ``min_similarity`` (default: the ``recall.min_similarity`` setting, unset: none) leaves
+        out hits whose cosine to the query is below it; it does not apply in keyword mode, nor
+        to a keyword hit whose memory has no vector yet (nothing to measure).
         """
         query = clean_query(query)
         limit = clean_limit(limit)
+        floor = clean_similarity(
+            min_similarity if min_similarity is not None else self.settings.get("recall.min_similarity")
+        )
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         flt = _scoped(self._filter(namespace, tags, since, until), project, branch)
@@ -578,7 +586,10 @@ class MemoryStore:
                 {seq: m.strength for seq, m in matches.items()},
                 similarity,
                 [m.seq for m in keyword] + [s for s, _ in vector],
-            )[:limit]
+            )
+            if floor is not None and mode != "keyword":
+                fused = [(seq, sc) for seq, sc in fused if similarity.get(seq, floor) >= floor]
+            fused = fused[:limit]
             kw_rank = {m.seq: r for r, m in enumerate(keyword, start=1)}
             vec_rank = {s: r for r, (s, _) in enumerate(vector, start=1)}
             memories = db.memories_by_seq(self._conn, [s for s, _ in fused])

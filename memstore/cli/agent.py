@@ -25,22 +25,26 @@ __all__ = ["AGENT_COMMANDS"]
 def mcp(ctx: click.Context) -> None:
     """Serve the store to agents over MCP on stdin/stdout.
 
-    Tools: capture, recall, get, update, forget, list, stats. Needs the mcp extra
-    (pip install 'memstore[mcp]'). The store opens on the first tool call and the model
-    loads on the first embed, so the handshake is quick.
+    Tools: capture, recall, get, update, forget, restore, history, list, stats. Needs
+    the mcp extra (pip install 'memstore[mcp]'). The store opens on the first tool call
+    and the model loads on the first embed, so the handshake is quick. SIGINT or the end
+    of stdin stops it (exit status 0).
     """
     from ..settings import load_settings
 
     settings = load_settings(ctx.obj["overrides"])
     try:
-        from ..mcp_server import serve
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] in ("mcp", "mcp_types", "pydantic", "typing_extensions"):
-            raise click.ClickException(
-                "the MCP server needs the mcp extra: pip install 'memstore[mcp]'"
-            ) from exc
-        raise
-    serve(settings)
+        try:
+            from ..mcp_server import serve
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] in ("mcp", "mcp_types", "pydantic", "typing_extensions"):
+                raise click.ClickException(
+                    "the MCP server needs the mcp extra: pip install 'memstore[mcp]'"
+                ) from exc
+            raise
+        serve(settings)
+    except KeyboardInterrupt:  # the host stopping its server (SIGINT): a clean, quiet exit
+        ctx.exit(0)
 
 
 @click.command(name="agent-hook")
