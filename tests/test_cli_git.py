@@ -136,8 +136,9 @@ def test_gc_branches_cli(tmp_path, run, monkeypatch):
     run("import-git", "--all")
     repo.git("branch", "-q", "-D", "spike")
     run("gc", code=2)
-    dry = run("gc", "--branches").stdout
+    dry = run("gc", "--branches", "--dry-run").stdout
     assert "would forget 1" in dry and "spike that went nowhere" in dry
+    assert "gc would forget 1 commit memories: pass --yes" in run("gc", "--branches", code=2).stderr
     assert len(json.loads(run("list", "--json").stdout)) == 2
     data = json.loads(run("gc", "--branches", "--yes", "--json").stdout)
     assert len(data["forgotten"]) == 1 and data["dry_run"] is False

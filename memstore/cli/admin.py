@@ -10,7 +10,7 @@ from .util import emit_json, handle_errors, json_opt, open_from_context
 __all__ = ["verify"]
 
 
-@click.command()
+@click.command(short_help="Check that the store's files agree; --repair.")
 @click.option("--repair", is_flag=True,
               help="Rebuild what can be rebuilt from SQLite (full-text index, tag table, missing "
                    "vectors, vector index). Never touches a database that fails integrity_check.")

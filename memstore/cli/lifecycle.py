@@ -13,7 +13,17 @@ import click
 
 from ..models import Memory
 from ..timeutil import now
-from .util import emit_json, handle_errors, json_opt, open_from_context, parse_meta, read_stdin_text
+from .util import (
+    emit_json,
+    emit_json_lines,
+    handle_errors,
+    json_opt,
+    meta_json_opt,
+    nl_opt,
+    open_from_context,
+    parse_meta,
+    read_stdin_text,
+)
 
 __all__ = ["LIFECYCLE_COMMANDS"]
 
@@ -38,12 +48,21 @@ def _first_line(memory: Memory, width: int = 100) -> str:
     return memory.text.strip().splitlines()[0][:width]
 
 
-@click.command()
+@click.command(
+    short_help="Write a new version of a memory (old one kept).",
+    epilog="""\b
+Examples:
+  memstore update 01M80...K2 "The staging server restarts at 3am"
+  memstore update 01M80...K2 -t ops -t cron        # new tags, same text
+  memstore update 01M80...K2 --meta-json '{"n": 5}' --no-expiry""",
+)
 @click.argument("memory_id")
 @click.argument("text", required=False)
 @click.option("-t", "--tag", "tags", multiple=True, help="Replace the tags (repeatable).")
 @click.option("--no-tags", is_flag=True, help="Remove all tags.")
-@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Replace the metadata (repeatable).")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE",
+              help="Replace the metadata; string values (repeatable).")
+@meta_json_opt
 @click.option("--no-meta", is_flag=True, help="Remove all metadata.")
 @click.option("--source", help="Replace the source.")
 @click.option("--ttl", metavar="DURATION", help="Expire this long from now (7d, 12h …).")
@@ -54,7 +73,7 @@ def _first_line(memory: Memory, width: int = 100) -> str:
 @handle_errors
 def update(
     ctx: click.Context, memory_id: str, text: str | None, tags: tuple[str, ...], no_tags: bool,
-    meta: tuple[str, ...], no_meta: bool, source: str | None, ttl: str | None,
+    meta: tuple[str, ...], meta_json: str | None, no_meta: bool, source: str | None, ttl: str | None,
     expires_at: str | None, no_expiry: bool, as_json: bool,
 ) -> None:
     """Write a new version of memory MEMORY_ID; the old one is kept in its history.
@@ -64,8 +83,8 @@ def update(
     """
     if tags and no_tags:
         raise click.UsageError("--tag and --no-tags contradict each other")
-    if meta and no_meta:
-        raise click.UsageError("--meta and --no-meta contradict each other")
+    if (meta or meta_json is not None) and no_meta:
+        raise click.UsageError("--meta/--meta-json and --no-meta contradict each other")
     if sum(x is not None and x is not False for x in (ttl, expires_at, no_expiry or None)) > 1:
         raise click.UsageError("give one of --ttl, --expires and --no-expiry")
     changes: dict[str, Any] = {}
@@ -73,8 +92,8 @@ def update(
         changes["text"] = read_stdin_text() if text == "-" else text
     if tags or no_tags:
         changes["tags"] = list(tags)
-    if meta or no_meta:
-        changes["metadata"] = parse_meta(meta)
+    if meta or meta_json is not None or no_meta:
+        changes["metadata"] = parse_meta(meta, meta_json)
     if source is not None:
         changes["source"] = source
     if ttl is not None:
@@ -96,15 +115,20 @@ def update(
         click.echo(f"memstore: {notice}", err=True)
 
 
-@click.command()
+@click.command(short_help="Show every version of a memory, oldest first.")
 @click.argument("memory_id")
 @json_opt
+@nl_opt
 @click.pass_context
 @handle_errors
-def history(ctx: click.Context, memory_id: str, as_json: bool) -> None:
-    """Show every version of a memory, oldest first (give the id of any version)."""
+def history(ctx: click.Context, memory_id: str, as_json: bool, nl: bool) -> None:
+    """Show every version of a memory, oldest first (give the id of any version).
+    --json prints one JSON array, --nl one JSON object per line."""
     with open_from_context(ctx) as store:
         versions = store.history(memory_id)
+    if nl:
+        emit_json_lines({**m.to_dict(), "status": _status(m)} for m in versions)
+        return
     if as_json:
         emit_json([{**m.to_dict(), "status": _status(m)} for m in versions])
         return
@@ -114,7 +138,7 @@ def history(ctx: click.Context, memory_id: str, as_json: bool) -> None:
         click.echo(f"      {_first_line(memory)}")
 
 
-@click.command()
+@click.command(short_help="Bring back a forgotten memory.")
 @click.argument("memory_id")
 @json_opt
 @click.pass_context
@@ -129,7 +153,14 @@ def restore(ctx: click.Context, memory_id: str, as_json: bool) -> None:
         click.echo(f"restored {_line(memory)}")
 
 
-@click.command()
+@click.command(
+    short_help="Write memories as JSON Lines (lossless).",
+    epilog="""\b
+Examples:
+  memstore export > backup.jsonl
+  memstore export -o backup.jsonl --with-vectors --json
+  memstore export -n decisions --current-only | memstore --home /tmp/other import -""",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Write to this file (atomically) instead of stdout.")
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Only these namespaces.")
