@@ -34,13 +34,18 @@ repo_opt = click.option(
 
 
 def _global_args(ctx: click.Context) -> list[str]:
-    """The memstore options given on this command line, for a hook to run memstore the same way."""
-    overrides = ctx.find_root().obj.get("overrides", {})
+    """The memstore options this command runs with (``--home``/``--model-dir`` flags, or
+    ``MEMSTORE_HOME``/``MEMSTORE_MODEL_DIR`` in the environment), for a hook to run memstore
+    the same way: git starts hooks without this shell's environment variables. A value from
+    the config file is left to the config file."""
+    from ..settings import load_settings
+
+    settings = load_settings(ctx.find_root().obj.get("overrides", {}))
     args: list[str] = []
-    if overrides.get("home"):
-        args += ["--home", str(Path(overrides["home"]).expanduser().resolve())]
-    if overrides.get("model_dir"):
-        args += ["--model-dir", str(Path(overrides["model_dir"]).expanduser().resolve())]
+    for name, flag in (("home", "--home"), ("model_dir", "--model-dir")):
+        source = settings.sources.get(name, "default")
+        if settings.get(name) and (source == "argument" or source.startswith("env:")):
+            args += [flag, str(Path(settings[name]).expanduser().resolve())]
     return args
 
 
@@ -226,8 +231,12 @@ def hooks_run(ctx: click.Context, kind: str, log: str | None, rewrite_type: str 
               detach: bool) -> None:
     """What the hooks run: record the commit(s) git reports. Never fails a commit."""
     if detach:
-        hooklib.spawn_detached(kind, global_args=_global_args(ctx))
-        return
+        if not hooklib.environment_is_temporary():
+            hooklib.spawn_detached(kind, global_args=_global_args(ctx))
+            return
+        # This interpreter lives in a temporary environment (`pre-commit try-repo`): a detached
+        # process would outlive it and fail, so record the commit now, in the foreground.
+        log = log or str(hooklib.log_path(gitscope.require_repo(None)))
     result = hooklib.run(
         kind, overrides=ctx.find_root().obj["overrides"], log=log, rewrite_type=rewrite_type,
         input_path=input_path, delete_input=delete_input, commit=commit, ref=ref,
