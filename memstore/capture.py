@@ -88,7 +88,8 @@ class Capture:
         if supersedes is not None:
             old = current_version(self.backend, clean_id(supersedes))
             fields["namespace"] = fields.get("namespace") or old.namespace
-            for name in ("project", "branch"):
+            # like update: what is not given is carried over from the old version
+            for name in ("project", "branch", "tags", "metadata", "source"):
                 if fields.get(name) is None:
                     fields[name] = getattr(old, name)
             fields.pop("created_at", None)

@@ -177,7 +177,8 @@ class MemoryStore:
         ``ttl`` ("7d", a timedelta) or ``expires_at`` (a future time) make the memory
         expire: it leaves recall and list then, and ``purge`` deletes it.
         ``supersedes=ID`` stores the text as the new version of memory ID (like
-        :meth:`update`): its namespace, project and branch default to the old one's.
+        :meth:`update`): its namespace, project, branch, tags, metadata and source default to
+        the old one's (``tags=[]``/``metadata={}`` clear them).
         ``created_at`` says when it happened (default: now). ``embed=False`` stores it at once
         without a vector (no model is loaded, no near-duplicate check): keyword recall finds it
         immediately, and it gets its vector from :meth:`embed_pending`, which every recall
