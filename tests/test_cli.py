@@ -256,3 +256,16 @@ def test_purge_asks_on_a_terminal(tmp_path):
         assert expected in out
         with memstore.open(home, embedder=memstore.HashEmbedder()) as store:
             assert len(store.list(deleted=True)) == remaining
+
+
+def test_an_embedder_that_cannot_be_had_refuses_the_capture(run, tmp_path, monkeypatch):
+    """A chosen backend that is missing stores nothing (it used to store memories without
+    vectors and exit 0)."""
+    monkeypatch.setenv("MEMSTORE_EMBEDDER", "fastembed")
+    monkeypatch.setenv("MEMSTORE_MODEL_DIR", str(tmp_path / "no-such-model"))
+    err = run("capture", "stored only with a vector", code=1).stderr
+    assert err.startswith("Error: not stored: model directory") and "does not exist" in err
+    run("import", "-", input='{"text": "imported only with a vector"}\n', code=1)
+    monkeypatch.setenv("MEMSTORE_EMBEDDER", "hash")
+    monkeypatch.delenv("MEMSTORE_MODEL_DIR")
+    assert json.loads(run("list", "--json").stdout) == []
