@@ -156,7 +156,8 @@ class ImportResult:
     file; ``updated``: present, with a newer forgotten/superseded state taken from the file;
     ``merged``: the same text was already live under another id, so the imported one was
     stored as superseded by it; ``embedded``: vectors computed (the rest came from the
-    file); ``conflicts``: ids whose newer state could not be applied.
+    file); ``conflicts``: ids whose newer state could not be applied; ``indexed``: vectors in
+    the vector index once the import had brought it up to date (None: no index to build).
     """
 
     format: str
@@ -168,6 +169,7 @@ class ImportResult:
     embedded: int = 0
     conflicts: tuple[str, ...] = ()
     results: tuple[CaptureResult, ...] = ()
+    indexed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (what ``memstore import --json`` prints)."""
@@ -180,6 +182,7 @@ class ImportResult:
             "merged": self.merged,
             "embedded": self.embedded,
             "conflicts": list(self.conflicts),
+            "indexed": self.indexed,
         }
 
 

@@ -234,7 +234,21 @@ class MemoryStore:
         with ``text`` and optional fields as :meth:`capture_many`, or bare JSON strings,
         captured as new memories; ``namespace`` is their default; ``redact`` as in
         :meth:`capture` — an export is restored as it was). The whole file is checked
-        before anything is written."""
+        before anything is written. Once written, the vector index is brought up to date
+        (``result.indexed``), so the first recall after a big import does not build it."""
+        result = self._import(source, namespace=namespace, progress=progress, redact=redact)
+        if not (result.created or result.updated or result.merged):
+            return result
+        return replace(result, indexed=self._sync_index())
+
+    def _sync_index(self) -> int | None:
+        sync = getattr(self.backend, "sync_index", None)  # only backends with a derived index
+        if sync is None:
+            return None
+        return int(sync(self._embedding.model_id, self._embedding.dimension))
+
+    def _import(self, source: str | os.PathLike[str] | IO[str], *, namespace: str | None,
+                progress: Progress | bool | None, redact: bool | None) -> ImportResult:
         from .transfer import import_export
 
         head, items = exchange.parse(exchange.read_lines(source))
@@ -524,6 +538,12 @@ class MemoryStore:
         data["pending_embeddings"] = backend.pending_count()
         data["model"] = self.model_info().to_dict()
         data.update(backend.describe(model_id, self._embedding.dimension))
+        index = data.get("index")
+        if isinstance(index, dict) and "vectors" in index:
+            # the saved index as it is on disk: does it reflect every stored vector already?
+            index["stored_vectors"] = data["embeddings"].get(model_id, 0)
+            index["up_to_date"] = (index["stored_vectors"] == 0 and not index["vectors"]) or (
+                index.get("reflects_op") == index.get("log_head"))
         return data
 
 

@@ -269,3 +269,22 @@ def test_an_embedder_that_cannot_be_had_refuses_the_capture(run, tmp_path, monke
     monkeypatch.setenv("MEMSTORE_EMBEDDER", "hash")
     monkeypatch.delenv("MEMSTORE_MODEL_DIR")
     assert json.loads(run("list", "--json").stdout) == []
+
+
+def test_import_reports_progress_without_a_terminal_and_leaves_the_index_built(run, tmp_path):
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(json.dumps({"text": f"imported note {i} about topic {i % 7}"}) + "\n"
+                            for i in range(40)))
+    before = json.loads(run("stats", "--json").stdout)["index"]
+    assert before["up_to_date"] is True and before["stored_vectors"] == 0
+    result = run("import", str(path))
+    assert "memstore: importing: 40/40 (100%)" in result.stderr  # stderr is not a terminal here
+    assert result.stdout.strip() == (
+        "read 40, stored 40, already present 0; vector index up to date (40 vectors)")
+    index = json.loads(run("stats", "--json").stdout)["index"]
+    assert index["vectors"] == index["stored_vectors"] == 40 and index["up_to_date"] is True
+    assert "the saved index holds 40 (up to date)" in run("stats").stdout
+    run("capture", "one more after the import")
+    index = json.loads(run("stats", "--json").stdout)["index"]
+    assert index["stored_vectors"] == 41 and index["up_to_date"] is False  # the truth: behind by one
+    assert "behind the database" in run("stats").stdout

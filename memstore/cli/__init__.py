@@ -424,8 +424,14 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"  {ns}: {count}")
     click.echo(f"model:      {data['model']['model_id']} ({data['model']['backend']}, "
                f"{data['model']['source']})")
-    click.echo(f"vectors:    {data['index']['vectors']} indexed, "
-               f"{data['without_current_vector']} memories lack a current vector")
+    index = data["index"]
+    stored = index.get("stored_vectors", index["vectors"])
+    state = ("up to date" if index.get("up_to_date") else
+             "behind the database: the next semantic or hybrid recall catches it up")
+    click.echo(f"vectors:    {stored} stored for this model; the saved index holds "
+               f"{index['vectors']} ({state})")
+    click.echo(f"pending:    {data['without_current_vector']} memories lack a current vector "
+               f"({data['pending_embeddings']} deferred; `memstore reindex` embeds them)")
     click.echo(f"database:   {data['database_bytes']:,} bytes")
     click.echo(f"index:      {data['index']['bytes']:,} bytes")
     click.echo(f"home:       {data['home']}")
@@ -491,6 +497,8 @@ def import_(
     if result.format != "jsonl":
         line += (f", state updated {result.updated}, merged into existing {result.merged}, "
                  f"embedded {result.embedded}")
+    if result.indexed is not None:
+        line += f"; vector index up to date ({result.indexed} vectors)"
     click.echo(line)
     for memory_id in result.conflicts:
         click.echo(f"memstore: {memory_id}: its newer state in the file clashes with a live memory; "

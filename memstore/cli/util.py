@@ -83,8 +83,16 @@ def confirmed(question: str, *, yes: bool, refusal: str) -> bool:
     return click.confirm(question, default=False, err=True)
 
 
+#: Without a terminal, progress is a line every this many seconds (and at 10 %, 20 %, …).
+PROGRESS_SECONDS = 10.0
+
+
 def progress_bar(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A click progress bar on stderr driven by a (done, total) callback."""
+    """Progress on stderr driven by a (done, total) callback: a click progress bar on a
+    terminal; elsewhere (a log, CI, a pipe) one line per tenth done or per PROGRESS_SECONDS,
+    and a last line when done."""
+    if not sys.stderr.isatty():
+        return _progress_lines(label)
     state: dict[str, Any] = {}
 
     def update(done: int, total: int) -> None:
@@ -97,6 +105,32 @@ def progress_bar(label: str) -> tuple[Callable[[int, int], None], Callable[[], N
     def finish() -> None:
         if "bar" in state:
             state["bar"].__exit__(None, None, None)
+
+    return update, finish
+
+
+def _progress_lines(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    import time
+
+    state: dict[str, Any] = {"started": time.monotonic(), "at": time.monotonic(), "tenth": 0, "last": None}
+
+    def line(done: int, total: int) -> None:
+        elapsed = time.monotonic() - state["started"]
+        share = f" ({100 * done // total}%)" if total else ""
+        click.echo(f"memstore: {label}: {done:,}/{total:,}{share}, {elapsed:.0f} s", err=True)
+        state.update(at=time.monotonic(), last=(done, total))
+
+    def update(done: int, total: int) -> None:
+        tenth = 10 * done // total if total else 10
+        if tenth > state["tenth"] or time.monotonic() - state["at"] >= PROGRESS_SECONDS:
+            state["tenth"] = tenth
+            line(done, total)
+        state["seen"] = (done, total)
+
+    def finish() -> None:
+        seen = state.get("seen")
+        if seen is not None and state["last"] != seen:
+            line(*seen)
 
     return update, finish
 
