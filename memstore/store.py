@@ -33,7 +33,7 @@ from .storage.base import Backend, Filter
 from .timeutil import format_ts, now, parse_time
 from .validate import clean_limit, clean_name, clean_namespaces, clean_query, clean_similarity, clean_tags
 
-__all__ = ["KEEP", "MemoryStore", "ModelMismatchWarning", "Progress", "open_store"]
+__all__ = ["KEEP", "MemoryStore", "ModelMismatchWarning", "Progress", "open_store", "salvage_export"]
 
 #: Pending (deferred) embeddings a recall computes before its vector leg, newest first.
 RECALL_EMBED_PENDING = 16
@@ -589,3 +589,27 @@ def open_store(
     ``embedder`` replaces the resolved model (e.g. a deterministic fake in tests);
     ``settings`` replaces the settings loaded from the config file and environment."""
     return MemoryStore(path, embedder=embedder, model_dir=model_dir, settings=settings)
+
+
+def salvage_export(
+    dest: str | os.PathLike[str] | IO[str],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Write every memory still readable from a damaged store (in ``path``, default the
+    ``home`` setting) as an export to ``dest``, without opening the store for use and
+    without writing to it. Returns ``{"exported", "unreadable", "cut_links", "database"}``.
+    Version links to lost memories are cut (see :mod:`memstore.storage.sqlite.salvage`);
+    vectors are left out (an import embeds)."""
+    from .storage.sqlite.salvage import salvage
+    from .transfer import export_memories
+
+    settings = settings if settings is not None else load_settings()
+    home = config.home_dir(path if path is not None else settings.get("home"))
+    database = home / config.DB_FILENAME
+    report = salvage(database)
+    filters = {"salvaged_from": str(database), "unreadable_rows": report.unreadable}
+    count = export_memories(report.memories, dest, filters)
+    return {"exported": count, "unreadable": report.unreadable, "cut_links": report.cut_links,
+            "database": str(database)}

@@ -172,18 +172,27 @@ Examples:
               help="Only live, unexpired current versions (no history, no tombstones).")
 @click.option("--with-vectors", is_flag=True,
               help="Include the stored vectors (an import with the same model skips embedding).")
+@click.option("--salvage", is_flag=True,
+              help="From a damaged database: every memory still readable (read-only; no filters, "
+                   "no vectors). Import the file into a new store.")
 @json_opt
 @click.pass_context
 @handle_errors
 def export(
     ctx: click.Context, output: str | None, namespaces: tuple[str, ...], tags: tuple[str, ...],
     since: str | None, until: str | None, project: str | None, current_only: bool,
-    with_vectors: bool, as_json: bool,
+    with_vectors: bool, salvage: bool, as_json: bool,
 ) -> None:
     """Write memories as JSON Lines that `memstore import` restores losslessly: ids, times,
     namespaces, tags, metadata, history and tombstones. Filters pick whole version chains."""
     if as_json and output is None:
         raise click.UsageError("--json prints a summary and needs -o/--output (stdout carries the export)")
+    if salvage:
+        if namespaces or tags or since or until or project or current_only or with_vectors:
+            raise click.UsageError("--salvage takes every readable memory: no filters, --current-only "
+                                   "or --with-vectors")
+        _salvage(ctx, output, as_json)
+        return
     options: dict[str, Any] = dict(
         namespace=namespaces or None, tags=tags or None, since=since, until=until, project=project,
         current_only=current_only, with_vectors=with_vectors,
@@ -202,6 +211,29 @@ def export(
         emit_json({"exported": count, "file": output})
     else:
         click.echo(f"exported {count} memories" + (f" to {output}" if output else ""), err=True)
+
+
+def _salvage(ctx: click.Context, output: str | None, as_json: bool) -> None:
+    from ..settings import load_settings
+    from ..store import salvage_export
+
+    settings = load_settings(ctx.obj["overrides"])
+    if output is not None:
+        result = salvage_export(output, settings=settings)
+    else:
+        stream = io.TextIOWrapper(click.get_binary_stream("stdout"), encoding="utf-8", newline="\n")
+        try:
+            result = salvage_export(stream, settings=settings)
+        finally:
+            stream.flush()
+            stream.detach()
+    if as_json:
+        emit_json({**result, "file": output})
+        return
+    lost = (f"; {result['unreadable']} rows could not be read" if result["unreadable"] else "")
+    cut = (f"; {result['cut_links']} version links to lost memories cut" if result["cut_links"] else "")
+    click.echo(f"salvaged {result['exported']} memories from {result['database']}"
+               + (f" to {output}" if output else "") + lost + cut, err=True)
 
 
 LIFECYCLE_COMMANDS = (update, history, restore, export)
