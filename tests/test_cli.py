@@ -193,13 +193,13 @@ def test_meta_json_gives_typed_values(run):
 
 
 def test_config_shows_the_resolved_home(run, monkeypatch):
-    from memstore import config
+    from memstore.settings import home_dir
 
     monkeypatch.delenv("MEMSTORE_HOME")
     out = run("config").stdout
-    assert f"home = {str(config.home_dir(None))!r}  (default: platform data dir)" in out
+    assert f"home = {str(home_dir(None))!r}  (default: platform data dir)" in out
     data = json.loads(run("config", "--json").stdout)
-    assert data["settings"]["home"]["value"] == str(config.home_dir(None))
+    assert data["settings"]["home"]["value"] == str(home_dir(None))
 
 
 def _commands(group, prefix=()):

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from .. import __version__
-from ..models import Hit, Memory
-from ..timeutil import now
+from ..models import Hit
+from ..render import first_line, hit_lines, memory_head
+from ..version import __version__
 from .admin import verify
 from .git import (
     GIT_COMMANDS,
@@ -40,26 +40,6 @@ from .util import (
 from .util import parse_meta as _parse_meta
 from .util import read_stdin_text as _read_stdin_text
 
-
-def _tags_label(memory: Memory) -> str:
-    return " ".join(f"#{t}" for t in memory.tags)
-
-
-def _memory_line(memory: Memory) -> str:
-    stamp = memory.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    parts = [memory.id, f"[{memory.namespace}]", stamp]
-    if memory.tags:
-        parts.append(_tags_label(memory))
-    if memory.deleted:
-        parts.append("(forgotten)")
-    if memory.superseded_by:
-        parts.append(f"(superseded by {memory.superseded_by})")
-    if memory.expires_at is not None:
-        until = memory.expires_at.astimezone().strftime("%Y-%m-%d %H:%M")
-        parts.append(f"(expired {until})" if memory.expired(now()) else f"(expires {until})")
-    return " ".join(parts)
-
-
 #: Below this cosine a hit is shown under a "weaker matches" line (the agent hooks leave such
 #: hits out by default, agent.min_similarity); --min-similarity hides them.
 WEAK_SIMILARITY = 0.3
@@ -73,19 +53,6 @@ def _weak_from(hits: list[Hit]) -> int | None:
         weak = hit.similarity is not None and hit.similarity < WEAK_SIMILARITY
         start = (i if start is None else start) if weak else None
     return start
-
-
-def _hit_lines(rank: int, hit: Hit) -> str:
-    evidence = []
-    if hit.keyword_rank is not None:
-        evidence.append(f"keyword #{hit.keyword_rank}")
-    if hit.vector_rank is not None:
-        evidence.append(f"vector #{hit.vector_rank} cos {hit.similarity:.3f}")
-    elif hit.similarity is not None:  # the vector leg did not list it; its cosine is still known
-        evidence.append(f"cos {hit.similarity:.3f}")
-    head = f"{rank:>2}. {_memory_line(hit.memory)}  score {hit.score:.4f} ({', '.join(evidence)})"
-    text = hit.memory.text.strip().replace("\n", "\n    ")
-    return f"{head}\n    {text}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,15 +159,15 @@ def capture(
             ctx.exit(NOT_STORED)
         return
     if not result.stored:
-        click.echo(f"similar memory already stored (cosine {result.similarity:.3f}): {_memory_line(result)}")
-        click.echo(f"    {result.text.strip().splitlines()[0][:100]}")
+        click.echo(f"similar memory already stored (cosine {result.similarity:.3f}): {memory_head(result)}")
+        click.echo(f"    {first_line(result.text, 100)}")
         click.echo(f"memstore: not stored; if it corrects that memory, `memstore update {result.id} TEXT` "
                    f"(or capture --supersedes {result.id}); --allow-duplicate stores it anyway", err=True)
         ctx.exit(NOT_STORED)
     verb = "stored" if result.created else "already stored"
     if result.supersedes and result.created:
         verb = f"stored (supersedes {result.supersedes})"
-    click.echo(f"{verb} {_memory_line(result)}")
+    click.echo(f"{verb} {memory_head(result)}")
     for notice in result.notices:
         click.echo(f"memstore: {notice}", err=True)
 
@@ -267,7 +234,7 @@ def recall(
         if rank - 1 == weak:
             click.echo(f"    -- weaker matches (cosine below {WEAK_SIMILARITY}; "
                        "--min-similarity hides them) --")
-        click.echo(_hit_lines(rank, hit))
+        click.echo(hit_lines(rank, hit))
 
 
 @cli.command(short_help="Show one memory.")
@@ -282,7 +249,7 @@ def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(memory.to_dict())
         return
-    click.echo(_memory_line(memory))
+    click.echo(memory_head(memory))
     if memory.source:
         click.echo(f"source: {memory.source}")
     if memory.expires_at is not None:
@@ -340,8 +307,7 @@ def list_(
         emit_json([m.to_dict() for m in memories])
         return
     for memory in memories:
-        first = memory.text.strip().splitlines()[0]
-        click.echo(f"{_memory_line(memory)}  {first[:100]}")
+        click.echo(f"{memory_head(memory)}  {first_line(memory.text, 100)}")
 
 
 @cli.command(short_help="Forget a memory (a tombstone until purge).")
@@ -403,8 +369,7 @@ def purge(ctx: click.Context, dry_run: bool, yes: bool, as_json: bool) -> None:
 
 def _print_purge(items: Any) -> None:
     for item in items:
-        first = item.memory.text.strip().splitlines()[0]
-        click.echo(f"{item.reason:<9} {_memory_line(item.memory)}  {first[:80]}")
+        click.echo(f"{item.reason:<9} {memory_head(item.memory)}  {first_line(item.memory.text, 80)}")
 
 
 @cli.command(short_help="Counts, sizes, model and index state.")
@@ -534,15 +499,14 @@ def model(ctx: click.Context, as_json: bool) -> None:
 @handle_errors
 def path(ctx: click.Context, as_json: bool) -> None:
     """Show where the store keeps its files."""
-    from .. import config
-    from ..settings import config_path, load_settings
+    from ..settings import DB_FILENAME, cache_dir, config_path, home_dir, load_settings
 
-    home = config.home_dir(load_settings(ctx.obj["overrides"]).get("home"))
+    home = home_dir(load_settings(ctx.obj["overrides"]).get("home"))
     data = {
         "home": str(home),
-        "database": str(home / config.DB_FILENAME),
+        "database": str(home / DB_FILENAME),
         "index": str(home / "index"),
-        "cache": str(config.cache_dir()),
+        "cache": str(cache_dir()),
         "config": str(config_path()),
     }
     if as_json:
@@ -560,14 +524,13 @@ def path(ctx: click.Context, as_json: bool) -> None:
 def config_(ctx: click.Context, as_json: bool) -> None:
     """Show the effective settings and where each came from (the store directory as the
     path it resolves to)."""
-    from .. import config
-    from ..settings import config_path, load_settings
+    from ..settings import config_path, home_dir, load_settings
 
     settings = load_settings(ctx.obj["overrides"])
     entries = settings.to_dict()
     home = entries["home"]
     if home["value"] is None:  # the platform data directory: say which
-        home.update(value=str(config.home_dir(None)), source=f"{home['source']}: platform data dir")
+        home.update(value=str(home_dir(None)), source=f"{home['source']}: platform data dir")
     if as_json:
         emit_json({"file": str(config_path()), "settings": entries})
         return

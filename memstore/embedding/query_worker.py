@@ -30,7 +30,7 @@ Protocol (little-endian), one request per connection::
     request:  b"MSQW" version:u8 model_id_len:u16 text_len:u32 model_id text   (UTF-8)
     response: b"MSQW" status:u8 payload_len:u32 payload (OK: the float32 vector)
 
-Only ``embedder.py`` imports this module (and ``main`` runs in the worker process).
+Only ``fastembed.py`` imports this module (and ``main`` runs in the worker process).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import config
+from .. import settings
 
 __all__ = ["CLIENT_TIMEOUT", "QueryWorkerClient", "main", "serve", "stop_worker", "supported", "worker_pid"]
 
@@ -78,7 +78,7 @@ OK, WRONG_MODEL, BAD_REQUEST, FAILED = 0, 1, 2, 3
 # The worker's first line: the package directory this process imported memstore from replaces
 # sys.path[0] (the working directory, for ``python -c``), so the worker runs the same code.
 _BOOT = ("import sys; sys.path[0] = sys.argv[1]; "
-         "from memstore.query_worker import main; sys.exit(main(sys.argv[2:]))")
+         "from memstore.embedding.query_worker import main; sys.exit(main(sys.argv[2:]))")
 
 
 def supported() -> bool:
@@ -169,7 +169,7 @@ class QueryWorkerClient:
         self.idle_seconds = idle_seconds
         self.threads = threads
         self.timeout = timeout
-        self.paths = _Paths(directory or config.cache_dir() / DIR_NAME, model_id)
+        self.paths = _Paths(directory or settings.cache_dir() / DIR_NAME, model_id)
         self.absent = False
         #: the worker process this client started, if any
         self.process: Any = None
@@ -243,7 +243,7 @@ class QueryWorkerClient:
                 return False
             self._started = True
         try:
-            config.private_dir(self.paths.directory)
+            settings.private_dir(self.paths.directory)
             if not _directory_private(self.paths.directory) or not self._claim_start():
                 return False
             self._spawn()
@@ -272,7 +272,7 @@ class QueryWorkerClient:
         """Start the worker process (detached) and return its Popen."""
         import subprocess
 
-        package_root = str(Path(__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])
         args = [sys.executable, "-c", _BOOT, package_root,
                 "--directory", str(self.paths.directory), "--model-id", self.model_id,
                 "--model-dir", str(self.model_dir), "--dimension", str(self.dimension),
@@ -475,7 +475,7 @@ def serve(directory: Path, model_id: str, model_dir: Path, dimension: int, idle_
     listener, socket_inode = None, None
     try:
         _rotate_log(paths.log)
-        from .embedder import OnnxQueryEncoder
+        from .onnx_query import OnnxQueryEncoder
 
         encoder = OnnxQueryEncoder(model_dir, threads)
         probe = encoder.encode("memstore query worker")  # loads and warms the session
@@ -529,7 +529,7 @@ def worker_pid(model_id: str, directory: Path | None = None) -> int | None:
     """The pid of the worker serving ``model_id``, or None when none holds the lock."""
     import fcntl
 
-    paths = _Paths(directory or config.cache_dir() / DIR_NAME, model_id)
+    paths = _Paths(directory or settings.cache_dir() / DIR_NAME, model_id)
     try:
         fd = os.open(paths.lock, os.O_RDONLY)
     except OSError:

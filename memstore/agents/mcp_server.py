@@ -27,13 +27,14 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from pydantic import ConfigDict, Field, ValidationError
 from typing_extensions import TypedDict
 
-from . import __version__
-from .agent_hooks import project_scope
-from .errors import ConflictError, InvalidInputError, MemstoreError, ModelError, NotFoundError, StoreError
-from .models import CaptureResult, Hit, Memory
-from .settings import Settings, load_settings
-from .store import MemoryStore, open_store
-from .timeutil import now
+from ..errors import ConflictError, InvalidInputError, MemstoreError, ModelError, NotFoundError, StoreError
+from ..models import CaptureResult, Memory
+from ..render import hit_summary, memory_head, snippet
+from ..settings import Settings, load_settings
+from ..store import MemoryStore, open_store
+from ..timeutil import now
+from ..version import __version__
+from .hooks import project_scope
 
 __all__ = ["build_server", "serve"]
 
@@ -211,31 +212,11 @@ class _LazyStore:
 
 
 def _head(memory: Memory) -> str:
-    stamp = memory.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    parts = [memory.id, f"[{memory.namespace}]", stamp, *(f"#{t}" for t in memory.tags)]
-    if memory.deleted:
-        parts.append("(forgotten)")
-    if memory.superseded_by:
-        parts.append(f"(superseded by {memory.superseded_by})")
-    if memory.expires_at is not None:
-        until = memory.expires_at.astimezone().strftime("%Y-%m-%d %H:%M")
-        parts.append(f"(expired {until})" if memory.expired(now()) else f"(expires {until})")
-    return " ".join(parts)
+    return memory_head(memory)
 
 
-def _snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _hit_text(rank: int, hit: Hit) -> str:
-    evidence = []
-    if hit.keyword_rank is not None:
-        evidence.append(f"keyword #{hit.keyword_rank}")
-    if hit.vector_rank is not None and hit.similarity is not None:
-        evidence.append(f"vector #{hit.vector_rank} cos {hit.similarity:.2f}")
-    return (f"{rank}. {_head(hit.memory)} score {hit.score:.4f} ({', '.join(evidence)})\n"
-            f"   {_snippet(hit.memory.text)}")
+def _snippet(text: str) -> str:
+    return snippet(text, SNIPPET_CHARS)
 
 
 def _capture_text(result: CaptureResult, verb: str = "stored") -> str:
@@ -416,7 +397,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
                                   until=until, mode=mode,  # type: ignore[arg-type]
                                   min_similarity=min_similarity,
                                   **({} if all_projects else scope().filters))
-        text = "\n".join(_hit_text(rank, hit) for rank, hit in enumerate(hits, start=1))
+        text = "\n".join(hit_summary(rank, hit, SNIPPET_CHARS) for rank, hit in enumerate(hits, start=1))
         floor = min_similarity if min_similarity is not None else settings["recall.min_similarity"]
         return _result(text or "no memories found",
                        {"query": query, "mode": mode, "min_similarity": floor,
@@ -426,7 +407,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         """One memory with its whole text and metadata (forgotten and superseded ones too)."""
         with _tool_errors():
             memory = store().get(id)
-        return _result(f"{_head(memory)}\n{memory.text}", memory.to_dict())
+        return _result(f"{memory_head(memory, expiry=False)}\n{memory.text}", memory.to_dict())
 
     def update(
         id: Id,  # noqa: A002
@@ -452,8 +433,8 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         with _tool_errors():
             memory = store().update(id, text=text, tags=tags, metadata=metadata, **changes)
         if not memory.created:
-            return _result(f"nothing to change: {_head(memory)}", memory.to_dict())
-        return _result(f"updated {id} -> {_head(memory)}", memory.to_dict())
+            return _result(f"nothing to change: {memory_head(memory, expiry=False)}", memory.to_dict())
+        return _result(f"updated {id} -> {memory_head(memory, expiry=False)}", memory.to_dict())
 
     def forget(id: Id) -> Annotated[mcp_types.CallToolResult, MemoryOut]:  # noqa: A002
         """Forget a memory: it disappears from recall and list.
@@ -496,7 +477,9 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         with _tool_errors():
             memories = store().list(limit=limit, offset=offset, namespace=namespace, tags=tags,
                                     since=since, until=until, **({} if all_projects else scope().filters))
-        text = "\n".join(f"{_head(m)}\n   {_snippet(m.text)}" for m in memories)
+        text = "\n".join(
+            f"{memory_head(m, expiry=False)}\n   {snippet(m.text, SNIPPET_CHARS)}" for m in memories
+        )
         return _result(text or "no memories", {"memories": [m.to_dict() for m in memories]})
 
     def stats() -> Annotated[mcp_types.CallToolResult, StatsOut]:

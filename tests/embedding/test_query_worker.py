@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 import memstore
-from memstore import query_worker as qw
-from memstore.embedder import BUNDLED_MODEL_ID, FastEmbedder, OnnxQueryEncoder
+from memstore.embedding import BUNDLED_MODEL_ID, FastEmbedder
+from memstore.embedding import query_worker as qw
+from memstore.embedding.onnx_query import OnnxQueryEncoder
 
 pytestmark = pytest.mark.skipif(not qw.supported(), reason="no Unix sockets here")
 
