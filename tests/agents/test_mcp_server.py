@@ -400,7 +400,7 @@ def test_a_request_nested_too_deep_gets_an_error_reply_over_stdio(tmp_path: Path
     the server answers it with an error instead, and keeps serving."""
     from mcp.shared.exceptions import MCPError
 
-    from memstore.mcp_server import MAX_JSON_DEPTH
+    from memstore.agents.mcp_server import MAX_JSON_DEPTH
 
     deep: dict[str, Any] = {}
     for _ in range(150):
@@ -422,7 +422,7 @@ def test_a_request_nested_too_deep_gets_an_error_reply_over_stdio(tmp_path: Path
 
 
 def test_depth_scan_finds_the_top_level_id():
-    from memstore.mcp_server import _depth_and_id
+    from memstore.agents.mcp_server import _depth_and_id
 
     line = '{"jsonrpc": "2.0", "params": {"id": 9, "x": [[["]]]"]]]}, "id": "req-1"}'
     assert _depth_and_id(line) == (5, "req-1")
