@@ -36,7 +36,6 @@ CAPTURE_FIELDS = frozenset({
     "text", "namespace", "tags", "metadata", "source", "project", "branch", "expires_at", "ttl",
     "created_at",
 })
-DEFAULT_NAMESPACE = "default"
 
 
 class Capture:
@@ -68,7 +67,7 @@ class Capture:
         redacted: tuple[str, ...] = ()
         if self.redacting(redact):  # before hashing and embedding: no secret reaches the backend
             text, meta, redacted = redact_secrets(text, meta)
-        ns = clean_name(namespace, "namespace") or self.settings.get("default_namespace", DEFAULT_NAMESPACE)
+        ns = clean_name(namespace, "namespace") or self.settings.get("default_namespace")
         project = clean_name(project, "project")
         expires = expiry(expires_at, ttl)
         created = parse_time(created_at, field="created_at") if created_at is not None else None
