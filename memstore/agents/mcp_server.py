@@ -6,6 +6,11 @@ the first tool call and the embedding model loads on the first embed. Every tool
 structured JSON (``structuredContent``, described by an output schema) plus a short text
 rendering for hosts that only show text; library errors (:class:`memstore.MemstoreError`)
 become MCP tool errors (``isError`` results) whose text says what went wrong.
+
+Arguments are checked strictly: an argument a tool does not take is refused (an agent that
+misspells ``ttl`` must not get a memory that never expires), and a bad value is one line naming
+it, not the SDK's validation dump. Over stdio a request nested deeper than
+:data:`MAX_JSON_DEPTH` is answered with a JSON-RPC error before the SDK parses it.
 """
 
 # No `from __future__ import annotations`: the SDK reads the tool signatures at run time.
