@@ -28,7 +28,7 @@ from .models import CaptureResult, ImportResult, Memory, PurgedMemory, PurgeResu
 from .notices import collecting
 from .recall import Hits, Mode
 from .recall import recall as run_recall
-from .settings import Settings, home_dir, load_settings
+from .settings import DB_FILENAME, Settings, home_dir, load_settings
 from .storage import open_backend
 from .storage.base import Backend, Filter
 from .timeutil import format_ts, now, parse_time
@@ -603,15 +603,13 @@ def salvage_export(
     without writing to it. Returns ``{"exported", "unreadable", "cut_links", "database"}``.
     Version links to lost memories are cut (see :mod:`memstore.storage.sqlite.salvage`);
     vectors are left out (an import embeds)."""
-    from .storage.sqlite.salvage import salvage
+    from .storage import salvage
     from .transfer import export_memories
 
     settings = settings if settings is not None else load_settings()
-    from .settings import DB_FILENAME
-
     home = home_dir(path if path is not None else settings.get("home"))
     database = home / DB_FILENAME
-    report = salvage(database)
+    report = salvage(home)
     filters = {"salvaged_from": str(database), "unreadable_rows": report.unreadable}
     count = export_memories(report.memories, dest, filters)
     return {"exported": count, "unreadable": report.unreadable, "cut_links": report.cut_links,
