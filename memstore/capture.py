@@ -80,6 +80,16 @@ class Capture:
         )
         return row, redacted
 
+    def require_embedder(self) -> None:
+        """Resolve the embedder before anything is written: a chosen backend that is not
+        installed (or a model that cannot be found) refuses the capture, instead of storing
+        memories without vectors. (A model that fails while embedding still stores the memory,
+        without a vector and with a notice; ``reindex`` embeds it later.)"""
+        try:
+            self.embedding.embedder  # noqa: B018 - resolves it
+        except ModelError as exc:
+            raise ModelError(f"not stored: {exc}") from exc
+
     # -- new memories ------------------------------------------------------------------------
 
     def capture(self, text: str, *, supersedes: str | None = None, allow_duplicate: bool = False,
@@ -87,7 +97,8 @@ class Capture:
         if supersedes is not None:
             old = current_version(self.backend, clean_id(supersedes))
             fields["namespace"] = fields.get("namespace") or old.namespace
-            for name in ("project", "branch"):
+            # like update: what is not given is carried over from the old version
+            for name in ("project", "branch", "tags", "metadata", "source"):
                 if fields.get(name) is None:
                     fields[name] = getattr(old, name)
             fields.pop("created_at", None)
@@ -160,6 +171,7 @@ class Capture:
         vectors = None
         notices: tuple[str, ...] = ()
         if fresh and embed:
+            self.require_embedder()
             try:
                 vectors = self.embedding.embed([rows[i].text for i in fresh])
             except ModelError as exc:
@@ -225,6 +237,7 @@ class Capture:
             if stored is not None and stored[0] == model:
                 vector = stored[2]  # same text in the same scope: same vector
         if vector is None:
+            self.require_embedder()
             try:
                 vector = as_bytes(self.embedding.embed([row.text])[0])
             except ModelError as exc:

@@ -78,6 +78,10 @@ class CaptureResult(Memory):
     ``similarity`` at or above the near-duplicate threshold) was returned instead.
     ``redacted`` lists the kind of each secret replaced by a ``[REDACTED:<kind>]``
     marker before storing.
+
+    ``stored`` says whether the given text is in the store after the call: False only
+    for a near-duplicate refusal (``reason`` is then ``"near-duplicate"``); an exact
+    duplicate is already stored, so it is ``stored`` with ``created`` False.
     """
 
     created: bool = True
@@ -86,8 +90,20 @@ class CaptureResult(Memory):
     similarity: float | None = None
     redacted: tuple[str, ...] = field(default=())
 
+    @property
+    def stored(self) -> bool:
+        """False when nothing was stored because a near-duplicate is live."""
+        return self.near_duplicate_of is None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the text was not stored (``"near-duplicate"``), or None when it is stored."""
+        return None if self.stored else "near-duplicate"
+
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
+        data["stored"] = self.stored
+        data["reason"] = self.reason
         data["created"] = self.created
         data["notices"] = list(self.notices)
         data["near_duplicate_of"] = self.near_duplicate_of
@@ -141,7 +157,8 @@ class ImportResult:
     file; ``updated``: present, with a newer forgotten/superseded state taken from the file;
     ``merged``: the same text was already live under another id, so the imported one was
     stored as superseded by it; ``embedded``: vectors computed (the rest came from the
-    file); ``conflicts``: ids whose newer state could not be applied.
+    file); ``conflicts``: ids whose newer state could not be applied; ``indexed``: vectors in
+    the vector index once the import had brought it up to date (None: no index to build).
     """
 
     format: str
@@ -153,6 +170,7 @@ class ImportResult:
     embedded: int = 0
     conflicts: tuple[str, ...] = ()
     results: tuple[CaptureResult, ...] = ()
+    indexed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (what ``memstore import --json`` prints)."""
@@ -165,6 +183,7 @@ class ImportResult:
             "merged": self.merged,
             "embedded": self.embedded,
             "conflicts": list(self.conflicts),
+            "indexed": self.indexed,
         }
 
 

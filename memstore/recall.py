@@ -39,8 +39,11 @@ class Hits(list[Hit]):
     notices: tuple[str, ...] = ()
 
 
-def recall(backend: Backend, embedding: Embedding, query: str, limit: int, flt: Filter, mode: str) -> Hits:
-    """Run the legs ``mode`` asks for, fuse them, and return the hits still live."""
+def recall(backend: Backend, embedding: Embedding, query: str, limit: int, flt: Filter, mode: str,
+           *, min_similarity: float | None = None) -> Hits:
+    """Run the legs ``mode`` asks for, fuse them, and return the hits still live. With
+    ``min_similarity``, candidates whose cosine is known and below it are left out (not in
+    keyword mode, which measures no cosine)."""
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     depth = max(limit, LEG_DEPTH)
@@ -64,7 +67,11 @@ def recall(backend: Backend, embedding: Embedding, query: str, limit: int, flt: 
         {key: m.strength for key, m in matches.items()},
         similarity,
         [m.key for m in keyword] + [k for k, _ in vector],
-    )[:limit]
+    )
+    if min_similarity is not None and mode != "keyword":
+        floor = min_similarity
+        fused = [(key, score) for key, score in fused if similarity.get(key, floor) >= floor]
+    fused = fused[:limit]
     kw_rank = {m.key: r for r, m in enumerate(keyword, start=1)}
     vec_rank = {k: r for r, (k, _) in enumerate(vector, start=1)}
     memories = backend.memories_for([k for k, _ in fused])

@@ -106,6 +106,12 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("recall.limit", int, 10, "Hits `memstore recall` returns by default."),
         Setting(
+            "recall.min_similarity", float, None,
+            "Recall leaves out hits whose cosine similarity to the query is below this "
+            "(hybrid and semantic modes; unset: no floor). agent.min_similarity is the hooks' own.",
+            minimum=-1.0, maximum=1.0,
+        ),
+        Setting(
             "recall.mode", str, "hybrid", "Default recall mode.",
             choices=("hybrid", "keyword", "semantic"),
         ),

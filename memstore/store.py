@@ -28,13 +28,13 @@ from .models import CaptureResult, ImportResult, Memory, PurgedMemory, PurgeResu
 from .notices import collecting
 from .recall import Hits, Mode
 from .recall import recall as run_recall
-from .settings import Settings, home_dir, load_settings
+from .settings import DB_FILENAME, Settings, home_dir, load_settings
 from .storage import open_backend
 from .storage.base import Backend, Filter
 from .timeutil import format_ts, now, parse_time
-from .validate import clean_limit, clean_name, clean_namespaces, clean_query, clean_tags
+from .validate import clean_limit, clean_name, clean_namespaces, clean_query, clean_similarity, clean_tags
 
-__all__ = ["KEEP", "MemoryStore", "ModelMismatchWarning", "Progress", "open_store"]
+__all__ = ["KEEP", "MemoryStore", "ModelMismatchWarning", "Progress", "open_store", "salvage_export"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 #: Notices ``store.notices`` keeps per thread (the newest); each call's own are on its result.
@@ -180,7 +180,8 @@ class MemoryStore:
         ``ttl`` ("7d", a timedelta) or ``expires_at`` (a future time) make the memory
         expire: it leaves recall and list then, and ``purge`` deletes it.
         ``supersedes=ID`` stores the text as the new version of memory ID (like
-        :meth:`update`): its namespace, project and branch default to the old one's.
+        :meth:`update`): its namespace, project, branch, tags, metadata and source default to
+        the old one's (``tags=[]``/``metadata={}`` clear them).
         ``created_at`` says when it happened (default: now). ``embed=False`` stores it at once
         without a vector (no model is loaded, no near-duplicate check): keyword recall finds it
         immediately, and it gets its vector from :meth:`embed_pending`, which every recall
@@ -236,7 +237,21 @@ class MemoryStore:
         with ``text`` and optional fields as :meth:`capture_many`, or bare JSON strings,
         captured as new memories; ``namespace`` is their default; ``redact`` as in
         :meth:`capture` — an export is restored as it was). The whole file is checked
-        before anything is written."""
+        before anything is written. Once written, the vector index is brought up to date
+        (``result.indexed``), so the first recall after a big import does not build it."""
+        result = self._import(source, namespace=namespace, progress=progress, redact=redact)
+        if not (result.created or result.updated or result.merged):
+            return result
+        return replace(result, indexed=self._sync_index())
+
+    def _sync_index(self) -> int | None:
+        sync = getattr(self.backend, "sync_index", None)  # only backends with a derived index
+        if sync is None:
+            return None
+        return int(sync(self._embedding.model_id, self._embedding.dimension))
+
+    def _import(self, source: str | os.PathLike[str] | IO[str], *, namespace: str | None,
+                progress: Progress | bool | None, redact: bool | None) -> ImportResult:
         from .transfer import import_export
 
         head, items = exchange.parse(exchange.read_lines(source))
@@ -331,6 +346,7 @@ class MemoryStore:
         mode: Mode = "hybrid",
         project: str | Iterable[str | None] | None = None,
         branch: str | None = None,
+        min_similarity: float | None = None,
     ) -> Hits:
         """Memories most relevant to ``query``, best first.
 
@@ -339,14 +355,20 @@ class MemoryStore:
         only). Filters apply to both legs. Each Hit carries the fused score and the per-leg
         evidence. ``project`` is one project or several (``None`` in the list means memories
         with no project; ``project=None`` means every project); ``branch`` keeps one branch's.
+        ``min_similarity`` (default: the ``recall.min_similarity`` setting; unset: none) leaves
+        out hits whose cosine to the query is below it; it does not apply in keyword mode, nor
+        to a keyword hit whose memory has no vector yet (nothing to measure).
         The result is a list (``Hits``) whose ``notices`` say what the call did on the way.
         """
         query = clean_query(query)
         limit = clean_limit(limit)
+        floor = clean_similarity(
+            min_similarity if min_similarity is not None else self.settings.get("recall.min_similarity")
+        )
         flt = _scoped(self._filter(namespace, tags, since, until), project, branch)
         if mode in ("hybrid", "semantic"):
             self._embed_pending_before_recall()
-        return run_recall(self.backend, self._embedding, query, limit, flt, mode)
+        return run_recall(self.backend, self._embedding, query, limit, flt, mode, min_similarity=floor)
 
     def _embed_pending_before_recall(self) -> None:
         """Vectors for memories captured with deferred embedding, before a vector search.
@@ -519,6 +541,12 @@ class MemoryStore:
         data["pending_embeddings"] = backend.pending_count()
         data["model"] = self.model_info().to_dict()
         data.update(backend.describe(model_id, self._embedding.dimension))
+        index = data.get("index")
+        if isinstance(index, dict) and "vectors" in index:
+            # the saved index as it is on disk: does it reflect every stored vector already?
+            index["stored_vectors"] = data["embeddings"].get(model_id, 0)
+            index["up_to_date"] = (index["stored_vectors"] == 0 and not index["vectors"]) or (
+                index.get("reflects_op") == index.get("log_head"))
         return data
 
 
@@ -564,3 +592,27 @@ def open_store(
     ``embedder`` replaces the resolved model (e.g. a deterministic fake in tests);
     ``settings`` replaces the settings loaded from the config file and environment."""
     return MemoryStore(path, embedder=embedder, model_dir=model_dir, settings=settings)
+
+
+def salvage_export(
+    dest: str | os.PathLike[str] | IO[str],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Write every memory still readable from a damaged store (in ``path``, default the
+    ``home`` setting) as an export to ``dest``, without opening the store for use and
+    without writing to it. Returns ``{"exported", "unreadable", "cut_links", "database"}``.
+    Version links to lost memories are cut (see :mod:`memstore.storage.sqlite.salvage`);
+    vectors are left out (an import embeds)."""
+    from .storage import salvage
+    from .transfer import export_memories
+
+    settings = settings if settings is not None else load_settings()
+    home = home_dir(path if path is not None else settings.get("home"))
+    database = home / DB_FILENAME
+    report = salvage(home)
+    filters = {"salvaged_from": str(database), "unreadable_rows": report.unreadable}
+    count = export_memories(report.memories, dest, filters)
+    return {"exported": count, "unreadable": report.unreadable, "cut_links": report.cut_links,
+            "database": str(database)}

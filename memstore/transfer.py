@@ -23,7 +23,7 @@ from .storage.base import Backend, Filter
 from .timeutil import format_ts
 from .version import __version__
 
-__all__ = ["export_jsonl", "import_export"]
+__all__ = ["export_jsonl", "export_memories", "import_export"]
 
 
 def export_jsonl(backend: Backend, dest: str | os.PathLike[str] | IO[str], flt: Filter,
@@ -41,6 +41,18 @@ def export_jsonl(backend: Backend, dest: str | os.PathLike[str] | IO[str], flt: 
                     record["supersedes"] = record["superseded_by"] = None
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
     return len(keys)
+
+
+def export_memories(memories: list[Memory], dest: str | os.PathLike[str] | IO[str],
+                    filters: dict[str, Any]) -> int:
+    """Write ``memories`` (already read, e.g. salvaged from a damaged file) as an export,
+    without vectors; returns how many lines were written."""
+    with text_sink(dest) as out:
+        head = exchange.header(len(memories), vectors=False, filters=filters, version=__version__)
+        out.write(json.dumps(head, ensure_ascii=False) + "\n")
+        for memory in memories:
+            out.write(json.dumps(exchange.encode_memory(memory), ensure_ascii=False) + "\n")
+    return len(memories)
 
 
 def import_export(backend: Backend, embedding: Embedding, records: list[exchange.ExportRecord],

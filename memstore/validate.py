@@ -14,7 +14,10 @@ from typing import Any
 from . import limits
 from .errors import InvalidInputError
 
-__all__ = ["clean_metadata", "clean_name", "clean_namespaces", "clean_query", "clean_tags", "clean_text"]
+__all__ = [
+    "clean_metadata", "clean_name", "clean_namespaces", "clean_query", "clean_similarity", "clean_tags",
+    "clean_text",
+]
 
 
 def _has_control(value: str, allow_newlines: bool) -> bool:
@@ -115,6 +118,18 @@ def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
             f"metadata is {size:,} bytes as JSON; the limit is {limits.MAX_METADATA_BYTES:,}"
         )
     return json.loads(encoded)
+
+
+def clean_similarity(value: Any, *, field: str = "min_similarity") -> float | None:
+    """A cosine similarity floor in [-1, 1], or None (no floor)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"{field} must be a number, not {type(value).__name__}")
+    value = float(value)
+    if not -1.0 <= value <= 1.0:  # also refuses NaN
+        raise InvalidInputError(f"{field} must be between -1 and 1, not {value}")
+    return value
 
 
 def clean_limit(limit: Any, *, maximum: int = 1000) -> int:

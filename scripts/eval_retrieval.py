@@ -17,13 +17,19 @@ cached on disk), so reruns take a few minutes; the first run embeds 5,183 abstra
 turns (much longer on 2 cores). Ingest time therefore measures the store with vectors at hand. Query
 vectors are computed live by default, so query times include embedding the query
 (``--cached-queries`` skips that for quick reruns). Timings are medians on a shared machine:
-compare them within one run.
+compare them within one run. The ingest line says how many texts were embedded during ingest
+and how many vectors came from the cache.
+
+``--sample N`` evaluates N questions of each dataset, drawn with ``--seed`` (LoCoMo: only the
+conversations holding sampled questions are built), for a quick check; the figures of
+docs/retrieval.md are full runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -75,6 +81,8 @@ class Run:
         self.times: dict[str, list[float]] = {}
         self.ingest_seconds = 0.0
         self.ingested = 0
+        self.embedded = 0  # texts the model embedded during ingest (the rest came from the cache)
+        self.sampled: tuple[int, int] | None = None  # (questions evaluated, questions in the set)
 
     def add(self, system: str, ranked: list[str], relevant: frozenset[str], seconds: float,
             group: str | None = None) -> None:
@@ -102,6 +110,8 @@ class Run:
             },
             "ingest_seconds": self.ingest_seconds,
             "memories": self.ingested,
+            "embedded_during_ingest": self.embedded,
+            "sample": list(self.sampled) if self.sampled else None,
         }
 
 
@@ -110,12 +120,15 @@ def ranked_ids(hits: list[Any], units: dict[str, list[str]]) -> list[str]:
     return [unit for hit in hits for unit in units[hit.memory.id]]
 
 
-def ingest(store: Any, items: list[tuple[str, str]], run: Run) -> dict[str, list[str]]:
+def ingest(store: Any, items: list[tuple[str, str]], run: Run,
+           cached: CachingEmbedder) -> dict[str, list[str]]:
     """Capture ``(unit id, text)`` pairs; returns memory id → unit ids."""
+    misses = cached.misses
     start = time.perf_counter()
     results = store.capture_many([text for _, text in items], progress=sys.stderr.isatty())
     run.ingest_seconds += time.perf_counter() - start
     run.ingested += len(items)
+    run.embedded += cached.misses - misses
     units: dict[str, list[str]] = {}
     for (unit, _), result in zip(items, results, strict=True):
         units.setdefault(result.id, []).append(unit)
@@ -151,25 +164,33 @@ def eval_locomo(args: argparse.Namespace, cached: CachingEmbedder, embedder: Any
         "MRR@10": lambda r, rel: mrr_at(r, rel, 10),
     })
     conversations = load_locomo(args.eval_dir)
-    for conv in conversations:
+    everything = [(c, i) for c, conv in enumerate(conversations) for i in range(len(conv.questions))]
+    chosen = set(everything)
+    if args.sample is not None:
+        chosen = set(random.Random(args.seed).sample(everything, min(args.sample, len(everything))))
+        run.sampled = (len(chosen), len(everything))
+    for c, conv in enumerate(conversations):
+        asked = [q for i, q in enumerate(conv.questions) if (c, i) in chosen]
+        if not asked:
+            continue
         items = [(dia, text) for dia, text, _ in conv.turns]
         with open_store(work / "locomo" / conv.sample_id, embedder) as store:
-            units = ingest(store, items, run)
+            units = ingest(store, items, run, cached)
             reference = None
             if "reference" in args.systems:
                 texts = [text for _, text in items]
                 reference = ReferenceRetriever([dia for dia, _ in items], texts, cached.embed(texts))
-            questions = [(q.text, q.evidence, CATEGORIES[q.category]) for q in conv.questions]
+            questions = [(q.text, q.evidence, CATEGORIES[q.category]) for q in asked]
             query_all(store, units, reference, cached, questions, 10, run, args.systems)
-        print(f"  {conv.sample_id}: {len(items)} turns, {len(conv.questions)} questions",
-              file=sys.stderr)
+        print(f"  {conv.sample_id}: {len(items)} turns, {len(asked)} questions", file=sys.stderr)
+    asked_all = [conversations[c].questions[i] for c, i in sorted(chosen)]
     run.info = {  # type: ignore[attr-defined]
-        "conversations": len(conversations),
-        "turns": sum(len(c.turns) for c in conversations),
-        "questions": sum(len(c.questions) for c in conversations),
-        "pairs": sum(len(q.evidence) for c in conversations for q in c.questions),
-        "by_category": {CATEGORIES[n]: sum(q.category == n for c in conversations for q in c.questions)
-                        for n in CATEGORIES},
+        "conversations": len({c for c, _ in chosen}),
+        "turns": sum(len(conversations[c].turns) for c in {c for c, _ in chosen}),
+        "questions": len(asked_all),
+        "pairs": sum(len(q.evidence) for q in asked_all),
+        "by_category": {CATEGORIES[n]: count for n in CATEGORIES
+                        if (count := sum(q.category == n for q in asked_all))},
     }
     return run
 
@@ -180,17 +201,32 @@ def eval_scifact(args: argparse.Namespace, cached: CachingEmbedder, embedder: An
         "R@100": lambda r, rel: recall_at(r, rel, 100),
     })
     data = load_scifact(args.eval_dir)
+    queries = list(data.queries)
+    if args.sample is not None:
+        queries = random.Random(args.seed).sample(queries, min(args.sample, len(queries)))
+        run.sampled = (len(queries), len(data.queries))
     with open_store(work / "scifact", embedder) as store:
-        units = ingest(store, data.docs, run)
+        units = ingest(store, data.docs, run, cached)
         reference = None
         if "reference" in args.systems:
             texts = [text for _, text in data.docs]
             reference = ReferenceRetriever([d for d, _ in data.docs], texts, cached.embed(texts))
-        questions = [(text, data.qrels[qid], None) for qid, text in data.queries]
+        questions = [(text, data.qrels[qid], None) for qid, text in queries]
         query_all(store, units, reference, cached, questions, 100, run, args.systems)
     run.info = {"docs": len(data.docs), "queries": len(data.queries),  # type: ignore[attr-defined]
                 "judgments": sum(len(v) for v in data.qrels.values())}
     return run
+
+
+def ingest_line(run: Run) -> str:
+    """What ingest cost, and whether the model ran during it (embedded) or the cache answered."""
+    cached = run.ingested - run.embedded
+    line = (f"ingest: {run.ingested:,} memories in {run.ingest_seconds:.1f} s "
+            f"({run.ingested / max(run.ingest_seconds, 1e-9):,.0f}/s; "
+            f"{run.embedded:,} texts embedded, {cached:,} vectors from the cache)")
+    if run.sampled:
+        line += f"\nsample: {run.sampled[0]:,} of {run.sampled[1]:,} questions (--seed to redraw)"
+    return line
 
 
 def print_table(run: Run, systems: Sequence[str], names: Sequence[str], extra: str = "") -> None:
@@ -238,7 +274,13 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where the evaluation stores are built (default: a temporary directory)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--sample", type=int, default=None, metavar="N",
+                        help="evaluate N randomly drawn questions per dataset (a quick check; "
+                             "LoCoMo builds only the conversations they come from)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of --sample (default 0)")
     args = parser.parse_args()
+    if args.sample is not None and args.sample < 1:
+        parser.error("--sample must be at least 1")
     if not args.eval_dir.is_dir():
         parser.error(f"no evaluation data at {args.eval_dir} (pass --eval-dir)")
 
@@ -261,8 +303,7 @@ def main() -> None:
             print()
             print_groups(run, args.systems, "R@10", groups)
             print_groups(run, args.systems, "nDCG@10", groups)
-            print(f"ingest: {run.ingested:,} memories in {run.ingest_seconds:.1f} s "
-                  f"({run.ingested / run.ingest_seconds:,.0f}/s, vectors cached)")
+            print(ingest_line(run))
             report["locomo"] = run.to_dict() | {"info": info}
         if "scifact" in args.datasets:
             run = eval_scifact(args, cached, embedder, work)
@@ -270,8 +311,7 @@ def main() -> None:
             print(f"\nBEIR SciFact: {info['docs']:,} abstracts (one store), {info['queries']} test "
                   f"queries, {info['judgments']} judgments")
             print_table(run, args.systems, ["nDCG@10", "R@100"])
-            print(f"ingest: {run.ingested:,} memories in {run.ingest_seconds:.1f} s "
-                  f"({run.ingested / run.ingest_seconds:,.0f}/s, vectors cached)")
+            print(ingest_line(run))
             report["scifact"] = run.to_dict() | {"info": info}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -47,7 +47,8 @@ def test_cjk_recall(run):
     for query, expected in cases:
         hits = json.loads(run("recall", query, "--mode", "keyword", "--json").stdout)
         assert len(hits) == 1 and expected in hits[0]["text"], query
-    assert "東京の天気" in run("recall", "天気").stdout.splitlines()[1]
+    lines = [line for line in run("recall", "天気").stdout.splitlines() if "weaker matches" not in line]
+    assert "東京の天気" in lines[1]
 
 
 def test_stdin_newline_is_not_part_of_the_memory(run):
@@ -68,7 +69,9 @@ def test_get_list_forget_purge(run):
     assert json.loads(run("list", "--json").stdout) == []
     assert [x["id"] for x in json.loads(run("list", "--deleted", "--json").stdout)] == [m["id"]]
     assert "would purge 1" in run("purge", "--dry-run").stdout
-    assert json.loads(run("purge", "--json").stdout)["purged"] == 1
+    refused = run("purge", "--json", code=2)  # stdin is not a terminal: it needs --yes
+    assert "purge deletes 1 memories for good: pass --yes" in refused.stderr
+    assert json.loads(run("purge", "--yes", "--json").stdout)["purged"] == 1
     run("get", m["id"], code=1)
 
 
@@ -148,3 +151,140 @@ def test_python_m_memstore_real_model(tmp_path, model_cache):
     hits = json.loads(memstore("recall", "why were the tests unstable", "--json"))
     assert hits[0]["text"].startswith("Flaky CI")
     assert json.loads(memstore("model", "--json"))["source"] == "bundled"
+
+
+def test_recall_list_history_nl_print_one_object_per_line(run):
+    first = json.loads(run("capture", "the deploy runs the migrations first", "--json").stdout)
+    run("capture", "the deploy pipeline is in the ops repository")
+    run("update", first["id"], "the deploy runs the database migrations first")
+    for args in (("recall", "deploy"), ("list",), ("history", first["id"])):
+        pretty = json.loads(run(*args, "--json").stdout)
+        lines = run(*args, "--nl").stdout.splitlines()
+        assert len(lines) == len(pretty) == 2, args
+        assert [json.loads(line) for line in lines] == pretty
+
+
+def test_recall_min_similarity_and_the_weak_hits_line(run):
+    run("capture", "the deploy pipeline runs the integration tests first")
+    run("capture", "lunch is served at noon in the cafeteria")
+    query = "deploy pipeline integration tests"
+    hits = json.loads(run("recall", query, "--mode", "semantic", "--json").stdout)
+    sims = sorted(h["similarity"] for h in hits)
+    assert sims[0] < 0.3 <= sims[1]
+    out = run("recall", "deploy pipeline integration tests", "--mode", "semantic").stdout.splitlines()
+    marker = [i for i, line in enumerate(out) if "weaker matches (cosine below 0.3" in line]
+    assert len(marker) == 1 and out[marker[0] - 2].lstrip().startswith("1.")
+    assert out[marker[0] + 1].lstrip().startswith("2.") and "lunch" in out[marker[0] + 2]
+    floored = json.loads(run("recall", "deploy pipeline integration tests", "--mode", "semantic",
+                             "--min-similarity", "0.3", "--json").stdout)
+    assert [h["similarity"] for h in floored] == [sims[1]]
+    assert "weaker" not in run("recall", "deploy", "--mode", "keyword").stdout
+    run("recall", "x", "--min-similarity", "2", code=2)
+
+
+def test_meta_json_gives_typed_values(run):
+    m = json.loads(run("capture", "a typed memory", "--meta-json", '{"n": 5, "ok": true}', "--meta", "s=5",
+                       "--json").stdout)
+    assert m["metadata"] == {"n": 5, "ok": True, "s": "5"}
+    new = json.loads(run("update", m["id"], "--meta-json", '{"n": 6}', "--json").stdout)
+    assert new["metadata"] == {"n": 6}
+    assert "must be a JSON object" in run("capture", "x", "--meta-json", "[1]", code=2).stderr
+    assert "not JSON" in run("capture", "x", "--meta-json", "{n: 1}", code=2).stderr
+
+
+def test_config_shows_the_resolved_home(run, monkeypatch):
+    from memstore.settings import home_dir
+
+    monkeypatch.delenv("MEMSTORE_HOME")
+    out = run("config").stdout
+    assert f"home = {str(home_dir(None))!r}  (default: platform data dir)" in out
+    data = json.loads(run("config", "--json").stdout)
+    assert data["settings"]["home"]["value"] == str(home_dir(None))
+
+
+def _commands(group, prefix=()):
+    import click
+
+    for name, command in group.commands.items():
+        yield (*prefix, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
+
+
+def test_help_summaries_are_whole_sentences_and_main_commands_have_examples(run):
+    import click
+
+    for path, command in [((), cli), *_commands(cli)]:
+        if isinstance(command, click.Group):
+            out = CliRunner().invoke(cli, [*path, "--help"], terminal_width=80).stdout
+            listed = out.split("Commands:", 1)[1]
+            assert "..." not in listed, (path, listed)
+    for name in ("capture", "recall", "list", "purge", "import", "export", "update"):
+        assert "Examples:" in run(name, "--help").stdout, name
+    assert "Exit status" in run("--help").stdout and "_MEMSTORE_COMPLETE" in run("--help").stdout
+
+
+def test_purge_asks_on_a_terminal(tmp_path):
+    """On a terminal purge lists what would go and asks; "n" keeps everything."""
+    import os
+    import pty
+
+    import memstore
+
+    home = tmp_path / "store"
+    with memstore.open(home, embedder=memstore.HashEmbedder()) as store:
+        store.forget(store.capture("to be purged maybe").id)
+    env = {**os.environ, "MEMSTORE_HOME": str(home)}
+    for answer, expected, remaining in ((b"n\n", b"nothing purged", 1), (b"y\n", b"purged 1 memories", 0)):
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: memstore on the pty
+            os.execve(sys.executable, [sys.executable, "-m", "memstore", "purge"], env)
+        out = b""
+        while b"[y/N]" not in out:
+            out += os.read(fd, 1024)
+        assert b"to be purged maybe" in out and b"Delete these 1 memories for good?" in out
+        os.write(fd, answer)
+        while True:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.waitpid(pid, 0)
+        assert expected in out
+        with memstore.open(home, embedder=memstore.HashEmbedder()) as store:
+            assert len(store.list(deleted=True)) == remaining
+
+
+def test_an_embedder_that_cannot_be_had_refuses_the_capture(run, tmp_path, monkeypatch):
+    """A chosen backend that is missing stores nothing (it used to store memories without
+    vectors and exit 0)."""
+    monkeypatch.setenv("MEMSTORE_EMBEDDER", "fastembed")
+    monkeypatch.setenv("MEMSTORE_MODEL_DIR", str(tmp_path / "no-such-model"))
+    err = run("capture", "stored only with a vector", code=1).stderr
+    assert err.startswith("Error: not stored: model directory") and "does not exist" in err
+    run("import", "-", input='{"text": "imported only with a vector"}\n', code=1)
+    monkeypatch.setenv("MEMSTORE_EMBEDDER", "hash")
+    monkeypatch.delenv("MEMSTORE_MODEL_DIR")
+    assert json.loads(run("list", "--json").stdout) == []
+
+
+def test_import_reports_progress_without_a_terminal_and_leaves_the_index_built(run, tmp_path):
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(json.dumps({"text": f"imported note {i} about topic {i % 7}"}) + "\n"
+                            for i in range(40)))
+    before = json.loads(run("stats", "--json").stdout)["index"]
+    assert before["up_to_date"] is True and before["stored_vectors"] == 0
+    result = run("import", str(path))
+    assert "memstore: importing: 40/40 (100%)" in result.stderr  # stderr is not a terminal here
+    assert result.stdout.strip() == (
+        "read 40, stored 40, already present 0; vector index up to date (40 vectors)")
+    index = json.loads(run("stats", "--json").stdout)["index"]
+    assert index["vectors"] == index["stored_vectors"] == 40 and index["up_to_date"] is True
+    assert "the saved index holds 40 (up to date)" in run("stats").stdout
+    run("capture", "one more after the import")
+    index = json.loads(run("stats", "--json").stdout)["index"]
+    assert index["stored_vectors"] == 41 and index["up_to_date"] is False  # the truth: behind by one
+    assert "behind the database" in run("stats").stdout

@@ -136,8 +136,9 @@ def test_gc_branches_cli(tmp_path, run, monkeypatch):
     run("import-git", "--all")
     repo.git("branch", "-q", "-D", "spike")
     run("gc", code=2)
-    dry = run("gc", "--branches").stdout
+    dry = run("gc", "--branches", "--dry-run").stdout
     assert "would forget 1" in dry and "spike that went nowhere" in dry
+    assert "gc would forget 1 commit memories: pass --yes" in run("gc", "--branches", code=2).stderr
     assert len(json.loads(run("list", "--json").stdout)) == 2
     data = json.loads(run("gc", "--branches", "--yes", "--json").stdout)
     assert len(data["forgotten"]) == 1 and data["dry_run"] is False
@@ -163,3 +164,18 @@ def test_help(run):
     for command in (("hooks",), ("hooks", "install"), ("hooks", "uninstall"), ("hooks", "status"),
                     ("hooks", "run"), ("gc",), ("import-git",)):
         assert "Usage:" in run(*command, "--help").stdout
+
+
+def test_hooks_install_bakes_memstore_home_from_the_environment(tmp_path, run, monkeypatch):
+    """git runs hooks from other shells (an IDE, a GUI) without this MEMSTORE_HOME: the home
+    in force at install time is baked into the hook, like --home."""
+    repo = GitRepo(tmp_path / "r")
+    monkeypatch.chdir(repo.path)
+    chosen = tmp_path / "chosen-store"
+    monkeypatch.setenv("MEMSTORE_HOME", str(chosen))
+    run("hooks", "install")
+    hook = (repo.path / ".git" / "hooks" / "post-commit").read_text()
+    assert f"--home {chosen.resolve()}" in hook
+    sha = repo.commit("lands in the chosen store", {"a": "1"}, env={"MEMSTORE_HOME": str(tmp_path / "x")})
+    listed = json.loads(run("--home", str(chosen), "list", "--json").stdout)
+    assert [m["metadata"]["commit"] for m in listed] == [sha]

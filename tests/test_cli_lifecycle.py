@@ -78,11 +78,14 @@ def test_capture_supersedes_ttl_and_expiry_display(run):
 
 def test_capture_near_duplicate_and_allow(run):
     first = capture(run, "Use ruff for linting the Python code")
-    result = run("capture", "use RUFF for linting, the python code!")
+    result = run("capture", "use RUFF for linting, the python code!", code=3)  # not stored: its own status
     assert result.stdout.startswith("similar memory already stored (cosine 1.000)")
     assert first["id"] in result.stdout and "--allow-duplicate" in result.stderr
-    data = capture(run, "use RUFF for linting, the python code!")
+    data = json.loads(run("capture", "use RUFF for linting, the python code!", "--json", code=3).stdout)
     assert data["near_duplicate_of"] == first["id"] and data["created"] is False
+    assert data["stored"] is False and data["reason"] == "near-duplicate"
+    again = capture(run, "Use ruff for linting the Python code")  # exact: already stored, status 0
+    assert again["stored"] is True and again["created"] is False and again["reason"] is None
     forced = capture(run, "use RUFF for linting, the python code!", "--allow-duplicate")
     assert forced["created"] and forced["id"] != first["id"]
 
@@ -99,7 +102,7 @@ def test_forget_restore_purge_and_expired(run, tmp_path):
     assert "forgotten" in dry and b["id"] in dry and "would purge 1 memories" in dry
     data = json.loads(run("purge", "--dry-run", "--json").stdout)
     assert data["would_purge"] == 1 and data["memories"][0]["reason"] == "forgotten"
-    assert json.loads(run("purge", "--json").stdout)["purged"] == 1
+    assert json.loads(run("purge", "--yes", "--json").stdout)["purged"] == 1
     assert "no memory with id" in run("restore", b["id"], code=1).stderr
     assert json.loads(run("list", "--expired", "--json").stdout) == []
 

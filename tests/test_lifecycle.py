@@ -130,12 +130,17 @@ def test_update_bad_input_changes_nothing(store):
 
 
 def test_capture_supersedes(store):
-    old = store.capture("Lunch is at noon", namespace="office", tags=["food"])
+    old = store.capture("Lunch is at noon", namespace="office", tags=["food"], metadata={"floor": 3},
+                        source="memo")
     new = store.capture("Lunch moved to 12:30", supersedes=old.id)
     assert new.created and new.supersedes == old.id
-    assert new.namespace == "office" and new.tags == ()
+    # like update, what is not given is kept: tags, metadata, source (and the scope)
+    assert (new.namespace, new.tags, new.metadata, new.source) == ("office", ("food",), {"floor": 3}, "memo")
+    newer = store.capture("Lunch moved to 13:15", supersedes=new.id, tags=["canteen"], metadata={})
+    assert (newer.tags, newer.metadata, newer.source) == (("canteen",), {}, "memo")
+    new = store.get(new.id)
     assert store.get(old.id).superseded_by == new.id
-    assert ids(store.history(old.id)) == [old.id, new.id]
+    assert ids(store.history(old.id)) == [old.id, new.id, newer.id]
     with pytest.raises(memstore.ConflictError):
         store.capture("Lunch moved to 13:00", supersedes=old.id)
 

@@ -10,7 +10,7 @@ from .util import emit_json, handle_errors, json_opt, open_from_context
 __all__ = ["verify"]
 
 
-@click.command()
+@click.command(short_help="Check that the store's files agree; --repair.")
 @click.option("--repair", is_flag=True,
               help="Rebuild what can be rebuilt from SQLite (full-text index, tag table, missing "
                    "vectors, vector index). Never touches a database that fails integrity_check.")
@@ -35,9 +35,12 @@ def verify(ctx: click.Context, repair: bool, quick: bool, as_json: bool) -> None
         _print_checks(report.checks)
         if report.ok:
             click.echo("all checks passed")
-        elif repair and report.checks[0].ok is False:
-            click.echo("not repaired: the database fails the SQLite integrity check; memstore does not "
-                       "modify it — restore memstore.db from a backup", err=True)
+        elif report.checks[0].ok is False:
+            verb = "not repaired" if repair else "damaged"
+            click.echo(f"{verb}: the database fails the SQLite integrity check and memstore does not "
+                       "modify it; `memstore export --salvage -o FILE` gets out every readable "
+                       "memory (then import FILE into a new store), or restore memstore.db from a backup",
+                       err=True)
         else:
             hint = "" if repair else " (memstore verify --repair fixes what can be rebuilt)"
             click.echo(f"problems remain{hint}", err=True)

@@ -19,31 +19,35 @@ from .util import emit_json, handle_errors, json_opt
 __all__ = ["AGENT_COMMANDS"]
 
 
-@click.command()
+@click.command(short_help="Serve the store to agents over MCP (stdio).")
 @click.pass_context
 @handle_errors
 def mcp(ctx: click.Context) -> None:
     """Serve the store to agents over MCP on stdin/stdout.
 
-    Tools: capture, recall, get, update, forget, list, stats. Needs the mcp extra
-    (pip install 'memstore[mcp]'). The store opens on the first tool call and the model
-    loads on the first embed, so the handshake is quick.
+    Tools: capture, recall, get, update, forget, restore, history, list, stats. Needs
+    the mcp extra (pip install 'memstore[mcp]'). The store opens on the first tool call
+    and the model loads on the first embed, so the handshake is quick. SIGINT or the end
+    of stdin stops it (exit status 0).
     """
     from ..settings import load_settings
 
     settings = load_settings(ctx.obj["overrides"])
     try:
-        from ..agents.mcp_server import serve
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] in ("mcp", "mcp_types", "pydantic", "typing_extensions"):
-            raise click.ClickException(
-                "the MCP server needs the mcp extra: pip install 'memstore[mcp]'"
-            ) from exc
-        raise
-    serve(settings)
+        try:
+            from ..agents.mcp_server import serve
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] in ("mcp", "mcp_types", "pydantic", "typing_extensions"):
+                raise click.ClickException(
+                    "the MCP server needs the mcp extra: pip install 'memstore[mcp]'"
+                ) from exc
+            raise
+        serve(settings)
+    except KeyboardInterrupt:  # the host stopping its server (SIGINT): a clean, quiet exit
+        ctx.exit(0)
 
 
-@click.command(name="agent-hook")
+@click.command(name="agent-hook", short_help="Print memory context for an assistant hook.")
 @click.argument("event", type=click.Choice(["session-start", "prompt"]))
 @click.option("--budget", type=int, metavar="CHARS",
               help="Most characters of context [setting agent.context_chars: 2000].")
@@ -93,7 +97,7 @@ def agent_hook(ctx: click.Context, event: str, budget: int | None, mode: str | N
         os._exit(0)
 
 
-@click.group()
+@click.group(short_help="Connect coding assistants (hooks and MCP).")
 def agent() -> None:
     """Connect coding assistants to memstore (hooks and MCP)."""
 
@@ -110,7 +114,7 @@ def _target(user: bool):  # noqa: ANN202
     return settings_path("user" if user else "project")
 
 
-@agent.command()
+@agent.command(short_help="Install the assistant hooks (e.g. claude-code).")
 @click.argument("assistant", type=click.Choice(["claude-code"]))
 @scope_opt
 @click.option("--command", "base", metavar="CMD",
@@ -141,7 +145,7 @@ def install(assistant: str, user: bool, base: str | None, print_only: bool, as_j
     click.echo(f"{verb}: memstore hooks ({', '.join(result.commands)}) in {path}")
 
 
-@agent.command()
+@agent.command(short_help="Remove the assistant hooks; others stay.")
 @click.argument("assistant", type=click.Choice(["claude-code"]))
 @scope_opt
 @json_opt
@@ -158,7 +162,7 @@ def uninstall(assistant: str, user: bool, as_json: bool) -> None:
     click.echo(f"removed memstore hooks from {path}" if result.changed else f"no memstore hooks in {path}")
 
 
-@agent.command()
+@agent.command(short_help="Where the hooks are and their last errors.")
 @click.option("--lines", default=5, show_default=True, type=click.IntRange(0),
               help="Last lines of the hook log to show.")
 @json_opt

@@ -6,6 +6,7 @@ Each command parses, makes one library call (``git.hooks``, ``git.capture``), an
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from ..git import hooks as hooklib
 from ..git import repo as gitscope
 from ..render import commit_line
 from ..timeutil import parse_time
-from .util import emit_json, handle_errors, json_opt, open_from_context, progress_bar
+from .util import confirmed, emit_json, handle_errors, json_opt, open_from_context, progress_bar
 
 __all__ = [
     "GIT_COMMANDS",
@@ -35,13 +36,18 @@ repo_opt = click.option(
 
 
 def _global_args(ctx: click.Context) -> list[str]:
-    """The memstore options given on this command line, for a hook to run memstore the same way."""
-    overrides = ctx.find_root().obj.get("overrides", {})
+    """The memstore options this command runs with (``--home``/``--model-dir`` flags, or
+    ``MEMSTORE_HOME``/``MEMSTORE_MODEL_DIR`` in the environment), for a hook to run memstore
+    the same way: git starts hooks without this shell's environment variables. A value from
+    the config file is left to the config file."""
+    from ..settings import load_settings
+
+    settings = load_settings(ctx.find_root().obj.get("overrides", {}))
     args: list[str] = []
-    if overrides.get("home"):
-        args += ["--home", str(Path(overrides["home"]).expanduser().resolve())]
-    if overrides.get("model_dir"):
-        args += ["--model-dir", str(Path(overrides["model_dir"]).expanduser().resolve())]
+    for name, flag in (("home", "--home"), ("model_dir", "--model-dir")):
+        source = settings.sources.get(name, "default")
+        if settings.get(name) and (source == "argument" or source.startswith("env:")):
+            args += [flag, str(Path(settings[name]).expanduser().resolve())]
     return args
 
 
@@ -123,12 +129,12 @@ def capture_scope(project: str | None, branch: str | None, no_project: bool) -> 
 # memstore hooks …
 
 
-@click.group()
+@click.group(short_help="Git hooks that record each commit as a memory.")
 def hooks() -> None:
     """Git hooks that record each commit as a memory, in the background."""
 
 
-@hooks.command(name="install")
+@hooks.command(name="install", short_help="Install the commit hooks (existing ones chained).")
 @repo_opt
 @json_opt
 @click.pass_context
@@ -147,7 +153,7 @@ def hooks_install(ctx: click.Context, repo: str | None, as_json: bool) -> None:
     click.echo("Each commit is now recorded in the background; `memstore hooks status` shows how it went.")
 
 
-@hooks.command(name="uninstall")
+@hooks.command(name="uninstall", short_help="Remove the hooks; put back what they chained.")
 @repo_opt
 @json_opt
 @handle_errors
@@ -164,7 +170,7 @@ def hooks_uninstall(repo: str | None, as_json: bool) -> None:
         click.echo(f"note: {note}")
 
 
-@hooks.command(name="status")
+@hooks.command(name="status", short_help="Installed? Recent captures and failures.")
 @repo_opt
 @click.option("-k", "--lines", default=10, show_default=True, type=click.IntRange(0, 400),
               help="Log lines to show.")
@@ -209,7 +215,7 @@ def hooks_status(ctx: click.Context, repo: str | None, lines: int, as_json: bool
         click.echo(f"  {line}")
 
 
-@hooks.command(name="run")
+@hooks.command(name="run", short_help="What the hooks run: record commits.")
 @click.argument("kind", type=click.Choice(list(hooklib.HOOK_NAMES)))
 @click.option("--log", type=click.Path(dir_okay=False), help="Append the outcome to this file.")
 @click.option("--rewrite-type", help="post-rewrite: amend or rebase, as git passes it.")
@@ -227,8 +233,12 @@ def hooks_run(ctx: click.Context, kind: str, log: str | None, rewrite_type: str 
               detach: bool) -> None:
     """What the hooks run: record the commit(s) git reports. Never fails a commit."""
     if detach:
-        hooklib.spawn_detached(kind, global_args=_global_args(ctx))
-        return
+        if not hooklib.environment_is_temporary():
+            hooklib.spawn_detached(kind, global_args=_global_args(ctx))
+            return
+        # This interpreter lives in a temporary environment (`pre-commit try-repo`): a detached
+        # process would outlive it and fail, so record the commit now, in the foreground.
+        log = log or str(hooklib.log_path(gitscope.require_repo(None)))
     result = hooklib.run(
         kind, overrides=ctx.find_root().obj["overrides"], log=log, rewrite_type=rewrite_type,
         input_path=input_path, delete_input=delete_input, commit=commit, ref=ref,
@@ -241,39 +251,58 @@ def hooks_run(ctx: click.Context, kind: str, log: str | None, rewrite_type: str 
 # memstore gc --branches, memstore import-git
 
 
-@click.command()
+@click.command(short_help="Forget commit memories of deleted branches.")
 @click.option("--branches", is_flag=True, help="Forget commit memories of deleted, unmerged branches.")
 @repo_opt
-@click.option("--yes", is_flag=True, help="Do it (without it, only show what would be forgotten).")
+@click.option("--dry-run", is_flag=True, help="Only list what would be forgotten.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask (needed when stdin is not a terminal).")
 @json_opt
 @click.pass_context
 @handle_errors
-def gc(ctx: click.Context, branches: bool, repo: str | None, yes: bool, as_json: bool) -> None:
+def gc(ctx: click.Context, branches: bool, repo: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
     """Tidy the store. --branches: forget (tombstone) commit memories of this repository whose
-    branch is gone and whose commit no remaining branch reaches. A dry run unless --yes."""
+    branch is gone and whose commit no remaining branch reaches.
+
+    On a terminal it lists them and asks first; elsewhere it needs --yes. --dry-run only
+    lists. Forgotten memories can be restored until `memstore purge`.
+    """
     if not branches:
         raise click.UsageError("say what to collect: --branches")
+    if dry_run and yes:
+        raise click.UsageError("--dry-run and --yes exclude each other")
     where = gitscope.require_repo(repo)
     with open_from_context(ctx) as store:
-        report = gitcapture.forget_stale_branches(store, where, dry_run=not yes)
+        report = gitcapture.forget_stale_branches(store, where, dry_run=True)
+        if not dry_run and report.would_forget:
+            if sys.stdin.isatty() and not yes:
+                _print_would_forget(report, where.project)
+            if not confirmed(f"Forget these {len(report.would_forget)} commit memories?", yes=yes,
+                             refusal=f"gc would forget {len(report.would_forget)} commit memories"):
+                click.echo("nothing forgotten", err=True)
+                ctx.exit(1)
+            report = gitcapture.forget_stale_branches(store, where, dry_run=False)
     if as_json:
         data = report.to_dict()
-        data.update(project=where.project, dry_run=not yes)
+        data.update(project=where.project, dry_run=dry_run)
         emit_json(data)
         return
-    if yes:
+    if not dry_run:
         click.echo(f"forgot {len(report.forgotten)} commit memories of deleted branches in {where.project}"
                    + (" (`memstore purge` deletes them for good)" if report.forgotten else ""))
         for memory in report.forgotten:
             click.echo(commit_line(memory))
         return
-    click.echo(f"would forget {len(report.would_forget)} commit memories of deleted branches in "
-               f"{where.project}" + (" (run again with --yes):" if report.would_forget else ""))
+    _print_would_forget(report, where.project)
+
+
+def _print_would_forget(report: Any, project: str) -> None:
+    click.echo(f"would forget {len(report.would_forget)} commit memories of deleted branches in {project}"
+               + (":" if report.would_forget else ""))
     for memory in report.would_forget:
         click.echo(commit_line(memory))
 
 
-@click.command(name="import-git")
+@click.command(name="import-git", short_help="Record existing commits of a repository.")
 @repo_opt
 @click.option("--since", help="Only commits since this date (2024-05-01, 30d, yesterday).")
 @click.option("--max", "max_count", type=click.IntRange(1), help="At most this many (the newest).")

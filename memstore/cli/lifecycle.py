@@ -14,7 +14,17 @@ import click
 from ..models import Memory, history_to_dicts, memory_status
 from ..render import first_line, memory_head
 from ..timeutil import now
-from .util import emit_json, handle_errors, json_opt, open_from_context, parse_meta, read_stdin_text
+from .util import (
+    emit_json,
+    emit_json_lines,
+    handle_errors,
+    json_opt,
+    meta_json_opt,
+    nl_opt,
+    open_from_context,
+    parse_meta,
+    read_stdin_text,
+)
 
 __all__ = ["LIFECYCLE_COMMANDS"]
 
@@ -27,12 +37,21 @@ def _status(memory: Memory) -> str:
     return memory_status(memory, now())
 
 
-@click.command()
+@click.command(
+    short_help="Write a new version of a memory (old one kept).",
+    epilog="""\b
+Examples:
+  memstore update 01M80...K2 "The staging server restarts at 3am"
+  memstore update 01M80...K2 -t ops -t cron        # new tags, same text
+  memstore update 01M80...K2 --meta-json '{"n": 5}' --no-expiry""",
+)
 @click.argument("memory_id")
 @click.argument("text", required=False)
 @click.option("-t", "--tag", "tags", multiple=True, help="Replace the tags (repeatable).")
 @click.option("--no-tags", is_flag=True, help="Remove all tags.")
-@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Replace the metadata (repeatable).")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE",
+              help="Replace the metadata; string values (repeatable).")
+@meta_json_opt
 @click.option("--no-meta", is_flag=True, help="Remove all metadata.")
 @click.option("--source", help="Replace the source.")
 @click.option("--ttl", metavar="DURATION", help="Expire this long from now (7d, 12h …).")
@@ -43,7 +62,7 @@ def _status(memory: Memory) -> str:
 @handle_errors
 def update(
     ctx: click.Context, memory_id: str, text: str | None, tags: tuple[str, ...], no_tags: bool,
-    meta: tuple[str, ...], no_meta: bool, source: str | None, ttl: str | None,
+    meta: tuple[str, ...], meta_json: str | None, no_meta: bool, source: str | None, ttl: str | None,
     expires_at: str | None, no_expiry: bool, as_json: bool,
 ) -> None:
     """Write a new version of memory MEMORY_ID; the old one is kept in its history.
@@ -53,8 +72,8 @@ def update(
     """
     if tags and no_tags:
         raise click.UsageError("--tag and --no-tags contradict each other")
-    if meta and no_meta:
-        raise click.UsageError("--meta and --no-meta contradict each other")
+    if (meta or meta_json is not None) and no_meta:
+        raise click.UsageError("--meta/--meta-json and --no-meta contradict each other")
     if sum(x is not None and x is not False for x in (ttl, expires_at, no_expiry or None)) > 1:
         raise click.UsageError("give one of --ttl, --expires and --no-expiry")
     changes: dict[str, Any] = {}
@@ -62,8 +81,8 @@ def update(
         changes["text"] = read_stdin_text() if text == "-" else text
     if tags or no_tags:
         changes["tags"] = list(tags)
-    if meta or no_meta:
-        changes["metadata"] = parse_meta(meta)
+    if meta or meta_json is not None or no_meta:
+        changes["metadata"] = parse_meta(meta, meta_json)
     if source is not None:
         changes["source"] = source
     if ttl is not None:
@@ -85,15 +104,20 @@ def update(
         click.echo(f"memstore: {notice}", err=True)
 
 
-@click.command()
+@click.command(short_help="Show every version of a memory, oldest first.")
 @click.argument("memory_id")
 @json_opt
+@nl_opt
 @click.pass_context
 @handle_errors
-def history(ctx: click.Context, memory_id: str, as_json: bool) -> None:
-    """Show every version of a memory, oldest first (give the id of any version)."""
+def history(ctx: click.Context, memory_id: str, as_json: bool, nl: bool) -> None:
+    """Show every version of a memory, oldest first (give the id of any version).
+    --json prints one JSON array, --nl one JSON object per line."""
     with open_from_context(ctx) as store:
         versions = store.history(memory_id)
+    if nl:
+        emit_json_lines({**m.to_dict(), "status": _status(m)} for m in versions)
+        return
     if as_json:
         emit_json(history_to_dicts(versions, now()))
         return
@@ -103,7 +127,7 @@ def history(ctx: click.Context, memory_id: str, as_json: bool) -> None:
         click.echo(f"      {first_line(memory.text, 100)}")
 
 
-@click.command()
+@click.command(short_help="Bring back a forgotten memory.")
 @click.argument("memory_id")
 @json_opt
 @click.pass_context
@@ -118,7 +142,14 @@ def restore(ctx: click.Context, memory_id: str, as_json: bool) -> None:
         click.echo(f"restored {_line(memory)}")
 
 
-@click.command()
+@click.command(
+    short_help="Write memories as JSON Lines (lossless).",
+    epilog="""\b
+Examples:
+  memstore export > backup.jsonl
+  memstore export -o backup.jsonl --with-vectors --json
+  memstore export -n decisions --current-only | memstore --home /tmp/other import -""",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Write to this file (atomically) instead of stdout.")
 @click.option("-n", "--namespace", "namespaces", multiple=True, help="Only these namespaces.")
@@ -130,18 +161,27 @@ def restore(ctx: click.Context, memory_id: str, as_json: bool) -> None:
               help="Only live, unexpired current versions (no history, no tombstones).")
 @click.option("--with-vectors", is_flag=True,
               help="Include the stored vectors (an import with the same model skips embedding).")
+@click.option("--salvage", is_flag=True,
+              help="From a damaged database: every memory still readable (read-only; no filters, "
+                   "no vectors). Import the file into a new store.")
 @json_opt
 @click.pass_context
 @handle_errors
 def export(
     ctx: click.Context, output: str | None, namespaces: tuple[str, ...], tags: tuple[str, ...],
     since: str | None, until: str | None, project: str | None, current_only: bool,
-    with_vectors: bool, as_json: bool,
+    with_vectors: bool, salvage: bool, as_json: bool,
 ) -> None:
     """Write memories as JSON Lines that `memstore import` restores losslessly: ids, times,
     namespaces, tags, metadata, history and tombstones. Filters pick whole version chains."""
     if as_json and output is None:
         raise click.UsageError("--json prints a summary and needs -o/--output (stdout carries the export)")
+    if salvage:
+        if namespaces or tags or since or until or project or current_only or with_vectors:
+            raise click.UsageError("--salvage takes every readable memory: no filters, --current-only "
+                                   "or --with-vectors")
+        _salvage(ctx, output, as_json)
+        return
     options: dict[str, Any] = dict(
         namespace=namespaces or None, tags=tags or None, since=since, until=until, project=project,
         current_only=current_only, with_vectors=with_vectors,
@@ -160,6 +200,29 @@ def export(
         emit_json({"exported": count, "file": output})
     else:
         click.echo(f"exported {count} memories" + (f" to {output}" if output else ""), err=True)
+
+
+def _salvage(ctx: click.Context, output: str | None, as_json: bool) -> None:
+    from ..settings import load_settings
+    from ..store import salvage_export
+
+    settings = load_settings(ctx.obj["overrides"])
+    if output is not None:
+        result = salvage_export(output, settings=settings)
+    else:
+        stream = io.TextIOWrapper(click.get_binary_stream("stdout"), encoding="utf-8", newline="\n")
+        try:
+            result = salvage_export(stream, settings=settings)
+        finally:
+            stream.flush()
+            stream.detach()
+    if as_json:
+        emit_json({**result, "file": output})
+        return
+    lost = (f"; {result['unreadable']} rows could not be read" if result["unreadable"] else "")
+    cut = (f"; {result['cut_links']} version links to lost memories cut" if result["cut_links"] else "")
+    click.echo(f"salvaged {result['exported']} memories from {result['database']}"
+               + (f" to {output}" if output else "") + lost + cut, err=True)
 
 
 LIFECYCLE_COMMANDS = (update, history, restore, export)

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .base import Backend
+    from .sqlite.salvage import SalvageReport
 
-__all__ = ["open_backend"]
+__all__ = ["open_backend", "salvage"]
 
 
 def open_backend(location: str | os.PathLike[str]) -> Backend:
@@ -21,3 +22,12 @@ def open_backend(location: str | os.PathLike[str]) -> Backend:
     from .sqlite import SQLiteBackend
 
     return SQLiteBackend(Path(location))
+
+
+def salvage(location: str | os.PathLike[str]) -> SalvageReport:
+    """Every memory still readable from the (damaged) store at ``location``, read without
+    opening it for use and without writing to it (SQLite: the file, read-only, row by row)."""
+    from .sqlite import DB_FILENAME
+    from .sqlite.salvage import salvage as salvage_file
+
+    return salvage_file(Path(location) / DB_FILENAME)

@@ -366,3 +366,59 @@ def test_pre_commit_manifest_runs_detached_at_post_commit():
     assert "stages: [post-commit]" in text
     assert "entry: memstore hooks run post-commit --detach" in text
     assert "pass_filenames: false" in text and "always_run: true" in text
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_pre_commit_light_scripts_are_the_generated_ones():
+    text = (ROOT / ".pre-commit-hooks.yaml").read_text()
+    for name, rel in hooks.PRE_COMMIT_SCRIPTS.items():
+        path = ROOT / rel
+        assert path.read_text() == hooks.pre_commit_script(name), f"regenerate {rel}"
+        assert path.stat().st_mode & stat.S_IXUSR
+        assert f"entry: {rel}" in text
+    assert "language: unsupported_script" in text
+
+
+def _memstore_on_path(tmp_path: Path) -> dict[str, str]:
+    """An environment whose PATH has a `memstore` command running this checkout."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "memstore"
+    exe.write_text(f'#!/bin/sh\nexec {sys.executable} -m memstore "$@"\n')
+    exe.chmod(0o755)
+    pythonpath = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": pythonpath}
+
+
+def test_pre_commit_light_entry_records_the_commit(tmp_path):
+    r = GitRepo(tmp_path / "plain", remote="git@github.com:acme/widgets.git")  # no hooks installed
+    sha = r.commit("recorded by the light pre-commit entry", {"a": "1"}, hook="off")
+    env = _memstore_on_path(tmp_path)
+    proc = subprocess.run(["sh", str(ROOT / hooks.PRE_COMMIT_SCRIPTS["post-commit"])], cwd=r.path,
+                          env={**env, "MEMSTORE_HOOK_SYNC": "1"}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"stored {sha[:12]}" in log_text(r)
+    assert commits_in_store()[sha].project == "github.com/acme/widgets"
+    missing = subprocess.run(["sh", str(ROOT / hooks.PRE_COMMIT_SCRIPTS["post-commit"])], cwd=r.path,
+                             env={**os.environ, "PATH": "/usr/bin:/bin"}, capture_output=True, timeout=60)
+    assert missing.returncode == 0 and "no memstore on PATH" in log_text(r)
+
+
+def test_detach_from_a_temporary_environment_records_in_the_foreground(tmp_path, repo):
+    """`pre-commit try-repo` deletes its environment when the hook returns: a detached process
+    would outlive it, so --detach records at once there."""
+    import site
+
+    venv = tmp_path / "tmp-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    lib = next((venv / "lib").glob("python3*")) / "site-packages"
+    (lib / "memstore-test.pth").write_text("\n".join([str(ROOT), *site.getsitepackages()]) + "\n")
+    sha = repo.commit("recorded from a temporary environment", {"a": "1"}, hook="off")
+    proc = subprocess.run([str(python), "-m", "memstore", "hooks", "run", "post-commit", "--detach"],
+                          cwd=repo.path, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert proc.returncode == 0, proc.stderr
+    assert f"stored {sha[:12]}" in log_text(repo)  # already there when the entry returned

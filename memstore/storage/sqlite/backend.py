@@ -325,6 +325,15 @@ class SQLiteBackend:
             ),
         }
 
+    def sync_index(self, model: str, dimension: int) -> int:
+        """Bring the vector index up to date now (load, catch up or rebuild) and save it, so
+        the next recall does not pay for it; returns its size. (Optional beside the contract:
+        a backend without a derived index has nothing to do.)"""
+        with self._op():
+            index = self._cache.synced(model, dimension)
+            self._cache.save()
+            return len(index)
+
     def rebuild_index(self, model: str, dimension: int) -> int:
         with self._op():
             return self._cache.rebuild(model, dimension)

@@ -107,11 +107,13 @@ def _raise_for(exc: sqlite3.DatabaseError, path: Path | None, *, opening: bool =
         if opening:
             raise CorruptDatabaseError(
                 f"{path} is not a readable memstore database ({exc}); it was left untouched — "
-                "restore it from a backup or move it aside to start a new store"
+                "`memstore export --salvage` gets out what is still readable; restore it from a "
+                "backup or move it aside to start a new store"
             ) from exc
         raise CorruptDatabaseError(
             f"database {path} is damaged ({exc}); memstore will not modify it — "
-            "`memstore verify` shows what is wrong; restore it from a backup"
+            "`memstore verify` shows what is damaged, `memstore export --salvage` gets out every "
+            "readable memory; or restore it from a backup"
         ) from exc
     if "readonly" in message or "unable to open" in message or "read-only" in message:
         raise StoreNotWritableError(f"cannot write to {path}: {exc}") from exc

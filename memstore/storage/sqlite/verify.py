@@ -74,9 +74,19 @@ def check_sqlite(conn: sqlite3.Connection, *, quick: bool) -> Check:
         rows = [f"{pragma} could not run: {exc}"]
     if rows == ["ok"]:
         return Check("sqlite", True, f"PRAGMA {pragma}: ok")
+    from .salvage import diagnose, salvage_connection
+
     problems = [r for r in rows if r != "ok"]
-    return Check("sqlite", False, f"PRAGMA {pragma} found {len(problems)} problem(s); "
-                 "the database will not be modified", _listed(problems, str))
+    tables = diagnose(conn)
+    found = salvage_connection(conn)
+    readable = len(found.memories)
+    damaged = [line for line in tables if ": damaged" in line]
+    summary = (f"the database file is damaged ({', '.join(d.split(':')[0] for d in damaged) or 'pages'}); "
+               f"{readable:,} memories readable, {found.unreadable:,} rows lost; "
+               "the database will not be modified")
+    hint = ("`memstore export --salvage -o FILE` writes every readable memory; import FILE into a "
+            "new store (`memstore --home NEW import FILE`), or restore memstore.db from a backup")
+    return Check("sqlite", False, summary, (*tables, *_listed(problems, str), hint))
 
 
 def check_fts(conn: sqlite3.Connection) -> Check:

@@ -209,3 +209,38 @@ def test_cli_prints_index_rebuild_notice_on_one_line(home):
     assert result.exit_code == 0
     notices = [line for line in result.stderr.splitlines() if line.startswith("memstore:")]
     assert len(notices) == 1 and "rebuilt it from the database" in notices[0]
+
+
+def test_a_damaged_database_says_what_is_damaged_and_salvage_gets_every_readable_memory(tmp_path):
+    home = tmp_path / "damaged"
+    with _open(home) as s:
+        s.capture_many([{"text": f"memory {i} about topic {i % 9} " + "words " * 40, "tags": [f"t{i % 4}"]}
+                        for i in range(400)])
+        old = s.list(limit=1)[0]
+        s.update(old.id, old.text + " (corrected)")
+        texts = {m.id: m.text for m in s.list(limit=1000)} | {old.id: old.text}
+    damaged = damage_page(home, "memories")
+    runner = CliRunner()
+    verify = runner.invoke(cli, ["--home", str(home), "verify"], catch_exceptions=False)
+    assert verify.exit_code == 1
+    assert "table memories: damaged" in verify.stdout
+    assert "table embeddings: readable (401 rows)" in verify.stdout
+    assert "memories readable" in verify.stdout and "export --salvage" in verify.stderr
+    assert "verify --repair fixes" not in verify.stderr  # it would not: the file is never modified
+    out = tmp_path / "salvaged.jsonl"
+    salvaged = runner.invoke(cli, ["--home", str(home), "export", "--salvage", "-o", str(out), "--json"],
+                             catch_exceptions=False)
+    assert salvaged.exit_code == 0, salvaged.output
+    summary = json.loads(salvaged.stdout)
+    assert summary["exported"] > 0 and summary["unreadable"] > 0
+    assert summary["exported"] + summary["unreadable"] == 401  # every row: read, or counted as lost
+    records = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    assert all(texts[r["id"]] == r["text"] for r in records)  # exactly as stored
+    assert (home / "memstore.db").read_bytes() == damaged  # salvage reads only
+    with memstore.open(tmp_path / "new", embedder=HashEmbedder()) as fresh:
+        result = fresh.import_jsonl(out)
+        assert result.created == summary["exported"]
+        assert len(fresh.list(limit=1000)) + sum(r["superseded_by"] is not None for r in records) \
+            == summary["exported"]
+    refused = runner.invoke(cli, ["--home", str(home), "export", "--salvage", "-n", "x"])
+    assert refused.exit_code == 2
