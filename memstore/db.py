@@ -659,7 +659,33 @@ def chain(conn: sqlite3.Connection, memory_id: str) -> list[tuple[int, Memory]]:
         """,
         {"id": memory_id},
     ).fetchall()
-    return [(row[0], row_to_memory(row[:-1])) for row in rows]
+    found = [(row[0], row_to_memory(row[:-1])) for row in rows]
+    return _with_side_versions(conn, found)
+
+
+def _with_side_versions(
+    conn: sqlite3.Connection, found: list[tuple[int, Memory]]
+) -> list[tuple[int, Memory]]:
+    """Add the versions superseded from outside the chain (a concurrent edit that lost in a
+    sync, the same text captured elsewhere), each just before the version that superseded it."""
+    if not found:
+        return found
+    ids = {m.id for _, m in found}
+    for _ in range(MAX_CHAIN):
+        rows = conn.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE superseded_by IN "
+            "(SELECT value FROM json_each(?))",
+            (json.dumps(sorted(ids)),),
+        ).fetchall()
+        extra = sorted((r for r in rows if r[1] not in ids), key=lambda r: (r[10], r[0]))
+        if not extra:
+            return found
+        for row in extra:
+            memory = row_to_memory(row)
+            at = next(n for n, (_, m) in enumerate(found) if m.id == memory.superseded_by)
+            found.insert(at, (row[0], memory))
+            ids.add(memory.id)
+    return found
 
 
 def purge_candidates(conn: sqlite3.Connection, now: datetime) -> list[tuple[int, Memory, str]]:

@@ -1296,6 +1296,134 @@ class MemoryStore:
             done = checks.repair(target, found, embed=self._embed, rebuild_index=self._rebuild_index)
             return checks.VerifyReport(checks.run_checks(target, quick=quick), done, found)
 
+    # -- sync (BEGIN sync block: moves into the Backend contract once "Storage seam" lands) ---
+
+    def sync_snapshot(self) -> tuple[list[tuple[Memory, tuple[str, bytes] | None]], tuple[Any, ...]]:
+        """Every memory version with the vector of the live current ones, and a fingerprint
+        of the store (read in one snapshot) that :meth:`apply_sync_state` checks, so a sync
+        never overwrites a write made while it ran."""
+        with self._lock:
+            self._check_open()
+            self._conn.execute("BEGIN")
+            try:
+                mark = _fingerprint(self._conn)
+                seqs = db.export_seqs(self._conn, None)
+                out: list[tuple[Memory, tuple[str, bytes] | None]] = []
+                for start in range(0, len(seqs), 500):
+                    chunk = seqs[start : start + 500]
+                    memories = db.memories_by_seq(self._conn, chunk)
+                    live = [s for s in chunk if not memories[s].deleted and memories[s].is_current]
+                    vectors = db.embeddings_for(self._conn, live)
+                    out.extend((memories[s], vectors.get(s)) for s in chunk)
+            finally:
+                self._conn.execute("COMMIT")
+        return out, mark
+
+    def apply_sync_state(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        purged: Iterable[str],
+        *,
+        expect: tuple[Any, ...],
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Bring the store to a merged sync state in one transaction: delete ``purged`` ids for
+        good (secure delete, as :meth:`purge`), insert or overwrite ``rows`` (memory columns
+        without ``content_hash``, plus ``_vector``: a checked vector of this store's model or
+        None). Live current rows without a usable vector are embedded first. Raises
+        StoreChangedError, changing nothing, when the store moved on since ``expect`` (the
+        :meth:`sync_snapshot` fingerprint). Returns counts and the ids whose text was live
+        here under another id outside the synced scope (kept superseded by that one)."""
+        from .errors import StoreChangedError
+
+        rows = [dict(r) for r in rows]
+        for r in rows:
+            r["content_hash"] = content_hash(r["text"], r["namespace"], r["project"])
+        model = self.embedder.model_id
+        with self._lock:
+            self._check_open()
+            stored = db.memories_by_id(self._conn, [r["id"] for r in rows])
+            todo = [
+                r for r in rows
+                if not r["deleted"] and r["superseded_by"] is None and r.get("_vector") is None
+                and not (r["id"] in stored and stored[r["id"]][1].content_hash == r["content_hash"]
+                         and db.has_current_vector(self._conn, stored[r["id"]][0], model))
+            ]
+            embedded: dict[str, bytes] = {}
+            if todo:
+                try:
+                    matrix = self._embed([r["text"] for r in todo])
+                    embedded = {r["id"]: v.astype("<f4").tobytes() for r, v in zip(todo, matrix, strict=True)}
+                except ModelError as exc:
+                    self.notices.append(f"synced without vectors ({exc}); run `memstore reindex` later")
+            purged = list(purged)
+            counts = {"inserted": 0, "updated": 0, "deleted": 0, "embedded": len(embedded)}
+            kept_local: list[str] = []
+            previous = self._conn.execute("PRAGMA secure_delete").fetchone()[0]
+            if purged:
+                self._conn.execute("PRAGMA secure_delete = ON")
+            try:
+                with transaction(self._conn):
+                    if _fingerprint(self._conn) != expect:
+                        raise StoreChangedError("the store changed while syncing")
+                    doomed = db.memories_by_id(self._conn, purged)
+                    counts["deleted"] = db.delete_memories(self._conn, [s for s, _ in doomed.values()])
+                    stored = db.memories_by_id(self._conn, [r["id"] for r in rows])
+                    # Rows leaving the live set first, so the live-text index never sees two.
+                    ordered = sorted(rows, key=lambda r: not (r["deleted"] or r["superseded_by"]))
+                    for n, row in enumerate(ordered, start=1):
+                        self._apply_row(row, stored.get(row["id"]), embedded, model, counts, kept_local)
+                        if progress is not None and (n % 500 == 0 or n == len(ordered)):
+                            progress(n, len(ordered))
+                    if doomed:
+                        db.compact_text_index(self._conn)
+                if doomed:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                if purged:
+                    self._conn.execute(f"PRAGMA secure_delete = {int(previous)}")
+            if self._index is not None:
+                self._sync_index()
+        return {**counts, "kept_local": kept_local}
+
+    def _apply_row(
+        self, row: dict[str, Any], stored: tuple[int, Memory] | None, embedded: Mapping[str, bytes],
+        model: str, counts: dict[str, Any], kept_local: list[str],
+    ) -> None:
+        """Insert or overwrite one synced row (inside the apply transaction)."""
+        values = {k: v for k, v in row.items() if not k.startswith("_")}
+        vector = row.get("_vector") or embedded.get(row["id"])
+        live = not values["deleted"] and values["superseded_by"] is None
+        if live:
+            clash = db.find_live_by_hash_except(self._conn, values["content_hash"], values["id"])
+            if clash is not None:  # live here outside the synced scope: keep that one
+                values["superseded_by"] = clash.id
+                kept_local.append(values["id"])
+        if stored is None:
+            seq = db.insert_memory(self._conn, values)
+            counts["inserted"] += 1
+        else:
+            seq, old = stored
+            current = dict(zip(_SYNC_COLUMNS, self._conn.execute(
+                f"SELECT {', '.join(_SYNC_COLUMNS)} FROM memories WHERE seq = ?", (seq,)
+            ).fetchone(), strict=True))
+            changed = {c: values[c] for c in _SYNC_COLUMNS if c in values and current[c] != values[c]}
+            if "tags" in changed and json.loads(changed["tags"]) == json.loads(current["tags"]):
+                del changed["tags"]
+            if "metadata" in changed and json.loads(changed["metadata"]) == json.loads(current["metadata"]):
+                del changed["metadata"]
+            if not changed:
+                return
+            self._conn.execute(
+                f"UPDATE memories SET {', '.join(c + ' = ?' for c in changed)} WHERE seq = ?",
+                [*changed.values(), seq],
+            )
+            counts["updated"] += 1
+        if vector is not None:
+            db.put_embedding(self._conn, seq, model, values["content_hash"], vector)
+
+    # -- END sync block ----------------------------------------------------------------------
+
     # -- stats -------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -1324,6 +1452,20 @@ class MemoryStore:
                 p.stat().st_size for p in self.home.glob(config.DB_FILENAME + "*") if p.is_file()
             )
             return data
+
+
+#: Columns a synced row may set (everything but seq).
+_SYNC_COLUMNS = (
+    "text", "namespace", "tags", "source", "metadata", "content_hash", "project", "branch",
+    "created_at", "updated_at", "expires_at", "deleted", "deleted_at", "supersedes", "superseded_by",
+)
+
+
+def _fingerprint(conn: Any) -> tuple[Any, ...]:
+    """What changes with any capture, update, forget, restore or purge (sync's race check)."""
+    return tuple(conn.execute(
+        "SELECT count(*), coalesce(max(seq), 0), coalesce(max(updated_at), '') FROM memories"
+    ).fetchone())
 
 
 def _scoped(
