@@ -125,10 +125,14 @@ def sync(
     yes: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> SyncResult:
     """Sync ``store`` with ``remote`` (a URL or path git understands). Raises
     NeedsConfirmation on the first sync to a remote unless ``yes``; SyncError when the
-    remote cannot be reached or holds something that is not a memstore state."""
+    remote cannot be reached or holds something that is not a memstore state. ``on_stage`` is
+    called with the name of each stage reached (start, fetched, merged, applied, saved,
+    committed, pushed): tests use it to race another machine in between."""
+    stage = _stages(on_stage)
     target = Remote(remote, ref)
     home = store.home
     with _locked(home / "sync.lock"):
@@ -139,7 +143,7 @@ def sync(
                             last_sync=base.last_sync if base else None)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             result.attempts = attempt
-            _fault("start")
+            stage("start")
             remote_oid = repo.remote_oid(target)
             remote_state, result.vectors_dropped = State.empty(), 0
             if remote_oid is not None:
@@ -147,14 +151,14 @@ def sync(
                 files = repo.read_commit(remote_oid)
                 remote_state, result.vectors_dropped = wire.decode_tree(files, model=model,
                                                                         dimension=dimension)
-            _fault("fetched")
+            stage("fetched")
             snapshot, mark = store.sync_snapshot()
             local = _versions(snapshot, model, dimension)
             outgoing, held = _outgoing(local, scope, base)
             result.held_back = sorted(held)
             purges = _inferred_purges(base, local) if base is not None else {}
             merged = merge(remote_state, State(outgoing, purges))
-            _fault("merged")
+            stage("merged")
             rows = [_row(v, model) for vid, v in merged.versions.items()
                     if vid not in local or not local[vid].same_as(v)]
             doomed = [pid for pid in merged.purged if pid in local]
@@ -178,23 +182,23 @@ def sync(
             except StoreChangedError:
                 continue
             result.kept_local, result.embedded = applied["kept_local"], applied["embedded"]
-            _fault("applied")
+            stage("applied")
             stamp = format_ts(now())
             Base(store._store_id, remote, ref, True, stamp,
                  {vid: (v.supersedes, v.superseded_by) for vid, v in merged.versions.items()}
                  ).save(_base_path(home, target))
             result.last_sync = stamp
-            _fault("saved")
+            stage("saved")
             commit = repo.write_commit(wire.encode_tree(merged))
             result.commit = commit
-            _fault("committed")
+            stage("committed")
             if commit != remote_oid:
                 try:
                     repo.push(target, commit, remote_oid)
                 except PushRejected:
                     continue
                 result.pushed = True
-            _fault("pushed")
+            stage("pushed")
             repo.git("update-ref", LOCAL_REF, commit)
             if doomed or result.purged_sent:
                 repo.forget_unreachable()  # old snapshots here may hold the purged text
@@ -419,6 +423,15 @@ def _locked(path: Path):  # type: ignore[no-untyped-def]
         yield
     finally:
         os.close(fd)
+
+
+def _stages(on_stage: Callable[[str], None] | None) -> Callable[[str], None]:
+    def stage(name: str) -> None:
+        _fault(name)
+        if on_stage is not None:
+            on_stage(name)
+
+    return stage
 
 
 def _apply_progress(progress: Progress | None) -> Callable[[int, int], None]:
