@@ -156,7 +156,9 @@ def sync(
             local = _versions(snapshot, model, dimension)
             outgoing, held = _outgoing(local, scope, base)
             result.held_back = sorted(held)
-            purges = _inferred_purges(base, local) if base is not None else {}
+            # Purges known here travel again until the remote has them (a crash after the base
+            # was saved but before the push must not lose one).
+            purges = {**base.purged, **_inferred_purges(base, local)} if base is not None else {}
             merged = merge(remote_state, State(outgoing, purges))
             stage("merged")
             rows = [_row(v, model) for vid, v in merged.versions.items()
@@ -185,8 +187,8 @@ def sync(
             stage("applied")
             stamp = format_ts(now())
             Base(store._store_id, remote, ref, True, stamp,
-                 {vid: (v.supersedes, v.superseded_by) for vid, v in merged.versions.items()}
-                 ).save(_base_path(home, target))
+                 {vid: (v.supersedes, v.superseded_by) for vid, v in merged.versions.items()},
+                 dict(merged.purged)).save(_base_path(home, target))
             result.last_sync = stamp
             stage("saved")
             commit = repo.write_commit(wire.encode_tree(merged))
@@ -351,6 +353,7 @@ class Base:
     confirmed: bool
     last_sync: str | None
     links: dict[str, tuple[str | None, str | None]]
+    purged: dict[str, str | None] = field(default_factory=dict)
 
     @staticmethod
     def load(path: Path, store_id: str) -> Base | None:
@@ -368,12 +371,13 @@ class Base:
             return None
         links = {k: (v[0], v[1]) for k, v in data["links"].items()}
         return Base(store_id, data["remote"], data["ref"], bool(data["confirmed"]),
-                    data.get("last_sync"), links)
+                    data.get("last_sync"), links, dict(data.get("purged", {})))
 
     def save(self, path: Path) -> None:
         data = {"version": BASE_VERSION, "store_id": self.store_id, "remote": self.remote,
                 "ref": self.ref, "confirmed": self.confirmed, "last_sync": self.last_sync,
-                "links": {k: list(v) for k, v in sorted(self.links.items())}}
+                "links": {k: list(v) for k, v in sorted(self.links.items())},
+                "purged": dict(sorted(self.purged.items()))}
         _atomic_write(path, json.dumps(data).encode("utf-8"))
 
 
