@@ -1298,26 +1298,24 @@ class MemoryStore:
 
     # -- sync (BEGIN sync block: moves into the Backend contract once "Storage seam" lands) ---
 
-    def sync_snapshot(self) -> tuple[list[tuple[Memory, tuple[str, bytes] | None]], tuple[Any, ...]]:
-        """Every memory version with the vector of the live current ones, and a fingerprint
-        of the store (read in one snapshot) that :meth:`apply_sync_state` checks, so a sync
-        never overwrites a write made while it ran."""
+    def sync_snapshot(self) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+        """Every memory version as a row (``SYNC_SNAPSHOT_COLUMNS``, timestamps as stored) plus
+        the (model, vector) of live current ones or None, and a fingerprint of the store, read
+        in one snapshot; :meth:`apply_sync_state` checks the fingerprint, so a sync never
+        overwrites a write made while it ran."""
         with self._lock:
             self._check_open()
             self._conn.execute("BEGIN")
             try:
                 mark = _fingerprint(self._conn)
-                seqs = db.export_seqs(self._conn, None)
-                out: list[tuple[Memory, tuple[str, bytes] | None]] = []
-                for start in range(0, len(seqs), 500):
-                    chunk = seqs[start : start + 500]
-                    memories = db.memories_by_seq(self._conn, chunk)
-                    live = [s for s in chunk if not memories[s].deleted and memories[s].is_current]
-                    vectors = db.embeddings_for(self._conn, live)
-                    out.extend((memories[s], vectors.get(s)) for s in chunk)
+                rows = self._conn.execute(
+                    f"SELECT {', '.join('m.' + c for c in SYNC_SNAPSHOT_COLUMNS)}, e.model, e.vector "
+                    "FROM memories m LEFT JOIN embeddings e ON e.seq = m.seq "
+                    "AND m.deleted = 0 AND m.superseded_by IS NULL ORDER BY m.seq"
+                ).fetchall()
             finally:
                 self._conn.execute("COMMIT")
-        return out, mark
+        return rows, mark
 
     def apply_sync_state(
         self,
@@ -1454,6 +1452,11 @@ class MemoryStore:
             return data
 
 
+#: The columns of a :meth:`MemoryStore.sync_snapshot` row (then the vector's model and bytes).
+SYNC_SNAPSHOT_COLUMNS = (
+    "id", "text", "namespace", "tags", "source", "metadata", "project", "branch", "created_at",
+    "updated_at", "expires_at", "deleted", "deleted_at", "supersedes", "superseded_by",
+)
 #: Columns a synced row may set (everything but seq).
 _SYNC_COLUMNS = (
     "text", "namespace", "tags", "source", "metadata", "content_hash", "project", "branch",

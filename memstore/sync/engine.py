@@ -34,10 +34,9 @@ from ..errors import StoreChangedError, SyncError
 from ..timeutil import format_ts, now
 from . import wire
 from .state import State, Version, canonical_metadata, merge
-from .transport import LOCAL_REF, PushRejected, Remote, Repo
+from .transport import LOCAL_REF, PushRejected, Remote, Repo, blob_oid
 
 if TYPE_CHECKING:
-    from ..models import Memory
     from ..store import MemoryStore
 
 __all__ = ["NeedsConfirmation", "Scope", "SyncResult", "sync"]
@@ -144,16 +143,27 @@ def sync(
         for attempt in range(1, MAX_ATTEMPTS + 1):
             result.attempts = attempt
             stage("start")
-            remote_oid = repo.remote_oid(target)
-            remote_state, result.vectors_dropped = State.empty(), 0
-            if remote_oid is not None:
-                repo.fetch(target, remote_oid)
-                files = repo.read_commit(remote_oid)
-                remote_state, result.vectors_dropped = wire.decode_tree(files, model=model,
-                                                                        dimension=dimension)
-            stage("fetched")
             snapshot, mark = store.sync_snapshot()
             local = _versions(snapshot, model, dimension)
+            remote_oid = repo.remote_oid(target)
+            remote_state, result.vectors_dropped = State.empty(), 0
+            entries: dict[str, str] = {}
+            skipped: dict[str, str] = {}
+            if remote_oid is not None:
+                repo.fetch(target, remote_oid)
+                entries = repo.tree(remote_oid)
+                # Shards exactly as this store wrote them last time: their records are the
+                # ones it applied, so its own versions stand in for them (no re-reading).
+                skipped = {p: o for p, o in entries.items()
+                           if base is not None and p.startswith("memories/") and base.shards.get(p) == o}
+                known_ids = frozenset(vid for vid in (base.links if base else {})
+                                      if wire.shard_of(vid) in skipped)
+                files = repo.blobs({p: o for p, o in entries.items() if p not in skipped})
+                remote_state, result.vectors_dropped = wire.decode_tree(
+                    files, model=model, dimension=dimension,
+                    known={vid: local[vid] for vid in known_ids if vid in local}, known_ids=known_ids,
+                )
+            stage("fetched")
             outgoing, held = _outgoing(local, scope, base)
             result.held_back = sorted(held)
             # Purges known here travel again until the remote has them (a crash after the base
@@ -185,13 +195,22 @@ def sync(
                 continue
             result.kept_local, result.embedded = applied["kept_local"], applied["embedded"]
             stage("applied")
+            prints = wire.shard_prints(merged.versions)
+            there = wire.shard_prints({vid: v for vid, v in remote_state.versions.items()
+                                       if wire.shard_of(vid) not in skipped})
+            if base is not None:
+                there.update({p: base.prints.get(p, "") for p in skipped})
+            reuse = {p: entries[p] for p in prints if p in entries and there.get(p) == prints[p]}
+            files_out = wire.encode_tree(merged, reuse)
+            shards = {p: (d if isinstance(d, str) else blob_oid(d)) for p, d in files_out.items()
+                      if p.startswith("memories/")}
             stamp = format_ts(now())
             Base(store._store_id, remote, ref, True, stamp,
                  {vid: (v.supersedes, v.superseded_by) for vid, v in merged.versions.items()},
-                 dict(merged.purged)).save(_base_path(home, target))
+                 dict(merged.purged), shards, prints).save(_base_path(home, target))
             result.last_sync = stamp
             stage("saved")
-            commit = repo.write_commit(wire.encode_tree(merged))
+            commit = repo.write_commit(files_out)
             result.commit = commit
             stage("committed")
             if commit != remote_oid:
@@ -214,25 +233,22 @@ def sync(
 # Local state
 
 
-def version_of(memory: Memory, vector: tuple[str, bytes] | None = None) -> Version:
-    return Version(
-        id=memory.id, text=memory.text, namespace=memory.namespace, tags=tuple(memory.tags),
-        metadata=canonical_metadata(memory.metadata), source=memory.source, project=memory.project,
-        branch=memory.branch, created_at=format_ts(memory.created_at),
-        expires_at=format_ts(memory.expires_at) if memory.expires_at else None,
-        supersedes=memory.supersedes, updated_at=format_ts(memory.updated_at),
-        deleted=memory.deleted, deleted_at=format_ts(memory.deleted_at) if memory.deleted_at else None,
-        superseded_by=memory.superseded_by, vector=vector,
-    )
-
-
-def _versions(snapshot: Iterable[tuple[Memory, tuple[str, bytes] | None]], model: str,
-              dimension: int) -> dict[str, Version]:
+def _versions(snapshot: Iterable[tuple[Any, ...]], model: str, dimension: int) -> dict[str, Version]:
+    """Versions from :meth:`MemoryStore.sync_snapshot` rows (vectors checked, as on arrival)."""
+    rows = list(snapshot)
+    mine = [(r[0], r[16]) for r in rows if r[16] is not None and r[15] == model]
+    usable = {vid: blob for (vid, blob), ok in zip(mine, wire.vectors_ok([b for _, b in mine], dimension),
+                                                   strict=True) if ok}
     out = {}
-    for memory, vec in snapshot:
-        vector = (model, vec[1]) if vec is not None and vec[0] == model and wire.vector_ok(vec[1], dimension) \
-            else None
-        out[memory.id] = version_of(memory, vector)
+    for (vid, text, namespace, tags, source, metadata, project, branch, created, updated, expires,
+         deleted, deleted_at, supersedes, superseded_by, _model, _vector) in rows:
+        out[vid] = Version(
+            id=vid, text=text, namespace=namespace, tags=tuple(json.loads(tags)),
+            metadata=canonical_metadata(json.loads(metadata)), source=source, project=project,
+            branch=branch, created_at=created, expires_at=expires, supersedes=supersedes,
+            updated_at=updated, deleted=bool(deleted), deleted_at=deleted_at,
+            superseded_by=superseded_by, vector=(model, usable[vid]) if vid in usable else None,
+        )
     return out
 
 
@@ -354,6 +370,8 @@ class Base:
     last_sync: str | None
     links: dict[str, tuple[str | None, str | None]]
     purged: dict[str, str | None] = field(default_factory=dict)
+    shards: dict[str, str] = field(default_factory=dict)  # shard path → blob oid written
+    prints: dict[str, str] = field(default_factory=dict)  # shard path → wire.shard_prints digest
 
     @staticmethod
     def load(path: Path, store_id: str) -> Base | None:
@@ -371,13 +389,15 @@ class Base:
             return None
         links = {k: (v[0], v[1]) for k, v in data["links"].items()}
         return Base(store_id, data["remote"], data["ref"], bool(data["confirmed"]),
-                    data.get("last_sync"), links, dict(data.get("purged", {})))
+                    data.get("last_sync"), links, dict(data.get("purged", {})),
+                    dict(data.get("shards", {})), dict(data.get("prints", {})))
 
     def save(self, path: Path) -> None:
         data = {"version": BASE_VERSION, "store_id": self.store_id, "remote": self.remote,
                 "ref": self.ref, "confirmed": self.confirmed, "last_sync": self.last_sync,
                 "links": {k: list(v) for k, v in sorted(self.links.items())},
-                "purged": dict(sorted(self.purged.items()))}
+                "purged": dict(sorted(self.purged.items())), "shards": self.shards,
+                "prints": self.prints}
         _atomic_write(path, json.dumps(data).encode("utf-8"))
 
 

@@ -108,6 +108,8 @@ def _vector_key(v: tuple[str, bytes] | None) -> tuple[Any, ...]:
 
 
 def _join_version(a: Version, b: Version) -> Version:
+    if a == b:  # the common case: the same version on both sides (vectors aside)
+        return a if _vector_key(a.vector) <= _vector_key(b.vector) else b
     if a.fixed() != b.fixed() or a.supersedes != b.supersedes:
         base = min(a, b, key=lambda v: json.dumps([*v.fixed(), v.supersedes], ensure_ascii=False))
     else:
@@ -139,7 +141,8 @@ def join(a: State, b: State) -> State:
         for vid, version in source.items():
             if vid in purged:
                 continue
-            version = replace(version, supersedes=_resolve(version.supersedes, purged))
+            if version.supersedes is not None and version.supersedes in purged:
+                version = replace(version, supersedes=_resolve(version.supersedes, purged))
             seen = versions.get(vid)
             versions[vid] = version if seen is None else _join_version(seen, version)
     return State(versions, purged)
@@ -156,31 +159,33 @@ def merge(*states: State) -> State:
 def normalize(state: State) -> State:
     """Resolve links through purge marks, break link loops and derive ``superseded_by``."""
     purged = state.purged
-    versions = {vid: replace(v, supersedes=_resolve(v.supersedes, purged), superseded_by=None)
-                for vid, v in state.versions.items()}
-    # A link to a version that is not there makes a root (validation refuses such input;
-    # this keeps the function total).
+    versions = state.versions
+    parent: dict[str, str | None] = {}
     for vid, v in versions.items():
-        if v.supersedes is not None and (v.supersedes not in versions or v.supersedes == vid):
-            versions[vid] = replace(v, supersedes=None)
-    _break_loops(versions)
+        link = _resolve(v.supersedes, purged) if v.supersedes is not None else None
+        # A link to a version that is not there makes a root (validation refuses such input;
+        # this keeps the function total).
+        parent[vid] = link if link is not None and link != vid and link in versions else None
+    _break_loops(parent)
     children: dict[str, list[str]] = {}
-    for vid, v in versions.items():
-        if v.supersedes is not None:
-            children.setdefault(v.supersedes, []).append(vid)
-    order = {vid: (v.created_at, vid) for vid, v in versions.items()}
+    for vid, link in parent.items():
+        if link is not None:
+            children.setdefault(link, []).append(vid)
     root_of: dict[str, str] = {}
 
     def root(vid: str) -> str:
         path = []
-        while vid not in root_of and versions[vid].supersedes is not None:
+        while vid not in root_of and parent[vid] is not None:
             path.append(vid)
-            vid = versions[vid].supersedes  # type: ignore[assignment]
+            vid = parent[vid]  # type: ignore[assignment]
         top = root_of.get(vid, vid)
         for p in path:
             root_of[p] = top
         root_of[vid] = top
         return top
+
+    def order(vid: str) -> tuple[str, str]:
+        return (versions[vid].created_at, vid)
 
     families: dict[str, list[str]] = {}
     for vid in versions:
@@ -188,23 +193,26 @@ def normalize(state: State) -> State:
     pointer: dict[str, str | None] = {}
     currents: list[str] = []
     for members in families.values():
-        leaves = [m for m in members if m not in children]
-        current = max(leaves, key=order.__getitem__)
+        if len(members) == 1:
+            pointer[members[0]] = None
+            currents.append(members[0])
+            continue
+        current = max((m for m in members if m not in children), key=order)
         currents.append(current)
         on_path: dict[str, str] = {}
         node = current
-        while versions[node].supersedes is not None:
-            parent = versions[node].supersedes
-            assert parent is not None
-            on_path[parent] = node
-            node = parent
+        while parent[node] is not None:
+            up = parent[node]
+            assert up is not None
+            on_path[up] = node
+            node = up
         for m in members:
             if m == current:
                 pointer[m] = None
             elif m in on_path:
                 pointer[m] = on_path[m]
             elif m in children:
-                pointer[m] = max(children[m], key=order.__getitem__)
+                pointer[m] = max(children[m], key=order)
             else:
                 pointer[m] = current
     groups: dict[str, list[str]] = {}
@@ -216,24 +224,28 @@ def normalize(state: State) -> State:
             for m in members:
                 if m != winner:
                     pointer[m] = winner
-    out = {vid: replace(v, superseded_by=pointer[vid]) for vid, v in versions.items()}
+    out = {}
+    for vid, v in versions.items():
+        if v.supersedes == parent[vid] and v.superseded_by == pointer[vid]:
+            out[vid] = v
+        else:
+            out[vid] = replace(v, supersedes=parent[vid], superseded_by=pointer[vid])
     return State(out, dict(purged))
 
 
-def _break_loops(versions: dict[str, Version]) -> None:
+def _break_loops(parent: dict[str, str | None]) -> None:
     """Make the smallest id of every ``supersedes`` loop a root (only forged input loops)."""
     state: dict[str, int] = {}  # 1: on the current walk, 2: done
-    for start in sorted(versions):
+    for start in sorted(parent):
         walk: list[str] = []
         node: str | None = start
         while node is not None and state.get(node) is None:
             state[node] = 1
             walk.append(node)
-            node = versions[node].supersedes
+            node = parent[node]
         if node is not None and state.get(node) == 1:
             loop = walk[walk.index(node):]
-            cut = min(loop)
-            versions[cut] = replace(versions[cut], supersedes=None)
+            parent[min(loop)] = None
         for n in walk:
             state[n] = 2
 

@@ -64,13 +64,34 @@ def record_of(v: Version) -> dict[str, Any]:
     return record
 
 
-def encode_tree(state: State) -> dict[str, bytes]:
-    """path → file bytes for a (normalised) state. Deterministic: equal states, equal trees."""
+def shard_prints(versions: Mapping[str, Version]) -> dict[str, str]:
+    """shard path → a digest of what its records say (ids, states, links; content is fixed
+    per id): equal digests, equal shards, so an unchanged shard is not encoded again."""
+    parts: dict[str, list[str]] = {}
+    for vid in sorted(versions):
+        v = versions[vid]
+        parts.setdefault(shard_of(vid), []).append(
+            f"{vid}\0{v.updated_at}\0{v.deleted:d}\0{v.deleted_at}\0{v.supersedes}\0{v.superseded_by}"
+        )
+    return {path: hashlib.sha1("\n".join(lines).encode("utf-8")).hexdigest() for path, lines in parts.items()}
+
+
+def encode_tree(state: State, reuse: Mapping[str, str] | None = None) -> dict[str, bytes | str]:
+    """path → file bytes for a (normalised) state, or the blob oid to reuse for a shard named
+    in ``reuse`` (path → oid). Deterministic: equal states, equal trees."""
+    reuse = reuse or {}
     shards: dict[str, list[str]] = {}
     for vid in sorted(state.versions):
+        path = shard_of(vid)
+        if path in reuse:
+            continue
         line = json.dumps(record_of(state.versions[vid]), ensure_ascii=False, sort_keys=True)
-        shards.setdefault(shard_of(vid), []).append(line)
-    files = {path: ("\n".join(lines) + "\n").encode("utf-8") for path, lines in shards.items()}
+        shards.setdefault(path, []).append(line)
+    files: dict[str, bytes | str] = {
+        path: ("\n".join(lines) + "\n").encode("utf-8") for path, lines in shards.items()
+    }
+    present = {shard_of(vid) for vid in state.versions}
+    files.update({path: oid for path, oid in reuse.items() if path in present})
     purged = [json.dumps({"id": pid, "supersedes": state.purged[pid]}, sort_keys=True)
               for pid in sorted(state.purged)]
     files[PURGED] = ("\n".join(purged) + "\n").encode("utf-8") if purged else b""
@@ -96,15 +117,7 @@ def version_from_values(values: Mapping[str, Any], vector: tuple[str, bytes] | N
 
 def vector_ok(blob: bytes, dimension: int) -> bool:
     """A finite, unit-norm float32 vector of ``dimension`` values."""
-    import numpy as np
-
-    if len(blob) != 4 * dimension:
-        return False
-    vec = np.frombuffer(blob, dtype="<f4")
-    if not np.all(np.isfinite(vec)):
-        return False
-    norm = float(np.sqrt(np.dot(vec.astype(np.float64), vec.astype(np.float64))))
-    return abs(norm - 1.0) <= NORM_TOLERANCE
+    return vectors_ok([blob], dimension)[0]
 
 
 def _check_years(values: Mapping[str, Any], where: str) -> None:
@@ -115,9 +128,35 @@ def _check_years(values: Mapping[str, Any], where: str) -> None:
             raise RemoteStateError(f"{where}: {name} {stamp!r} is outside years {MIN_YEAR}-{MAX_YEAR}")
 
 
-def decode_tree(files: Mapping[str, bytes], *, model: str, dimension: int) -> tuple[State, int]:
+def vectors_ok(blobs: list[bytes], dimension: int) -> list[bool]:
+    """:func:`vector_ok` for many vectors at once."""
+    import numpy as np
+
+    if not blobs:
+        return []
+    sized = [len(b) == 4 * dimension for b in blobs]
+    good = [b for b, ok in zip(blobs, sized, strict=True) if ok]
+    if not good:
+        return sized
+    matrix = np.frombuffer(b"".join(good), dtype="<f4").reshape(len(good), dimension).astype(np.float64)
+    finite = np.all(np.isfinite(matrix), axis=1)
+    clean = np.where(np.isfinite(matrix), matrix, 0.0)
+    with np.errstate(all="ignore"):
+        norms = np.sqrt(np.einsum("ij,ij->i", clean, clean))
+    verdict = iter(bool(f and abs(n - 1.0) <= NORM_TOLERANCE) for f, n in zip(finite, norms, strict=True))
+    return [next(verdict) if ok else False for ok in sized]
+
+
+def decode_tree(
+    files: Mapping[str, bytes], *, model: str, dimension: int,
+    known: Mapping[str, Version] | None = None, known_ids: frozenset[str] = frozenset(),
+) -> tuple[State, int]:
     """(state, vectors dropped) from a commit's files; raises RemoteStateError naming what is
-    wrong (the whole state is refused: a half-read remote would look like deletions)."""
+    wrong (the whole state is refused: a half-read remote would look like deletions).
+
+    Shards left out of ``files`` are ones this store wrote itself and still has applied: their
+    ids are ``known_ids`` and ``known`` gives this store's versions of them (those it still
+    holds; the others it purged since)."""
     if HEADER not in files:
         raise RemoteStateError(f"the ref holds no {HEADER}: it is not a memstore sync ref")
     unknown = sorted(p for p in files if p not in (HEADER, PURGED) and not _SHARD.match(p))
@@ -134,8 +173,8 @@ def decode_tree(files: Mapping[str, bytes], *, model: str, dimension: int) -> tu
             f"the ref has sync format version {head.get('version')!r}; this memstore reads {VERSION}"
         )
     purged = _read_purged(files.get(PURGED, b""))
-    versions: dict[str, Version] = {}
-    dropped = 0
+    records: dict[str, exchange.ExportRecord] = {}
+    pending: list[tuple[str, bytes]] = []
     for path in sorted(p for p in files if _SHARD.match(p)):
         for number, obj in _lines(files[path], path):
             where = f"{path} line {number}"
@@ -145,22 +184,32 @@ def decode_tree(files: Mapping[str, bytes], *, model: str, dimension: int) -> tu
                 raise RemoteStateError(f"{where}: {exc}") from None
             if shard_of(record.id) != path:
                 raise RemoteStateError(f"{where}: memory {record.id} is in the wrong file")
-            if record.id in versions:
+            if record.id in records:
                 raise RemoteStateError(f"{where}: memory {record.id} appears twice")
             _check_years(record.values, where)
-            vector = None
-            if record.vector is not None:
-                if record.vector_model == model and vector_ok(record.vector, dimension):
-                    vector = (model, record.vector)
-                elif record.vector_model == model:
-                    dropped += 1
-            versions[record.id] = version_from_values(record.values, vector)
-    if head.get("memories") != len(versions) or head.get("purged") != len(purged):
+            records[record.id] = record
+            if record.vector is not None and record.vector_model == model:
+                pending.append((record.id, record.vector))
+    usable = {vid for (vid, _), ok in zip(pending, vectors_ok([b for _, b in pending], dimension),
+                                             strict=True) if ok}
+    dropped = len(pending) - len(usable)
+    versions = {
+        vid: version_from_values(r.values, (model, r.vector) if vid in usable and r.vector else None)
+        for vid, r in records.items()
+    }
+    overlap = known_ids & set(versions)
+    if overlap:
+        raise RemoteStateError(f"memory {min(overlap)} is in the wrong file")
+    count = len(versions) + len(known_ids)
+    if head.get("memories") != count or head.get("purged") != len(purged):
         raise RemoteStateError(
             f"the header announces {head.get('memories')!r} memories and {head.get('purged')!r} purge "
-            f"marks but the ref holds {len(versions)} and {len(purged)}: it was truncated or edited"
+            f"marks but the ref holds {count} and {len(purged)}: it was truncated or edited"
         )
-    check_links(versions, purged)
+    check_links(versions, purged, known_ids)
+    for vid in known_ids:
+        if known and vid in known:
+            versions[vid] = known[vid]
     return State(versions, purged), dropped
 
 
@@ -196,8 +245,10 @@ def _read_purged(data: bytes) -> dict[str, str | None]:
     return purged
 
 
-def check_links(versions: Mapping[str, Version], purged: Mapping[str, str | None]) -> None:
-    """Refuse chains that point nowhere or loop (through purge marks too)."""
+def check_links(versions: Mapping[str, Version], purged: Mapping[str, str | None],
+                known_ids: frozenset[str] = frozenset()) -> None:
+    """Refuse chains that point nowhere or loop (through purge marks too). ``known_ids`` are
+    versions in shards this store wrote itself (checked then)."""
     for vid, v in versions.items():
         if v.id in purged:
             raise RemoteStateError(f"memory {vid} is both present and purged")
@@ -206,7 +257,7 @@ def check_links(versions: Mapping[str, Version], purged: Mapping[str, str | None
                 continue
             if link == vid:
                 raise RemoteStateError(f"memory {vid} {name} itself")
-            if link not in versions and not (name == "supersedes" and link in purged):
+            if link not in versions and link not in known_ids and not (name == "supersedes" and link in purged):
                 raise RemoteStateError(f"memory {vid} {name} {link}, which is not there")
     for name in ("supersedes", "superseded_by"):
         done: set[str] = set()
