@@ -72,7 +72,8 @@ def run(seed: int, replicas: int, steps: int, workdir: Path, log: Any = None) ->
                 elif op == "update":
                     live = s.list(limit=1000)
                     if live:
-                        m = s.update(rng.choice(live).id, text=f"{rng.choice(WORDS)} revised {rng.randrange(99)}")
+                        text = f"{rng.choice(WORDS)} revised {rng.randrange(99)}"
+                        m = s.update(rng.choice(live).id, text=text)
                         written[m.id] = m.text
                 elif op == "forget":
                     live = s.list(limit=1000)
@@ -102,7 +103,8 @@ def run(seed: int, replicas: int, steps: int, workdir: Path, log: Any = None) ->
         # a version captured and purged on one machine before it ever synced has no mark
         missing = set(written) - present - set(marks) - purged_direct
         assert not missing, f"seed {seed}: lost without a purge: {sorted(missing)[:5]}"
-        assert not (purged_direct & present), f"seed {seed}: purged but back: {sorted(purged_direct & present)[:5]}"
+        back = sorted(purged_direct & present)
+        assert not back, f"seed {seed}: purged but back: {back[:5]}"
         surviving = {r[1] for r in final[0]}
         blobs = _remote_bytes(remote)
         leaked = [t for vid, t in written.items() if vid in marks and t not in surviving

@@ -22,10 +22,12 @@ def _safe(text: str) -> str:
               help="Remote to sync with (default: the sync.remote setting, else this repository's origin).")
 @click.option("--status", "show_status", is_flag=True,
               help="Say what would move, the last sync and the remote; change nothing.")
-@click.option("--dry-run", is_flag=True, help="Fetch and merge, then say what a sync would do; change nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Fetch and merge, then say what a sync would do; change nothing.")
 @click.option("--yes", is_flag=True, help="Confirm the first sync to a remote without asking.")
 @click.option("--include-unscoped/--no-include-unscoped", default=None,
-              help="Also send memories with no project to a project's remote (setting sync.include_unscoped).")
+              help="Also send memories with no project to a project's remote "
+                   "(setting sync.include_unscoped).")
 @json_opt
 @click.pass_context
 @handle_errors
@@ -64,14 +66,16 @@ def sync(ctx: click.Context, remote: str | None, show_status: bool, dry_run: boo
     if as_json:
         emit_json(result.to_dict())
         return
-    verb = "would" if dry_run else "did"
     if dry_run and result.plan:
         _show_plan(result.plan)
+    words = (("would send", "receive", "delete", "send") if dry_run
+             else ("sent", "received", "deleted", "sent"))
+    resolved = result.conflicts_resolved
     click.echo(
-        f"{_safe(result.remote)} {result.ref}: {verb} send {result.sent}, receive {result.received}, "
-        f"delete {result.purged_here} purged elsewhere, send {result.purged_sent} purges; "
+        f"{_safe(result.remote)} {result.ref}: {words[0]} {result.sent}, {words[1]} {result.received}, "
+        f"{words[2]} {result.purged_here} purged elsewhere, {words[3]} {result.purged_sent} purge marks; "
         f"{result.memories} versions in sync"
-        + (f"; {result.conflicts_resolved} concurrent edits/duplicates resolved" if result.conflicts_resolved else "")
+        + (f"; {resolved} concurrent edits/duplicates resolved (kept in history)" if resolved else "")
     )
     if result.held_back:
         click.echo(f"held back {len(result.held_back)} memories holding what looks like a secret "
@@ -86,9 +90,10 @@ def sync(ctx: click.Context, remote: str | None, show_status: bool, dry_run: boo
 def _show_plan(plan: dict[str, Any] | None) -> None:
     if not plan:
         return
-    click.echo(f"{plan['memories']} memories ({plan['versions']} versions with history) will go to the remote;")
-    click.echo("  projects:   " + ", ".join(f"{_safe(k)} ({v})" for k, v in sorted(plan["projects"].items())))
-    click.echo("  namespaces: " + ", ".join(f"{_safe(k)} ({v})" for k, v in sorted(plan["namespaces"].items())))
+    click.echo(f"{plan['memories']} memories ({plan['versions']} versions with history) "
+               "will go to the remote;")
+    for label, key in (("projects:  ", "projects"), ("namespaces:", "namespaces")):
+        click.echo(f"  {label} " + ", ".join(f"{_safe(k)} ({v})" for k, v in sorted(plan[key].items())))
     click.echo("Whoever can read the remote can read them.")
 
 
@@ -99,15 +104,17 @@ def _show_status(status: dict[str, Any], as_json: bool) -> None:
     click.echo(f"remote:    {_safe(status['remote'])} ({status['ref']})")
     scope = status["scope"]
     projects = ", ".join(_safe(p) for p in scope["projects"]) if scope["projects"] is not None else "all"
+    excluded = ", ".join(_safe(n) for n in scope["exclude_namespaces"])
     click.echo(f"scope:     projects {projects}; unscoped {'yes' if scope['include_unscoped'] else 'no'}"
-               + (f"; excluding {', '.join(scope['exclude_namespaces'])}" if scope["exclude_namespaces"] else ""))
+               + (f"; excluding {excluded}" if excluded else ""))
     click.echo(f"last sync: {status['last_sync'] or 'never'}")
     if status["error"]:
         click.echo(f"remote unreadable: {status['error']}", err=True)
         return
     would = status["would"]
     click.echo(f"would:     send {would['send']}, receive {would['receive']}, delete {would['purge_here']} "
-               f"purged elsewhere, send {would['purge_there']} purges ({would['memories_after']} versions after)")
+               f"purged elsewhere, send {would['purge_there']} purge marks "
+               f"({would['memories_after']} versions after)")
     click.echo(f"resolved:  {status['conflicts_resolved']} concurrent edits/duplicates (kept in history)")
     if would["held_back"]:
         click.echo(f"held back: {len(would['held_back'])} memories holding what looks like a secret")

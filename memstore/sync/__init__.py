@@ -63,7 +63,9 @@ def resolve(
     try:
         origin = repo.git("remote", "get-url", "origin").strip()
     except GitError:
-        raise SyncError("this repository has no origin remote: give --remote URL (or set sync.remote)") from None
+        raise SyncError(
+            "this repository has no origin remote: give --remote URL (or set sync.remote)"
+        ) from None
     return _as_location(origin, repo.cwd), ref, Scope((repo.project,), unscoped, excluded)
 
 

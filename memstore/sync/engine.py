@@ -174,8 +174,9 @@ def sync(
             rows = [_row(v, model) for vid, v in merged.versions.items()
                     if vid not in local or not local[vid].same_as(v)]
             doomed = [pid for pid in merged.purged if pid in local]
+            there_now = remote_state.versions
             result.sent = sum(1 for vid, v in merged.versions.items()
-                              if vid not in remote_state.versions or not remote_state.versions[vid].same_as(v))
+                              if vid not in there_now or not there_now[vid].same_as(v))
             result.received = len(rows)
             result.purged_here = len(doomed)
             result.purged_sent = len(set(merged.purged) - set(remote_state.purged))
@@ -274,7 +275,9 @@ def _secret_in(v: Version) -> bool:
     return any(redact.find_secrets(s) for s in strings)
 
 
-def _outgoing(local: Mapping[str, Version], scope: Scope, base: Base | None) -> tuple[dict[str, Version], set[str]]:
+def _outgoing(
+    local: Mapping[str, Version], scope: Scope, base: Base | None
+) -> tuple[dict[str, Version], set[str]]:
     """The local versions in scope, without whole families holding a secret (checked once
     per version: versions already synced were checked when they first left)."""
     from .state import families

@@ -257,7 +257,8 @@ def check_links(versions: Mapping[str, Version], purged: Mapping[str, str | None
                 continue
             if link == vid:
                 raise RemoteStateError(f"memory {vid} {name} itself")
-            if link not in versions and link not in known_ids and not (name == "supersedes" and link in purged):
+            through_purge = name == "supersedes" and link in purged
+            if link not in versions and link not in known_ids and not through_purge:
                 raise RemoteStateError(f"memory {vid} {name} {link}, which is not there")
     for name in ("supersedes", "superseded_by"):
         done: set[str] = set()

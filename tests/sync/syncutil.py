@@ -39,7 +39,8 @@ def remote_blobs(remote: str) -> bytes:
     oids = [line.split(" ")[0] for line in listing if line.strip()]
     if not oids:
         return b""
-    return subprocess.run(["git", "-C", remote, "cat-file", "--batch"], input="\n".join(oids).encode() + b"\n",
+    return subprocess.run(["git", "-C", remote, "cat-file", "--batch"],
+                          input="\n".join(oids).encode() + b"\n",
                           check=True, capture_output=True).stdout
 
 

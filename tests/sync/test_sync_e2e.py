@@ -29,7 +29,7 @@ def homes(tmp_path: Path):
     opened = []
 
     def make(n: int):
-        for i in range(n):
+        for _ in range(n):
             opened.append(open_home(tmp_path / f"home{len(opened)}"))
         return opened[-n:]
 
@@ -46,7 +46,8 @@ def rounds(stores, remote: str, times: int = 2) -> None:
 
 def test_two_homes_converge_and_sync_is_idempotent(homes, remote: str) -> None:
     a, b = homes(2)
-    m = a.capture("We chose PostgreSQL for JSONB", namespace="decisions", tags=["db"], metadata={"t": "OPS-1"})
+    m = a.capture("We chose PostgreSQL for JSONB", namespace="decisions", tags=["db"],
+                  metadata={"t": "OPS-1"})
     b.capture("Lint with ruff", namespace="tools")
     rounds([a, b], remote)
     assert snapshot(a) == snapshot(b) and len(snapshot(a)) == 2
@@ -208,7 +209,9 @@ def test_poisoned_vectors_are_dropped_and_reembedded(homes, remote: str, tmp_pat
     assert b.recall("Logs ship to loki", limit=1, mode="semantic")[0].memory.id == other.id
 
 
-@pytest.mark.parametrize("forgery", ["dangling-supersedes", "dangling-superseded-by", "loop", "garbage", "tree"])
+@pytest.mark.parametrize(
+    "forgery", ["dangling-supersedes", "dangling-superseded-by", "loop", "garbage", "tree"]
+)
 def test_forged_or_garbage_refs_are_refused_and_nothing_changes(homes, remote: str, tmp_path: Path,
                                                                forgery: str) -> None:
     a, b = homes(2)
@@ -339,7 +342,29 @@ def test_cli_status_dry_run_and_json(tmp_path: Path, remote: str) -> None:
     status = json.loads(run("sync", "--remote", remote, "--status", "--json").stdout)
     assert status["would"]["send"] == 1 and status["last_sync"] is None
     done = run("sync", "--remote", remote, "--yes")
-    assert done.returncode == 0 and "send 1" in done.stdout
+    assert done.returncode == 0 and "sent 1" in done.stdout
     down = run("sync", "--remote", str(tmp_path / "gone.git"), "--yes")
     assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1
     assert run("sync", "--help").returncode == 0
+
+
+def test_git_hook_syncs_after_pull_only_when_enabled_and_confirmed(tmp_path: Path, remote: str) -> None:
+    from memstore import hooks
+
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run(["git", "-C", str(work), "remote", "add", "origin", remote], check=True)
+    subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.com",
+                    "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    project = gitscope.detect(work).project
+    home = Path(os.environ["MEMSTORE_HOME"])
+    with open_home(home) as s:
+        s.capture("decided in the hook test", project=project)
+    assert "synced" not in hooks.run("post-merge", repo_path=work).line  # off by default
+    line = hooks.run("post-merge", repo_path=work, overrides={"sync.on_git": True}).line
+    assert "sync skipped" in line and b"hook test" not in remote_blobs(remote)
+    with open_home(home) as s:
+        sync_store(s, cwd=work, yes=True)
+        s.capture("second decision after the first sync", project=project)
+    line = hooks.run("post-merge", repo_path=work, overrides={"sync.on_git": True}).line
+    assert "synced with origin (sent 1" in line and b"second decision" in remote_blobs(remote)

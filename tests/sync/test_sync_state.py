@@ -126,7 +126,8 @@ def test_forget_and_restore_last_writer_wins() -> None:
 
 
 def test_purge_marks_win_and_chains_reconnect() -> None:
-    old = State({"P": _v("P", "v1", 1), "M": _v("M", "v2", 2, parent="P"), "C": _v("C", "v3", 3, parent="M")}, {})
+    old = State({"P": _v("P", "v1", 1), "M": _v("M", "v2", 2, parent="P"),
+                 "C": _v("C", "v3", 3, parent="M")}, {})
     purged = State({"P": _v("P", "v1", 1), "C": _v("C", "v3", 3, parent="P")}, {"M": "P"})
     m = merge(old, purged)
     assert "M" not in m.versions and m.purged == {"M": "P"}
