@@ -244,8 +244,9 @@ def _versions(snapshot: Iterable[tuple[Any, ...]], model: str, dimension: int) -
     for (vid, text, namespace, tags, source, metadata, project, branch, created, updated, expires,
          deleted, deleted_at, supersedes, superseded_by, _model, _vector) in rows:
         out[vid] = Version(
-            id=vid, text=text, namespace=namespace, tags=tuple(json.loads(tags)),
-            metadata=canonical_metadata(json.loads(metadata)), source=source, project=project,
+            id=vid, text=text, namespace=namespace, tags=() if tags == "[]" else tuple(json.loads(tags)),
+            metadata="{}" if metadata == "{}" else canonical_metadata(json.loads(metadata)),
+            source=source, project=project,
             branch=branch, created_at=created, expires_at=expires, supersedes=supersedes,
             updated_at=updated, deleted=bool(deleted), deleted_at=deleted_at,
             superseded_by=superseded_by, vector=(model, usable[vid]) if vid in usable else None,

@@ -16,6 +16,7 @@ is dropped (the memory is embedded again on arrival), never stored.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -44,6 +45,7 @@ class RemoteStateError(SyncError):
     """The ref holds something that is not a valid memstore sync state; nothing was changed."""
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def shard_of(memory_id: str) -> str:
     return f"{SHARD_DIR}/{hashlib.sha1(memory_id.encode('utf-8')).hexdigest()[:2]}.jsonl"
 
