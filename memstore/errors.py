@@ -17,6 +17,8 @@ and changes nothing in the store::
      └── SyncError                a sync could not complete (remote unreachable, its ref refused,
           │                       first sync not confirmed); the local store is left consistent
           └── StoreChangedError       the store changed while a sync was applying; it is retried
+
+    ModelMismatchWarning (a UserWarning): some vectors are from another model; keyword only
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "MemstoreError",
     "ModelError",
     "ModelMismatchError",
+    "ModelMismatchWarning",
     "NotFoundError",
     "SchemaTooNewError",
     "StoreError",
@@ -98,3 +101,7 @@ class SyncError(MemstoreError):
 
 class StoreChangedError(SyncError):
     """Another process wrote to the store between a sync's snapshot and its apply (retried)."""
+
+
+class ModelMismatchWarning(UserWarning):
+    """Some memories carry vectors from another model; they are left out of the vector leg."""

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import memstore  # noqa: E402
-from memstore.embedder import HashEmbedder  # noqa: E402
+from memstore.embedding import HashEmbedder  # noqa: E402
 from memstore.sync import sync_store  # noqa: E402
 
 WORDS = ["deploy", "cache", "postgres", "lint", "release", "review", "index", "queue", "backup", "build",

@@ -38,7 +38,7 @@ from typing import Any
 CHILD = r"""
 import os, sys, random, xxhash
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 
 home, mode, log_path, status_path, seed, real = sys.argv[1:7]
 rng = random.Random(int(seed))
@@ -82,7 +82,7 @@ while True:
 
 def _open(home: Path, real: bool) -> Any:
     import memstore
-    from memstore.embedder import HashEmbedder
+    from memstore.embedding import HashEmbedder
 
     return memstore.open(home, embedder=None if real else HashEmbedder())
 
@@ -132,7 +132,7 @@ def check(home: Path, args: argparse.Namespace, confirmed: list[tuple[str, str]]
         # The index catches up by itself: the first semantic recall loads and replays it.
         store.recall("postgres deploys", mode="semantic", limit=3)
         notices = list(store.notices)
-        in_memory = len(store._index) if store._index is not None else 0
+        in_memory = len(store.backend._cache.index) if store.backend._cache.index is not None else 0
         for memory_id, digest in confirmed:
             try:
                 memory = store.get(memory_id)

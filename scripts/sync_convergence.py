@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.errors import ConflictError
 from memstore.sync import sync_store
 
@@ -34,7 +34,10 @@ WORDS = ["deploy", "cache", "postgres", "lint", "release", "token", "review", "i
 
 
 def _rows(store: Any) -> list[tuple[Any, ...]]:
-    return store._conn.execute(
+    import sqlite3
+
+    conn = sqlite3.connect(store.db_path, timeout=30)  # a second connection: the file as it is
+    return conn.execute(
         "SELECT id, text, namespace, tags, metadata, project, created_at, updated_at, expires_at, "
         "deleted, deleted_at, supersedes, superseded_by FROM memories ORDER BY id"
     ).fetchall()
@@ -124,7 +127,7 @@ def _purge_marks(store: Any) -> dict[str, Any]:
 
     for path in (store.home / "sync").glob("base-*.json"):
         data = json.loads(path.read_text())
-        base = Base.load(_base_path(store.home, Remote(data["remote"], data["ref"])), store._store_id)
+        base = Base.load(_base_path(store.home, Remote(data["remote"], data["ref"])), store.backend.store_id)
         if base is not None:
             return base.purged
     return {}

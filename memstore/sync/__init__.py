@@ -40,7 +40,7 @@ def resolve(
     """(remote, ref, scope) for a sync: the remote named, else the ``sync.remote`` setting,
     else the origin of the repository at ``cwd`` — which makes it a project's remote: only
     that project's memories go (and those with no project only when asked)."""
-    from .. import gitscope
+    from ..git import repo as gitscope
 
     settings = store.settings
     where = Path(cwd) if cwd is not None else Path.cwd()
@@ -70,7 +70,7 @@ def resolve(
 
 
 def _is_remote_of(repo: Any, location: str, where: Path) -> bool:
-    from .. import gitscope
+    from ..git import repo as gitscope
 
     out = repo.git("config", "--get-regexp", r"^remote\..*\.url$", check=False)
     wanted = gitscope.normalise_remote(location, base=where)
@@ -99,7 +99,7 @@ def sync_status(
     """The remote, the last sync, and what a sync would move now (``error`` when the remote
     cannot be read)."""
     location, ref, scope = resolve(store, remote, cwd=cwd, include_unscoped=include_unscoped)
-    base = last_sync(store.home, store._store_id, location, ref)
+    base = last_sync(store.home, store.backend.store_id, location, ref)
     status: dict[str, Any] = {"remote": location, "ref": ref, "scope": scope.to_dict(),
                               "last_sync": base.last_sync if base else None,
                               "confirmed": bool(base and base.confirmed), "would": None, "error": None}

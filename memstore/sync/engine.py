@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import redact
 from ..errors import StoreChangedError, SyncError
+from ..settings import env_value
 from ..timeutil import format_ts, now
 from . import wire
 from .state import State, Version, canonical_metadata, merge
@@ -136,7 +137,7 @@ def sync(
     home = store.home
     with _locked(home / "sync.lock"):
         repo = Repo(home / "sync" / "repo.git")
-        base = Base.load(_base_path(home, target), store._store_id)
+        base = Base.load(_base_path(home, target), store.backend.store_id)
         model, dimension = store.embedder.model_id, store.embedder.dimension
         result = SyncResult(remote, ref, dry_run, scope, first=base is None or not base.confirmed,
                             last_sync=base.last_sync if base else None)
@@ -206,7 +207,7 @@ def sync(
             shards = {p: (d if isinstance(d, str) else blob_oid(d)) for p, d in files_out.items()
                       if p.startswith("memories/")}
             stamp = format_ts(now())
-            Base(store._store_id, remote, ref, True, stamp,
+            Base(store.backend.store_id, remote, ref, True, stamp,
                  {vid: (v.supersedes, v.superseded_by) for vid, v in merged.versions.items()},
                  dict(merged.purged), shards, prints).save(_base_path(home, target))
             result.last_sync = stamp
@@ -473,6 +474,6 @@ def _apply_progress(progress: Progress | None) -> Callable[[int, int], None]:
 
 def _fault(point: str) -> None:
     """Die here, as kill -9 would, when the fault-test variable names this point."""
-    if os.environ.get(FAULT_ENV) == point:
+    if env_value(FAULT_ENV) == point:
         os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(10)

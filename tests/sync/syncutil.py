@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 
 
 def bare(path: Path) -> str:
@@ -21,7 +21,9 @@ def open_home(path: Path) -> Any:
 
 def snapshot(store: Any) -> list[tuple[Any, ...]]:
     """Everything a user can see of a store: every version with its state and links."""
-    rows = store._conn.execute(
+    from sqlitefile import raw
+
+    rows = raw(store).execute(
         "SELECT id, text, namespace, tags, metadata, source, project, branch, created_at, "
         "updated_at, expires_at, deleted, deleted_at, supersedes, superseded_by FROM memories ORDER BY id"
     ).fetchall()

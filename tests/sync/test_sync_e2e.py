@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from syncutil import all_objects, bare, open_home, remote_blobs, snapshot
 
-from memstore import gitscope
 from memstore.errors import SyncError
+from memstore.git import repo as gitscope
 from memstore.sync import NeedsConfirmation, sync_status, sync_store
 from memstore.sync.transport import Remote, RemoteUnreachable, Repo
 from memstore.sync.wire import RemoteStateError
@@ -202,10 +202,12 @@ def test_poisoned_vectors_are_dropped_and_reembedded(homes, remote: str, tmp_pat
     _forge(remote, tmp_path, edit)
     result = sync_store(b, remote, yes=True)
     assert result.vectors_dropped == 1 and result.embedded == 1
-    stored = b._conn.execute(
+    from sqlitefile import raw
+
+    stored = raw(b).execute(
         "SELECT e.vector FROM embeddings e JOIN memories m ON m.seq = e.seq WHERE m.id = ?", (m.id,)
     ).fetchone()[0]
-    assert stored == b._embed([m.text])[0].astype("<f4").tobytes()
+    assert stored == b.embedder.embed([m.text])[0].astype("<f4").tobytes()
     assert b.recall("Logs ship to loki", limit=1, mode="semantic")[0].memory.id == other.id
 
 
