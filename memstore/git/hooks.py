@@ -586,7 +586,7 @@ def _record(
 def _sync_after_pull(store: MemoryStore, repo: gitscope.Repo) -> str:
     """``sync.on_git``: after a pull, sync this project's memories with origin — only once a
     first ``memstore sync`` there was confirmed (a hook never decides what leaves)."""
-    from .sync import NeedsConfirmation, sync_store
+    from ..sync import NeedsConfirmation, sync_store
 
     try:
         done = sync_store(store, cwd=repo.cwd)

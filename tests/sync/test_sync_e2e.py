@@ -351,7 +351,7 @@ def test_cli_status_dry_run_and_json(tmp_path: Path, remote: str) -> None:
 
 
 def test_git_hook_syncs_after_pull_only_when_enabled_and_confirmed(tmp_path: Path, remote: str) -> None:
-    from memstore import hooks
+    from memstore.git import hooks
 
     work = tmp_path / "work"
     subprocess.run(["git", "init", "-q", str(work)], check=True)
