@@ -164,6 +164,7 @@ def sync(
                     files, model=model, dimension=dimension,
                     known={vid: local[vid] for vid in known_ids if vid in local}, known_ids=known_ids,
                 )
+            _check_unchanged(remote_state, local)
             stage("fetched")
             outgoing, held = _outgoing(local, scope, base)
             result.held_back = sorted(held)
@@ -253,6 +254,18 @@ def _versions(snapshot: Iterable[tuple[Any, ...]], model: str, dimension: int) -
             superseded_by=superseded_by, vector=(model, usable[vid]) if vid in usable else None,
         )
     return out
+
+
+def _check_unchanged(remote: State, local: Mapping[str, Version]) -> None:
+    """A version never changes in place: a remote record whose id is here with other content
+    was rewritten (by hand, or forged) — the whole remote state is refused."""
+    for vid, v in remote.versions.items():
+        mine = local.get(vid)
+        if mine is not None and mine.fixed() != v.fixed():
+            raise wire.RemoteStateError(
+                f"the remote holds memory {vid} with content other than this store's (a version "
+                "never changes in place): the ref was rewritten; nothing was changed"
+            )
 
 
 def _secret_in(v: Version) -> bool:
