@@ -57,7 +57,7 @@ def resolve(
         if repo is not None and _is_remote_of(repo, location, where):
             return location, ref, Scope((repo.project,), unscoped, excluded)
         projects = _split(settings.get("sync.projects")) or None
-        return location, ref, Scope(projects, True, excluded)
+        return location, ref, Scope(projects, include_unscoped is not False, excluded)
     if repo is None:
         raise SyncError("not in a git repository: give --remote URL (or set sync.remote)")
     try:
