@@ -90,6 +90,7 @@ def test_no_import_cycles():
         ("memstore.exchange", "import psycopg", "memstore.exchange -> psycopg"),
         ("memstore.render", "from memstore.cli import cli", "memstore.render -> memstore.cli"),
         ("memstore.models", "from memstore import store", "memstore.models -> memstore.store"),
+        ("memstore.recall", "from memstore import store", "memstore.recall -> memstore.store"),
         ("memstore.store", "from memstore.agents import hooks", "memstore.store -> memstore.agents"),
     ],
 )
