@@ -519,7 +519,8 @@ class MemoryStore:
         """Bring the store to a merged sync state (:meth:`Backend.apply_sync`): ``rows`` are
         ``SYNC_COLUMNS`` values plus ``_vector`` (checked bytes of this store's model, or
         None); live current rows without a usable vector are embedded first. Returns
-        ``embedded`` and ``kept_local`` (ids kept superseded by the same text live here)."""
+        ``embedded``, ``kept_local`` (ids kept superseded by the same text live here) and
+        ``mark``, the change mark after the apply."""
         model = self._embedding.model_id
         ready = []
         for r in rows:
@@ -538,8 +539,8 @@ class MemoryStore:
                     r["_vector"] = (model, vector.astype("<f4").tobytes())
             except ModelError as exc:
                 notify(f"synced without vectors ({exc}); run `memstore reindex` later")
-        kept = self.backend.apply_sync(ready, list(purged), expect=expect, progress=progress)
-        return {"embedded": len(todo), "kept_local": kept}
+        kept, mark = self.backend.apply_sync(ready, list(purged), expect=expect, progress=progress)
+        return {"embedded": len(todo), "kept_local": kept, "mark": mark}
 
     @_call
     def stats(self) -> dict[str, Any]:

@@ -77,6 +77,8 @@ def sync(ctx: click.Context, remote: str | None, show_status: bool, dry_run: boo
         f"{result.memories} versions in sync"
         + (f"; {resolved} concurrent edits/duplicates resolved (kept in history)" if resolved else "")
     )
+    for notice in result.notices:
+        click.echo(f"memstore: {notice}", err=True)
     if result.held_back:
         click.echo(f"held back {len(result.held_back)} memories holding what looks like a secret "
                    f"(e.g. {result.held_back[0]}): update or forget and purge them", err=True)

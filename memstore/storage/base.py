@@ -211,17 +211,20 @@ class Backend(Protocol):
         """Every version as a :data:`SYNC_COLUMNS` row (timestamps as stored) followed by the
         (model, vector bytes) of live current ones (else None, None), and a change mark — all
         read in one snapshot. The mark changes with any capture, update, forget, restore or
-        purge, so :meth:`apply_sync` can refuse to overwrite a write made in between."""
+        purge, so :meth:`apply_sync` can refuse to overwrite a write made in between; its last
+        item is a number that never decreases in the store's life (an older copy of the store
+        put back has a lower one, so a sync does not read what it lacks as purges)."""
 
     def apply_sync(self, rows: Sequence[dict[str, Any]], purged: Sequence[str], *,
-                   expect: tuple[Any, ...], progress: Any = None) -> list[str]:
+                   expect: tuple[Any, ...], progress: Any = None) -> tuple[list[str], tuple[Any, ...]]:
         """Bring the store to a merged sync state in one transaction: delete ``purged`` ids
         for good (as :meth:`purge`: nothing left in free space), insert or overwrite ``rows``
         (``SYNC_COLUMNS`` + ``content_hash``, ``_vector``: (model, bytes) or None). Rows
         leaving the live set are written first, so two live versions never share a text; a
         row whose text is live here under an id outside the rows is kept superseded by that
-        one (its id is returned). Raises StoreChangedError, changing nothing, when the mark
-        moved since ``expect``. ``progress(done, total)`` is called inside the transaction."""
+        one (those ids are returned, with the change mark after the apply). Raises
+        StoreChangedError, changing nothing, when the mark moved since ``expect``.
+        ``progress(done, total)`` is called inside the transaction."""
 
     # -- vectors -----------------------------------------------------------------------------
     def put_vectors(self, model: str, items: Sequence[tuple[Key, str, bytes]]) -> None:

@@ -105,6 +105,7 @@ class SyncResult:
     first: bool = False
     last_sync: str | None = None
     plan: dict[str, Any] | None = None
+    notices: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "scope"}
@@ -146,6 +147,8 @@ def sync(
             stage("start")
             snapshot, mark = store.sync_snapshot()
             local = _versions(snapshot, model, dimension)
+            # An older copy of the store put back: it has not applied the last merged state.
+            rolled_back = base is not None and mark[-1] < base.high_water
             remote_oid = repo.remote_oid(target)
             remote_state, result.vectors_dropped = State.empty(), 0
             entries: dict[str, str] = {}
@@ -156,7 +159,8 @@ def sync(
                 # Shards exactly as this store wrote them last time: their records are the
                 # ones it applied, so its own versions stand in for them (no re-reading).
                 skipped = {p: o for p, o in entries.items()
-                           if base is not None and p.startswith("memories/") and base.shards.get(p) == o}
+                           if base is not None and not rolled_back and p.startswith("memories/")
+                           and base.shards.get(p) == o}
                 known_ids = frozenset(vid for vid in (base.links if base else {})
                                       if wire.shard_of(vid) in skipped)
                 files = repo.blobs({p: o for p, o in entries.items() if p not in skipped})
@@ -170,7 +174,14 @@ def sync(
             result.held_back = sorted(held)
             # Purges known here travel again until the remote has them (a crash after the base
             # was saved but before the push must not lose one).
-            purges = {**base.purged, **_inferred_purges(base, local)} if base is not None else {}
+            purges = dict(base.purged) if base is not None else {}
+            if rolled_back:
+                older = ("this store is older than its last sync (restored from a backup?): what it "
+                         "lacks is not taken as purged; those memories come back from the remote")
+                if older not in result.notices:
+                    result.notices.append(older)
+            elif base is not None:  # (rolled_back implies a base)
+                purges.update(_inferred_purges(base, local))
             merged = merge(remote_state, State(outgoing, purges))
             stage("merged")
             rows = [_row(v, model) for vid, v in merged.versions.items()
@@ -197,6 +208,7 @@ def sync(
             except StoreChangedError:
                 continue
             result.kept_local, result.embedded = applied["kept_local"], applied["embedded"]
+            high_water = applied["mark"][-1]
             stage("applied")
             prints = wire.shard_prints(merged.versions)
             there = wire.shard_prints({vid: v for vid, v in remote_state.versions.items()
@@ -210,7 +222,7 @@ def sync(
             stamp = format_ts(now())
             Base(store.backend.store_id, remote, ref, True, stamp,
                  {vid: (v.supersedes, v.superseded_by) for vid, v in merged.versions.items()},
-                 dict(merged.purged), shards, prints).save(_base_path(home, target))
+                 dict(merged.purged), shards, prints, high_water).save(_base_path(home, target))
             result.last_sync = stamp
             stage("saved")
             commit = repo.write_commit(files_out)
@@ -390,6 +402,7 @@ class Base:
     purged: dict[str, str | None] = field(default_factory=dict)
     shards: dict[str, str] = field(default_factory=dict)  # shard path → blob oid written
     prints: dict[str, str] = field(default_factory=dict)  # shard path → wire.shard_prints digest
+    high_water: Any = 0  # the store's change-mark high-water after the apply
 
     @staticmethod
     def load(path: Path, store_id: str) -> Base | None:
@@ -408,14 +421,14 @@ class Base:
         links = {k: (v[0], v[1]) for k, v in data["links"].items()}
         return Base(store_id, data["remote"], data["ref"], bool(data["confirmed"]),
                     data.get("last_sync"), links, dict(data.get("purged", {})),
-                    dict(data.get("shards", {})), dict(data.get("prints", {})))
+                    dict(data.get("shards", {})), dict(data.get("prints", {})), data.get("high_water", 0))
 
     def save(self, path: Path) -> None:
         data = {"version": BASE_VERSION, "store_id": self.store_id, "remote": self.remote,
                 "ref": self.ref, "confirmed": self.confirmed, "last_sync": self.last_sync,
                 "links": {k: list(v) for k, v in sorted(self.links.items())},
                 "purged": dict(sorted(self.purged.items())), "shards": self.shards,
-                "prints": self.prints}
+                "prints": self.prints, "high_water": self.high_water}
         _atomic_write(path, json.dumps(data).encode("utf-8"))
 
 

@@ -374,3 +374,30 @@ def test_git_hook_syncs_after_pull_only_when_enabled_and_confirmed(tmp_path: Pat
         s.capture("second decision after the first sync", project=project)
     line = hooks.run("post-merge", repo_path=work, overrides={"sync.on_git": True}).line
     assert "synced with origin (sent 1" in line and b"second decision" in remote_blobs(remote)
+
+
+def test_store_put_back_from_an_older_copy_is_not_read_as_purges(tmp_path: Path, remote: str) -> None:
+    import shutil
+
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+    with open_home(a_home) as a:
+        a.capture("before the backup")
+        sync_store(a, remote, yes=True)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for f in a_home.glob("memstore.db*"):
+        shutil.copy(f, backup / f.name)
+    with open_home(a_home) as a:
+        later = a.capture("after the backup")
+        sync_store(a, remote)
+    for f in a_home.glob("memstore.db*"):
+        f.unlink()
+    for f in backup.iterdir():
+        shutil.copy(f, a_home / f.name)
+    with open_home(a_home) as a:
+        result = sync_store(a, remote)
+        assert result.notices and "older than its last sync" in result.notices[0]
+        assert a.get(later.id).text == "after the backup"  # came back, not purged everywhere
+    with open_home(b_home) as b:
+        sync_store(b, remote, yes=True)
+        assert {m.text for m in b.list()} == {"before the backup", "after the backup"}

@@ -208,7 +208,7 @@ class SQLiteBackend:
         return rows, mark
 
     def apply_sync(self, rows: Sequence[dict[str, Any]], purged: Sequence[str], *,
-                   expect: tuple[Any, ...], progress: Any = None) -> list[str]:
+                   expect: tuple[Any, ...], progress: Any = None) -> tuple[list[str], tuple[Any, ...]]:
         from ...errors import StoreChangedError
 
         kept: list[str] = []
@@ -227,7 +227,8 @@ class SQLiteBackend:
                     progress(n, len(ordered))
             if doomed:
                 db.compact_text_index(conn)
-        return kept
+            mark = db.change_mark(conn)
+        return kept, mark
 
     # -- vectors -----------------------------------------------------------------------------
 

@@ -917,9 +917,12 @@ SYNC_SET_COLUMNS = (
 
 
 def change_mark(conn: sqlite3.Connection) -> tuple[Any, ...]:
-    """What changes with any capture, update, forget, restore or purge (sync's race check)."""
+    """What changes with any capture, update, forget, restore or purge (sync's race check);
+    last, AUTOINCREMENT's high-water mark, which never goes down (an older copy of the file
+    put back has a lower one)."""
     return tuple(conn.execute(
-        "SELECT count(*), coalesce(max(seq), 0), coalesce(max(updated_at), '') FROM memories"
+        "SELECT count(*), coalesce(max(seq), 0), coalesce(max(updated_at), ''), "
+        "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'memories'), 0) FROM memories"
     ).fetchone())
 
 
