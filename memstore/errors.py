@@ -13,7 +13,10 @@ and changes nothing in the store::
      │    └── CorruptDatabaseError    SQLite says the file is damaged; it is left untouched
      ├── ModelError               the embedding model cannot be loaded or does not match
      │    └── ModelMismatchError      vectors in the store come from another model: run reindex
-     └── GitError                 git is missing, a path is not in a repository, or git failed
+     ├── GitError                 git is missing, a path is not in a repository, or git failed
+     └── SyncError                a sync could not complete (remote unreachable, its ref refused,
+          │                       first sync not confirmed); the local store is left consistent
+          └── StoreChangedError       the store changed while a sync was applying; it is retried
 
     ModelMismatchWarning (a UserWarning): some vectors are from another model; keyword only
 """
@@ -32,7 +35,9 @@ __all__ = [
     "NotFoundError",
     "SchemaTooNewError",
     "StoreError",
+    "StoreChangedError",
     "StoreNotWritableError",
+    "SyncError",
 ]
 
 
@@ -88,6 +93,14 @@ class ModelMismatchError(ModelError):
 
 class GitError(MemstoreError):
     """git is not installed, the path is not in a repository, or a git command failed."""
+
+
+class SyncError(MemstoreError):
+    """A sync could not complete; the local store is consistent and the next sync can finish."""
+
+
+class StoreChangedError(SyncError):
+    """Another process wrote to the store between a sync's snapshot and its apply (retried)."""
 
 
 class ModelMismatchWarning(UserWarning):

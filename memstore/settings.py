@@ -150,6 +150,28 @@ SETTINGS: dict[str, Setting] = {
             "In auto mode, how long after an agent hook starts it stops waiting for hybrid recall.",
         ),
         Setting(
+            "sync.remote", str, None,
+            "Default remote of `memstore sync` (a URL or path git understands); unset: the "
+            "current repository's origin, carrying that project's memories.",
+        ),
+        Setting("sync.ref", str, "refs/memstore/memories", "The ref memories travel in on the remote."),
+        Setting(
+            "sync.projects", str, None,
+            "Comma-separated projects whose memories sync to a remote that is not a project's own "
+            "(default: every project).",
+        ),
+        Setting("sync.exclude_namespaces", str, None, "Comma-separated namespaces that never sync."),
+        Setting(
+            "sync.include_unscoped", bool, False,
+            "Also send memories with no project to a project's remote (they always go to a remote "
+            "named with --remote or sync.remote).",
+        ),
+        Setting(
+            "sync.on_git", bool, False,
+            "Git hooks (post-merge, after `git pull`) also sync with the repository's origin, once a "
+            "first `memstore sync` there was confirmed.",
+        ),
+        Setting(
             "agent.min_similarity", float, 0.3,
             "Agent hooks leave out hits found only by meaning whose cosine similarity is below this.",
         ),

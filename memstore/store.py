@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -24,8 +24,9 @@ from .capture import Capture, TimeLike, TtlLike, clean_id
 from .embedding.base import Embedder, ModelInfo
 from .embedding.resolve import resolve_embedder
 from .errors import InvalidInputError, ModelError, ModelMismatchWarning, NotFoundError
+from .identity import content_hash
 from .models import CaptureResult, ImportResult, Memory, PurgedMemory, PurgeResult, VerifyReport
-from .notices import collecting
+from .notices import collecting, notify
 from .recall import Hits, Mode
 from .recall import recall as run_recall
 from .settings import DB_FILENAME, Settings, home_dir, load_settings
@@ -529,6 +530,43 @@ class MemoryStore:
         failing its integrity check is never modified."""
         return self.backend.verify(model=self._embedding.model_id, dimension=self._embedding.dimension,
                                    quick=quick, repair=repair, embed=self._embedding.embed)
+
+    # -- sync (memstore.sync merges; the backend reads and applies) -------------------------
+
+    @_call
+    def sync_snapshot(self) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+        """Every version as a sync row and a change mark (:meth:`Backend.sync_rows`): what a
+        sync merges, and what :meth:`apply_sync_state` checks nothing moved since."""
+        return self.backend.sync_rows()
+
+    @_call
+    def apply_sync_state(self, rows: Sequence[Mapping[str, Any]], purged: Iterable[str], *,
+                         expect: tuple[Any, ...], progress: Progress | None = None) -> dict[str, Any]:
+        """Bring the store to a merged sync state (:meth:`Backend.apply_sync`): ``rows`` are
+        ``SYNC_COLUMNS`` values plus ``_vector`` (checked bytes of this store's model, or
+        None); live current rows without a usable vector are embedded first. Returns
+        ``embedded``, ``kept_local`` (ids kept superseded by the same text live here) and
+        ``mark``, the change mark after the apply."""
+        model = self._embedding.model_id
+        ready = []
+        for r in rows:
+            row = dict(r)
+            row["content_hash"] = content_hash(row["text"], row["namespace"], row["project"])
+            blob = row.pop("_vector", None)
+            row["_vector"] = (model, blob) if blob is not None else None
+            ready.append(row)
+        live = [r for r in ready if not r["deleted"] and r["superseded_by"] is None and r["_vector"] is None]
+        have = self.backend.vectors_of([r["id"] for r in live])
+        todo = [r for r in live if have.get(r["id"], (None, None))[:2] != (model, r["content_hash"])]
+        if todo:
+            try:
+                matrix = self._embedding.embed([r["text"] for r in todo])
+                for r, vector in zip(todo, matrix, strict=True):
+                    r["_vector"] = (model, vector.astype("<f4").tobytes())
+            except ModelError as exc:
+                notify(f"synced without vectors ({exc}); run `memstore reindex` later")
+        kept, mark = self.backend.apply_sync(ready, list(purged), expect=expect, progress=progress)
+        return {"embedded": len(todo), "kept_local": kept, "mark": mark}
 
     @_call
     def stats(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from .git import (
     recall_scope_options,
 )
 from .lifecycle import LIFECYCLE_COMMANDS
+from .sync import sync as sync_command
 from .ui import ui
 from .util import (
     NOT_STORED,
@@ -546,3 +547,4 @@ for _command in (*LIFECYCLE_COMMANDS, *GIT_COMMANDS, *AGENT_COMMANDS):
     cli.add_command(_command)
 cli.add_command(verify)
 cli.add_command(ui)
+cli.add_command(sync_command)

@@ -611,7 +611,23 @@ def _record(
             line += f"; embedded {embedded}"
         if problem:
             line += f"; embedding deferred ({problem})"
+        if kind == "post-merge" and store.settings.get("sync.on_git"):
+            line += "; " + _sync_after_pull(store, repo)
     return line
+
+
+def _sync_after_pull(store: MemoryStore, repo: gitscope.Repo) -> str:
+    """``sync.on_git``: after a pull, sync this project's memories with origin — only once a
+    first ``memstore sync`` there was confirmed (a hook never decides what leaves)."""
+    from ..sync import NeedsConfirmation, sync_store
+
+    try:
+        done = sync_store(store, cwd=repo.cwd)
+    except NeedsConfirmation:
+        return "sync skipped: run `memstore sync` here once to confirm what goes to origin"
+    except MemstoreError as exc:
+        return f"sync failed: {' '.join(str(exc).split())}"
+    return f"synced with origin (sent {done.sent}, received {done.received})"
 
 
 def _embed_backlog(store: MemoryStore) -> tuple[int, str | None]:

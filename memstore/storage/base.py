@@ -41,11 +41,17 @@ __all__ = [
     "KeywordLeg",
     "KeywordMatch",
     "NewMemory",
+    "SYNC_COLUMNS",
     "StateOutcome",
 ]
 
 #: An opaque row handle, valid within one backend session (see the module docstring).
 Key = Hashable
+#: The columns of a sync row (:meth:`Backend.sync_rows`, :meth:`Backend.apply_sync`).
+SYNC_COLUMNS = (
+    "id", "text", "namespace", "tags", "source", "metadata", "project", "branch", "created_at",
+    "updated_at", "expires_at", "deleted", "deleted_at", "supersedes", "superseded_by",
+)
 #: What ``apply_state`` did with a newer exported state.
 StateOutcome = Literal["updated", "unchanged", "conflict"]
 
@@ -199,6 +205,26 @@ class Backend(Protocol):
 
     def insert_exported(self, values: dict[str, Any], vector: tuple[str, bytes] | None) -> None:
         """Insert an export record's column values as they were (ids, links, state)."""
+
+    # -- sync (memstore.sync) ----------------------------------------------------------------
+    def sync_rows(self) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+        """Every version as a :data:`SYNC_COLUMNS` row (timestamps as stored) followed by the
+        (model, vector bytes) of live current ones (else None, None), and a change mark — all
+        read in one snapshot. The mark changes with any capture, update, forget, restore or
+        purge, so :meth:`apply_sync` can refuse to overwrite a write made in between; its last
+        item is a number that never decreases in the store's life (an older copy of the store
+        put back has a lower one, so a sync does not read what it lacks as purges)."""
+
+    def apply_sync(self, rows: Sequence[dict[str, Any]], purged: Sequence[str], *,
+                   expect: tuple[Any, ...], progress: Any = None) -> tuple[list[str], tuple[Any, ...]]:
+        """Bring the store to a merged sync state in one transaction: delete ``purged`` ids
+        for good (as :meth:`purge`: nothing left in free space), insert or overwrite ``rows``
+        (``SYNC_COLUMNS`` + ``content_hash``, ``_vector``: (model, bytes) or None). Rows
+        leaving the live set are written first, so two live versions never share a text; a
+        row whose text is live here under an id outside the rows is kept superseded by that
+        one (those ids are returned, with the change mark after the apply). Raises
+        StoreChangedError, changing nothing, when the mark moved since ``expect``.
+        ``progress(done, total)`` is called inside the transaction."""
 
     # -- vectors -----------------------------------------------------------------------------
     def put_vectors(self, model: str, items: Sequence[tuple[Key, str, bytes]]) -> None:

@@ -205,3 +205,47 @@ def test_closed_backend_refuses_work(backend: Backend):
     backend.close()  # idempotent
     with pytest.raises(StoreError):
         backend.get("anything")
+
+
+def _sync_row(r: NewMemory, **changes) -> dict:
+    values = {"id": r.id, "text": r.text, "namespace": r.namespace, "tags": json.dumps(list(r.tags)),
+              "source": None, "metadata": json.dumps(r.metadata), "project": r.project, "branch": None,
+              "created_at": r.created_at, "updated_at": r.updated_at, "expires_at": None, "deleted": 0,
+              "deleted_at": None, "supersedes": None, "superseded_by": None, "_vector": None}
+    values.update(changes)
+    values["content_hash"] = content_hash(values["text"], values["namespace"], values["project"])
+    return values
+
+
+def test_sync_rows_and_apply_sync(backend: Backend):
+    from memstore.errors import StoreChangedError
+    from memstore.storage.base import SYNC_COLUMNS
+
+    kept, doomed = row("kept memory"), row("purged elsewhere")
+    backend.insert(kept, as_vector(1, 0, 0, 0))
+    backend.insert(doomed)
+    rows, mark = backend.sync_rows()
+    by_id = {r[0]: r for r in rows}
+    assert set(by_id) == {kept.id, doomed.id} and len(rows[0]) == len(SYNC_COLUMNS) + 2
+    assert by_id[kept.id][-2:] == as_vector(1, 0, 0, 0) and by_id[doomed.id][-2:] == (None, None)
+    arriving = row("arrived from another machine")
+    stamp = format_ts(now())
+    changes = [_sync_row(arriving, _vector=as_vector(0, 1, 0, 0)),
+               _sync_row(kept, deleted=1, deleted_at=stamp, updated_at=stamp)]
+    backend.insert(row("written meanwhile"))
+    with pytest.raises(StoreChangedError):  # the store moved since the snapshot: nothing changes
+        backend.apply_sync(changes, [doomed.id], expect=mark)
+    assert backend.get(doomed.id) is not None and backend.get(arriving.id) is None
+    rows, mark = backend.sync_rows()
+    kept_ids, after = backend.apply_sync(changes, [doomed.id], expect=mark)
+    assert kept_ids == [] and after[-1] >= mark[-1]
+    assert backend.get(doomed.id) is None and backend.get(kept.id).deleted
+    assert backend.get(arriving.id).text == "arrived from another machine"
+    assert backend.vectors_of([arriving.id])[arriving.id][2] == as_vector(0, 1, 0, 0)[1]
+    # the same text live here under another id (outside the synced rows): kept superseded by it
+    local = row("same text on both")
+    backend.insert(local)
+    twin = row("same text on both")
+    rows, mark = backend.sync_rows()
+    assert backend.apply_sync([_sync_row(twin)], [], expect=mark)[0] == [twin.id]
+    assert backend.get(twin.id).superseded_by == local.id

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ModelMismatchError, StoreError, StoreNotWritableError
 from ...models import Memory, VerifyReport
 from ...settings import DB_FILENAME
-from ..base import EmbedJob, Filter, Key, KeywordMatch, NewMemory, StateOutcome
+from ..base import SYNC_COLUMNS, EmbedJob, Filter, Key, KeywordMatch, NewMemory, StateOutcome
 from . import db
 from .db import transaction
 from .keyword import KeywordLeg as _SQLiteKeywordLeg
@@ -194,6 +194,41 @@ class SQLiteBackend:
             seq = db.insert_memory(self._conn, values)
             if vector is not None:
                 db.put_embedding(self._conn, seq, vector[0], values["content_hash"], vector[1])
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def sync_rows(self) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+        with self.read(), self._op() as conn:
+            mark = db.change_mark(conn)
+            rows = conn.execute(
+                f"SELECT {', '.join('m.' + c for c in SYNC_COLUMNS)}, e.model, e.vector "
+                "FROM memories m LEFT JOIN embeddings e ON e.seq = m.seq "
+                "AND m.deleted = 0 AND m.superseded_by IS NULL ORDER BY m.seq"
+            ).fetchall()
+        return rows, mark
+
+    def apply_sync(self, rows: Sequence[dict[str, Any]], purged: Sequence[str], *,
+                   expect: tuple[Any, ...], progress: Any = None) -> tuple[list[str], tuple[Any, ...]]:
+        from ...errors import StoreChangedError
+
+        kept: list[str] = []
+        with self._op() as conn, db.secure_delete(conn), self.write():
+            if db.change_mark(conn) != expect:
+                raise StoreChangedError("the store changed while syncing")
+            doomed = db.memories_by_id(conn, list(purged))
+            db.delete_memories(conn, [seq for seq, _ in doomed.values()])
+            stored = db.memories_by_id(conn, [r["id"] for r in rows])
+            ordered = sorted(rows, key=lambda r: not (r["deleted"] or r["superseded_by"]))
+            for n, row in enumerate(ordered, start=1):
+                found = stored.get(row["id"])
+                if db.apply_sync_row(conn, row, found[0] if found else None):
+                    kept.append(row["id"])
+                if progress is not None and (n % 500 == 0 or n == len(ordered)):
+                    progress(n, len(ordered))
+            if doomed:
+                db.compact_text_index(conn)
+            mark = db.change_mark(conn)
+        return kept, mark
 
     # -- vectors -----------------------------------------------------------------------------
 

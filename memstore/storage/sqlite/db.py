@@ -623,7 +623,33 @@ def chain(conn: sqlite3.Connection, memory_id: str) -> list[tuple[int, Memory]]:
         """,
         {"id": memory_id},
     ).fetchall()
-    return [(row[0], row_to_memory(row[:-1])) for row in rows]
+    found = [(row[0], row_to_memory(row[:-1])) for row in rows]
+    return _with_side_versions(conn, found)
+
+
+def _with_side_versions(
+    conn: sqlite3.Connection, found: list[tuple[int, Memory]]
+) -> list[tuple[int, Memory]]:
+    """Add the versions superseded from outside the chain (a concurrent edit that lost in a
+    sync, the same text captured elsewhere), each just before the version that superseded it."""
+    if not found:
+        return found
+    ids = {m.id for _, m in found}
+    for _ in range(MAX_CHAIN):
+        rows = conn.execute(
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE superseded_by IN "
+            "(SELECT value FROM json_each(?))",
+            (json.dumps(sorted(ids)),),
+        ).fetchall()
+        extra = sorted((r for r in rows if r[1] not in ids), key=lambda r: (r[10], r[0]))
+        if not extra:
+            return found
+        for row in extra:
+            memory = row_to_memory(row)
+            at = next(n for n, (_, m) in enumerate(found) if m.id == memory.superseded_by)
+            found.insert(at, (row[0], memory))
+            ids.add(memory.id)
+    return found
 
 
 def purge_candidates(conn: sqlite3.Connection, now: datetime) -> list[tuple[int, Memory, str]]:
@@ -879,3 +905,54 @@ def embeddings_by_id(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, 
         ):
             found[mid] = (model, chash, vector)
     return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Sync
+
+
+#: Columns a synced row may set (everything but seq).
+SYNC_SET_COLUMNS = (
+    "text", "namespace", "tags", "source", "metadata", "content_hash", "project", "branch",
+    "created_at", "updated_at", "expires_at", "deleted", "deleted_at", "supersedes", "superseded_by",
+)
+
+
+def change_mark(conn: sqlite3.Connection) -> tuple[Any, ...]:
+    """What changes with any capture, update, forget, restore or purge (sync's race check);
+    last, AUTOINCREMENT's high-water mark, which never goes down (an older copy of the file
+    put back has a lower one)."""
+    return tuple(conn.execute(
+        "SELECT count(*), coalesce(max(seq), 0), coalesce(max(updated_at), ''), "
+        "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'memories'), 0) FROM memories"
+    ).fetchone())
+
+
+def apply_sync_row(conn: sqlite3.Connection, row: dict[str, Any], seq: int | None) -> bool:
+    """Insert (``seq`` None) or overwrite one synced row, setting only the columns that differ,
+    with its vector. Returns True when its text was live here under another id (outside the
+    synced rows), so it was kept superseded by that one. Call inside a transaction."""
+    values = {k: v for k, v in row.items() if not k.startswith("_")}
+    vector = row.get("_vector")
+    kept = False
+    if not values["deleted"] and values["superseded_by"] is None:
+        clash = find_live_by_hash_except(conn, values["content_hash"], values["id"])
+        if clash is not None:
+            values["superseded_by"] = clash.id
+            kept = True
+    if seq is None:
+        seq = insert_memory(conn, values)
+    else:
+        current = dict(zip(SYNC_SET_COLUMNS, conn.execute(
+            f"SELECT {', '.join(SYNC_SET_COLUMNS)} FROM memories WHERE seq = ?", (seq,)
+        ).fetchone(), strict=True))
+        changed = {c: values[c] for c in SYNC_SET_COLUMNS if c in values and current[c] != values[c]}
+        for column in ("tags", "metadata"):
+            if column in changed and json.loads(changed[column]) == json.loads(current[column]):
+                del changed[column]
+        if changed:
+            conn.execute(f"UPDATE memories SET {', '.join(c + ' = ?' for c in changed)} WHERE seq = ?",
+                         [*changed.values(), seq])
+    if vector is not None:
+        put_embedding(conn, seq, vector[0], values["content_hash"], vector[1])
+    return kept
