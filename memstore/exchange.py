@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from .errors import InvalidInputError
 from .models import Memory
-from .timeutil import format_ts, now
+from .timeutil import check_range, format_ts, now
 from .validate import clean_metadata, clean_name, clean_tags, clean_text
 
 __all__ = ["FORMAT", "VERSION", "ExportRecord", "encode_memory", "header", "read_lines", "parse"]
@@ -164,7 +164,7 @@ def _ts_field(value: Any, field: str, *, required: bool) -> str | None:
         raise InvalidInputError(f"{field} {value!r} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
         raise InvalidInputError(f"{field} {value!r} has no time zone")
-    return format_ts(parsed)
+    return format_ts(check_range(parsed, field))
 
 
 def _id_field(value: Any, field: str, *, required: bool) -> str | None:

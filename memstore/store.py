@@ -36,7 +36,7 @@ from .keyword import KeywordLeg, KeywordMatch
 from .models import CaptureResult, Hit, ImportResult, Memory, PurgedMemory, PurgeResult
 from .search import LEG_DEPTH, fuse
 from .settings import SETTINGS, Settings, load_settings
-from .timeutil import format_ts, now, parse_duration, parse_time
+from .timeutil import add, format_ts, now, parse_duration, parse_time
 from .validate import (
     clean_limit,
     clean_metadata,
@@ -221,13 +221,22 @@ class MemoryStore:
     ) -> dict[str, Any]:
         text = clean_text(text)
         meta = clean_metadata(metadata)
+        names: dict[str, Any] = {
+            "namespace": clean_name(namespace, "namespace") or clean_name(
+                self.settings.get("default_namespace", config.DEFAULT_NAMESPACE),
+                "namespace (setting default_namespace)", allow_none=False,
+            ),
+            "tags": clean_tags(tags),
+            "source": clean_name(source, "source"),
+            "project": clean_name(project, "project"),
+            "branch": clean_name(branch, "branch"),
+        }
         redacted: tuple[str, ...] = ()
         if self._redacting(redact):  # before hashing and embedding: no secret reaches SQLite
             text, meta, redacted = _redact_secrets(text, meta)
-        ns = clean_name(namespace, "namespace") or self.settings.get(
-            "default_namespace", config.DEFAULT_NAMESPACE
-        )
-        project = clean_name(project, "project")
+            names, in_names = _redact_names(names)
+            redacted += in_names
+        ns, project = names["namespace"], names["project"]
         expires = _expiry(expires_at, ttl)
         created = parse_time(created_at, field="created_at") if created_at is not None else None
         stamp = format_ts(now())
@@ -235,12 +244,12 @@ class MemoryStore:
             "id": new_id(),
             "text": text,
             "namespace": ns,
-            "tags": json.dumps(list(clean_tags(tags)), ensure_ascii=False),
-            "source": clean_name(source, "source"),
+            "tags": json.dumps(list(names["tags"]), ensure_ascii=False),
+            "source": names["source"],
             "metadata": json.dumps(meta, ensure_ascii=False),
             "content_hash": content_hash(text, ns, project),
             "project": project,
-            "branch": clean_name(branch, "branch"),
+            "branch": names["branch"],
             "created_at": format_ts(created) if created else stamp,
             "updated_at": stamp,
             "expires_at": format_ts(expires) if expires else None,
@@ -949,6 +958,14 @@ class MemoryStore:
                 None if text is None else clean_text(text),
                 None if metadata is None else clean_metadata(metadata),
             )
+        if self._redacting(redact) and (tags is not None or source is not None):
+            new_names, in_names = _redact_names({
+                "tags": clean_tags(tags) if tags is not None else (),
+                "source": clean_name(source, "source"),
+            })
+            kinds += in_names
+            tags = new_names["tags"] if tags is not None else None
+            source = new_names["source"]
         row = self._prepare(
             old.text if text is None else text,
             namespace=old.namespace,
@@ -1363,9 +1380,39 @@ def _result(memory: Memory, *, created: bool, notices: tuple[str, ...] = (), **f
 
 
 def _redact_secrets(text: Any, meta: Any) -> tuple[Any, Any, tuple[str, ...]]:
+    """Text and metadata with secrets replaced, checked again against the limits: a marker can
+    be longer than what it replaces, and a stored memory must always fit them (or it could
+    not be imported from its own export, nor updated with the same text)."""
     from .redact import redact_fields
 
-    return redact_fields(text, meta)
+    new_text, new_meta, kinds = redact_fields(text, meta)
+    if kinds:
+        try:
+            if new_text is not None:
+                clean_text(new_text)
+            if new_meta is not None:
+                clean_metadata(new_meta)
+        except InvalidInputError as exc:
+            raise InvalidInputError(
+                f"once its secrets are replaced by [REDACTED:…] markers, {exc} "
+                "(or keep the secrets with redact=False / --no-redact)"
+            ) from None
+    return new_text, new_meta, kinds
+
+
+def _redact_names(names: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Namespace, tags, source, project, branch with secrets replaced, checked again."""
+    from .redact import redact_names
+
+    done, kinds = redact_names(names)
+    if not kinds:
+        return names, ()
+    for name, value in done.items():
+        if name == "tags":
+            done[name] = clean_tags(value)
+        else:
+            done[name] = clean_name(value, name, allow_none=name != "namespace")
+    return done, kinds
 
 
 def _with_redactions(result: CaptureResult, kinds: tuple[str, ...]) -> CaptureResult:
@@ -1430,7 +1477,7 @@ def _expiry(expires_at: TimeLike, ttl: TtlLike) -> datetime | None:
             )
         if delta.total_seconds() <= 0:
             raise InvalidInputError("ttl must be positive")
-        return now() + delta
+        return add(now(), delta, "expiry (now + ttl)")
     if expires_at is None:
         return None
     if isinstance(expires_at, str):

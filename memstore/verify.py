@@ -6,6 +6,8 @@ derived from it. The checks, in order:
 - ``sqlite``   PRAGMA integrity_check (or quick_check): pages, b-trees, indexes, constraints.
 - ``fts``      FTS5 'integrity-check' of memories_fts against the memories table, and of the
                CJK trigram index memories_cjk against the memories holding CJK text.
+- ``rows``     every timestamp is in the form and range memstore writes (a bad one makes the
+               memory unreadable), and every version chain is whole (``memstore.chains``).
 - ``tags``     memory_tags rows == the tags JSON of every memory; tags/metadata are valid JSON.
 - ``vectors``  every live memory has an embedding of the current model for its current text,
                of the right size and finite, or waits in the embedding queue (deferred
@@ -29,7 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import db
+from .chains import chain_problems
 from .db import transaction
+from .timeutil import valid_stored
 from .vectors import NEWER, VectorIndex
 
 if TYPE_CHECKING:
@@ -123,6 +127,37 @@ def check_fts(conn: sqlite3.Connection) -> Check:
             return Check("fts", False, "the full-text index does not match the memories table",
                          (f"FTS5 integrity-check of {index}: {exc}",))
     return Check("fts", True, f"full-text index matches all {count:,} memories")
+
+
+def check_rows(conn: sqlite3.Connection) -> Check:
+    """Timestamps every reader can parse, and version chains without holes or loops.
+    (Repair cannot guess the right values: these stay listed until fixed by hand or
+    restored from an export.)"""
+    bad_times: list[str] = []
+    rows = conn.execute("SELECT id, created_at, updated_at, expires_at, deleted_at FROM memories ORDER BY seq")
+    while chunk := rows.fetchmany(_CHUNK):
+        for mid, created, updated, expires, deleted_at in chunk:
+            for name, value, required in (("created_at", created, True), ("updated_at", updated, True),
+                                          ("expires_at", expires, False), ("deleted_at", deleted_at, False)):
+                if (value is not None or required) and not valid_stored(value):
+                    bad_times.append(f"memory {mid}: {name} {value!r} is not a valid timestamp")
+    links = {mid: (sup, by) for mid, sup, by in conn.execute(
+        "SELECT id, supersedes, superseded_by FROM memories "
+        "WHERE supersedes IS NOT NULL OR superseded_by IS NOT NULL")}
+
+    def exists(ids: Sequence[str] | set[str]) -> set[str]:
+        wanted, found = list(ids), set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            found.update(r[0] for r in conn.execute(
+                f"SELECT id FROM memories WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
+
+    broken = chain_problems(links, exists)
+    if bad_times or broken:
+        return Check("rows", False, f"{len(bad_times)} bad timestamps, {len(broken)} broken version links",
+                     (*_listed(bad_times, str), *_listed(broken, str)))
+    return Check("rows", True, f"timestamps valid; {len(links):,} versioned memories form whole chains")
 
 
 _VALID_TAGS = "(CASE WHEN json_valid(m.tags) AND json_type(m.tags) = 'array' THEN m.tags ELSE '[]' END)"
@@ -327,10 +362,10 @@ def run_checks(t: Target, *, quick: bool = False) -> list[Check]:
     first = check_sqlite(t.conn, quick=quick)
     if not first.ok:
         skipped = [Check(n, False, "skipped: the database is damaged", skipped=True)
-                   for n in ("fts", "tags", "vectors", "models", "index")]
+                   for n in ("fts", "rows", "tags", "vectors", "models", "index")]
         return [first, *skipped]
     checks = [first]
-    for fn in (lambda: check_fts(t.conn), lambda: check_tags(t.conn), lambda: check_vectors(t),
+    for fn in (lambda: check_fts(t.conn), lambda: check_rows(t.conn), lambda: check_tags(t.conn), lambda: check_vectors(t),
                lambda: check_models(t), lambda: check_index(t)):
         checks.append(fn())
     return checks

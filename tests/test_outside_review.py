@@ -1,0 +1,247 @@
+"""Issue 13: what an outside review broke from outside, one test (or a few) per item.
+
+Each test failed on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import memstore
+from memstore import config
+from memstore.cli import cli
+from memstore.embedder import HashEmbedder
+from memstore.errors import InvalidInputError, MemstoreError, StoreError
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | bytes | None = None, code: int = 0, env: dict | None = None):
+        result = runner.invoke(cli, list(args), input=input, catch_exceptions=False, env=env)
+        assert result.exit_code == code, (result.output, result.stderr)
+        return result
+
+    return invoke
+
+
+def _export(store, tmp_path: Path, name: str = "out.jsonl", **kw) -> Path:
+    path = tmp_path / name
+    store.export_jsonl(path, **kw)
+    return path
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _write(path: Path, objs: list) -> Path:
+    path.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objs), encoding="utf-8")
+    return path
+
+
+def _head(count: int, vectors: bool = False) -> dict:
+    return {"format": "memstore-export", "version": 1, "count": count, "vectors": vectors, "filters": {}}
+
+
+def _record(mid: str, text: str, **kw) -> dict:
+    base = {"id": mid, "text": text, "namespace": "default", "created_at": "2024-01-01T00:00:00.000000Z"}
+    base.update(kw)
+    return base
+
+
+# -- 1. redaction never makes a memory that cannot be exported and imported again --------------
+
+
+def test_redaction_growth_is_checked_against_the_limits(store, tmp_path):
+    text = " ".join(f"password=s{i:05d}" for i in range(4000))  # ~64 KiB, grows when redacted
+    assert len(text.encode()) <= config.MAX_TEXT_BYTES
+    try:
+        result = store.capture(text)
+    except InvalidInputError as exc:
+        assert "redact" in str(exc)
+    else:
+        assert len(result.text.encode()) <= config.MAX_TEXT_BYTES
+    meta = {f"k{i}": f"password=s{i:05d}" for i in range(600)}
+    assert len(json.dumps(meta).encode()) <= config.MAX_METADATA_BYTES
+    try:
+        store.capture("metadata full of secrets", metadata=meta)
+    except InvalidInputError as exc:
+        assert "redact" in str(exc)
+    path = _export(store, tmp_path)
+    with memstore.open(tmp_path / "fresh", embedder=HashEmbedder()) as fresh:
+        fresh.import_jsonl(path)
+        assert [m.text for m in fresh.list(limit=100)] == [m.text for m in store.list(limit=100)]
+    for memory in store.list(limit=100):
+        store.update(memory.id, text=memory.text)  # the same text again: accepted (no change)
+
+
+# -- 2. the valid time range -----------------------------------------------------------------
+
+
+def test_timestamps_outside_the_range_are_refused_everywhere(store, tmp_path):
+    from memstore import timeutil
+
+    for value in ("0999-12-31T23:59:59Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+                  "9999-06-01T00:00:00Z"):
+        with pytest.raises(InvalidInputError, match="between"):
+            timeutil.parse_time(value, field="since")
+    for ttl in ("10000y", "1000000000d", "99999999999999999999s"):
+        with pytest.raises(InvalidInputError):
+            store.capture("expires far away", ttl=ttl)
+        with pytest.raises(InvalidInputError):
+            store.list(since=ttl)
+    with pytest.raises(InvalidInputError):
+        store.capture("expires at the end of time", expires_at="9999-12-31T23:59:59Z")
+    assert timeutil.format_ts(timeutil.parse_time("1000-01-01T00:00:00Z")).startswith("1000-01-01")
+    path = _write(tmp_path / "old.jsonl", [_head(1), _record("01OLD", "very old", created_at="0001-01-01T00:00:00Z")])
+    with pytest.raises(InvalidInputError, match="created_at"):
+        store.import_jsonl(path)
+    assert store.list() == []
+
+
+def test_cli_times_out_of_range_are_one_line_errors(run):
+    for args in (("capture", "x", "--ttl", "10000y"), ("recall", "x", "--since", "1000000000d"),
+                 ("list", "--until", "0001-01-01T00:00:00+01:00"),
+                 ("capture", "y", "--expires", "9999-12-31T23:59:59-01:00")):
+        result = run(*args, code=1)
+        assert "Traceback" not in result.output and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_far_future_expiry_in_a_far_east_timezone(tmp_path):
+    env = {**os.environ, "TZ": "Asia/Tokyo", "PYTHONPATH": os.getcwd(), "MEMSTORE_HOME": str(tmp_path / "h")}
+    def cli_run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "memstore", *args], env=env, capture_output=True, text=True)
+    bad = cli_run("capture", "far", "--expires", "9999-12-31T23:59:59Z")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    ok = cli_run("capture", "far but fine", "--expires", "9998-12-31T23:59:59Z")
+    assert ok.returncode == 0, ok.stderr
+    for args in (("list",), ("recall", "far"), ("get", json.loads(cli_run("list", "--json").stdout)[0]["id"])):
+        shown = cli_run(*args)
+        assert shown.returncode == 0 and "far but fine" in shown.stdout, shown.stderr
+    assert [m["text"] for m in json.loads(cli_run("list", "--json").stdout)] == ["far but fine"]
+
+
+def test_verify_flags_bad_timestamps_and_reads_do_not_crash(store, tmp_path):
+    import sqlite3
+
+    store.capture("a memory from the distant past")
+    conn = sqlite3.connect(store.db_path)
+    conn.execute("UPDATE memories SET created_at = '1-01-01T00:00:00.000000Z'")
+    conn.commit()
+    conn.close()
+    report = store.verify()
+    failed = {c.name: c for c in report.checks if not c.ok}
+    assert set(failed) == {"rows"} and "created_at" in failed["rows"].problems[0]
+    assert store.list()[0].created_at.year == 1  # what an older memstore wrote is still readable
+    conn = sqlite3.connect(store.db_path)
+    conn.execute("UPDATE memories SET created_at = 'garbage'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="verify"):
+        store.list()
+    assert not store.verify().ok
+
+
+# -- 9. secrets outside the text ---------------------------------------------------------------
+
+TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+
+
+def test_secrets_in_names_and_metadata_keys_are_redacted(store):
+    result = store.capture("names carry secrets too", tags=[TOKEN, "ok"], namespace=f"ns-{TOKEN}",
+                           source=TOKEN, metadata={TOKEN: "value"})
+    stored = store.get(result.id)
+    blob = json.dumps(stored.to_dict() if hasattr(stored, "to_dict") else repr(stored))
+    assert TOKEN not in blob and TOKEN not in repr(stored)
+    assert result.redacted and "github-token" in result.redacted
+    assert not store.recall(TOKEN, mode="keyword")
+    kept = store.capture("no redaction asked", tags=[TOKEN], redact=False)
+    assert TOKEN in store.get(kept.id).tags
+
+
+# -- 10. terminal injection ------------------------------------------------------------------
+
+
+def test_control_characters_are_escaped_on_output(run):
+    evil = "commit \x1b]0;pwned\x07 title \x1b[2J cleared \x9b31m"
+    mid = json.loads(run("capture", evil, "--json").stdout)["id"]
+    for args in (("list",), ("recall", "commit title"), ("get", mid), ("history", mid)):
+        out = run(*args).stdout
+        assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out, args
+        assert "commit" in out
+    assert json.loads(run("get", mid, "--json").stdout)["text"] == evil  # JSON keeps it exactly
+
+
+def test_default_namespace_setting_is_checked(run, monkeypatch):
+    monkeypatch.setenv("MEMSTORE_DEFAULT_NAMESPACE", "evil\x1b[2J")
+    result = run("capture", "hello", code=1)
+    assert "namespace" in result.stderr
+
+
+# -- 14. errors instead of tracebacks ------------------------------------------------------------
+
+
+def test_bad_api_arguments_raise_memstore_errors(store, tmp_path):
+    with pytest.raises(InvalidInputError):
+        store.capture("x", tags=5)
+    with pytest.raises(InvalidInputError):
+        store.capture("x", tags={"a": 1})
+    with pytest.raises(InvalidInputError):
+        store.recall("x", namespace=5)
+    with pytest.raises(InvalidInputError):
+        store.list(offset=2**70)
+    with pytest.raises(InvalidInputError):
+        store.list(limit=2**70)
+    with pytest.raises(InvalidInputError):
+        store.export_jsonl(str(tmp_path))
+    with pytest.raises(InvalidInputError):
+        store.export_jsonl(tmp_path / "missing-dir" / "out.jsonl")
+
+
+def test_bad_import_lines_are_one_line_errors(store, tmp_path):
+    nested = "[" * 100_000 + "]" * 100_000
+    cases = [
+        [_head(1), _record("01A", "t", tags=5)],
+        [_head(1), _record("01A", "t", tags={"a": 1})],
+        [_head(1), _record("01A\n", "t")],
+        [_head(1), _record("01\x1bA", "t")],
+        [_head(1), _record("01A", "t", metadata={"deep": json.loads("[" * 50 + "]" * 50)})],
+        [{"text": "plain", "tags": 5}],
+        [{"text": "plain", "tags": {"a": 1}}],
+    ]
+    for number, objs in enumerate(cases):
+        with pytest.raises(InvalidInputError):
+            store.import_jsonl(_write(tmp_path / f"bad{number}.jsonl", objs))
+    path = tmp_path / "nested.jsonl"
+    path.write_text(json.dumps(_head(1)) + "\n" + '{"id": "01A", "text": "t", "namespace": "d", '
+                    '"created_at": "2024-01-01T00:00:00Z", "metadata": {"x": ' + nested + "}}\n")
+    with pytest.raises(InvalidInputError):
+        store.import_jsonl(path)
+    path.write_text(nested + "\n")
+    with pytest.raises(InvalidInputError):
+        store.import_jsonl(path)
+    assert store.list() == []
+
+
+# -- 18. small things ------------------------------------------------------------------------
+
+
+def test_nan_threshold_is_refused(monkeypatch):
+    from memstore.settings import load_settings
+
+    for value in ("nan", "NaN", "inf"):
+        monkeypatch.setenv("MEMSTORE_NEAR_DUPLICATE_THRESHOLD", value)
+        with pytest.raises(InvalidInputError):
+            load_settings()
