@@ -17,6 +17,7 @@ __all__ = [
     "ENV_HOME",
     "ENV_MODEL_DIR",
     "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
     "MAX_NAME_CHARS",
     "MAX_QUERY_BYTES",
     "MAX_TAGS",
@@ -41,6 +42,8 @@ MAX_NAME_CHARS = 128
 MAX_TAGS = 64
 #: Largest metadata object, as compact JSON in UTF-8 bytes.
 MAX_METADATA_BYTES = 16 * 1024
+#: Deepest nesting of metadata objects and arrays.
+MAX_METADATA_DEPTH = 16
 
 ENV_HOME = "MEMSTORE_HOME"
 ENV_CACHE = "MEMSTORE_CACHE_DIR"

@@ -124,16 +124,24 @@ def read_lines(source: str | os.PathLike[str] | IO[str]) -> list[str]:
     return source.read().splitlines()
 
 
+def loads_line(line: str, number: int) -> Any:
+    """One JSON value, or InvalidInputError naming the line (also for nesting so deep the
+    decoder gives up)."""
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise InvalidInputError(f"line {number}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidInputError(f"line {number}: JSON nested too deeply") from None
+
+
 def parse(lines: Iterable[str]) -> tuple[dict[str, Any] | None, list[tuple[int, Any]]]:
     """(export header or None, [(line number, decoded JSON value)]) for the non-blank lines."""
     items: list[tuple[int, Any]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            items.append((number, json.loads(line)))
-        except ValueError as exc:
-            raise InvalidInputError(f"line {number}: not valid JSON ({exc})") from None
+        items.append((number, loads_line(line, number)))
     if items and isinstance(items[0][1], dict) and items[0][1].get("format") == FORMAT:
         head = items.pop(0)[1]
         version = head.get("version")
@@ -170,8 +178,21 @@ def _ts_field(value: Any, field: str, *, required: bool) -> str | None:
 def _id_field(value: Any, field: str, *, required: bool) -> str | None:
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS or value != value.strip():
-        raise InvalidInputError(f"{field} must be a memory id (a non-blank string without spaces)")
+    if (
+        not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS
+        or not all(ch.isprintable() and not ch.isspace() for ch in value)
+    ):
+        raise InvalidInputError(
+            f"{field} must be a memory id (at most {MAX_ID_CHARS} printable characters, no spaces)"
+        )
+    return value
+
+
+def _list_field(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidInputError(f"{field} must be a list of strings, not {type(value).__name__}")
     return value
 
 
@@ -193,7 +214,7 @@ def decode_record(obj: Any) -> ExportRecord:
         "id": _id_field(obj.get("id"), "id", required=True),
         "text": clean_text(obj.get("text")),
         "namespace": clean_name(obj.get("namespace"), "namespace", allow_none=False),
-        "tags": json.dumps(list(clean_tags(obj.get("tags") or [])), ensure_ascii=False),
+        "tags": json.dumps(list(clean_tags(_list_field(obj.get("tags"), "tags"))), ensure_ascii=False),
         "source": clean_name(obj.get("source"), "source"),
         "metadata": json.dumps(clean_metadata(obj.get("metadata") or {}), ensure_ascii=False),
         "project": clean_name(obj.get("project"), "project"),

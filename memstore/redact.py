@@ -34,8 +34,10 @@ from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["Finding", "Redacted", "find_secrets", "marker", "notice", "redact", "redact_fields", "redact_names",
-           "summary"]
+__all__ = [
+    "Finding", "Redacted", "find_secrets", "marker", "notice", "redact", "redact_fields", "redact_names",
+    "summary",
+]
 
 MARKER_PREFIX = "[REDACTED:"
 

@@ -12,6 +12,7 @@ environment variable is ``MEMSTORE_RECALL_LIMIT``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -177,6 +178,8 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             result = float(value)
+            if not math.isfinite(result):  # NaN passes every bound check: refuse it here
+                raise ValueError(value)
         else:
             if not isinstance(value, str):
                 raise ValueError(value)

@@ -42,6 +42,7 @@ from .validate import (
     clean_metadata,
     clean_name,
     clean_namespaces,
+    clean_offset,
     clean_query,
     clean_tags,
     clean_text,
@@ -513,8 +514,7 @@ class MemoryStore:
         for key, value in _clean_meta_filter(metadata):
             flt.extra.append(("json_extract({m}.metadata, ?) = ?", [key, value]))
         limit = clean_limit(limit, maximum=100_000)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidInputError("offset must be a non-negative integer")
+        offset = clean_offset(offset)
         with self._lock:
             self._check_open()
             return db.list_memories(self._conn, flt, limit, offset)
@@ -1543,6 +1543,8 @@ def _text_sink(dest: str | os.PathLike[str] | IO[str]) -> Iterator[IO[str]]:
     from pathlib import Path
 
     target = Path(dest)
+    if target.is_dir():
+        raise InvalidInputError(f"cannot write {target}: it is a directory (give a file name)")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
@@ -1552,7 +1554,10 @@ def _text_sink(dest: str | os.PathLike[str] | IO[str]) -> Iterator[IO[str]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write {target}: {exc.strerror}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -62,7 +62,8 @@ def format_ts(value: datetime) -> str:
     """The database form: ISO 8601 UTC with microseconds and a Z, so strings sort as times.
     The year is always four digits (``%Y`` is not zero-padded on every platform)."""
     v = check_range(value)
-    return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}Z"
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T"
+            f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}Z")
 
 
 def parse_ts(value: str) -> datetime:
@@ -72,11 +73,10 @@ def parse_ts(value: str) -> datetime:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except (ValueError, TypeError, AttributeError):
         match = _STORED.match(value) if isinstance(value, str) else None
-        if match and 1 <= int(match.group(1)):
+        if match and int(match.group(1)) >= 1:
             try:
-                return datetime.fromisoformat(
-                    f"{int(match.group(1)):04d}{match.group(2)}{(match.group(3) or 'Z').replace('Z', '+00:00')}"
-                )
+                zone = (match.group(3) or "Z").replace("Z", "+00:00")
+                return datetime.fromisoformat(f"{int(match.group(1)):04d}{match.group(2)}{zone}")
             except ValueError:
                 pass
         raise StoreError(

@@ -134,7 +134,8 @@ def check_rows(conn: sqlite3.Connection) -> Check:
     (Repair cannot guess the right values: these stay listed until fixed by hand or
     restored from an export.)"""
     bad_times: list[str] = []
-    rows = conn.execute("SELECT id, created_at, updated_at, expires_at, deleted_at FROM memories ORDER BY seq")
+    rows = conn.execute(
+        "SELECT id, created_at, updated_at, expires_at, deleted_at FROM memories ORDER BY seq")
     while chunk := rows.fetchmany(_CHUNK):
         for mid, created, updated, expires, deleted_at in chunk:
             for name, value, required in (("created_at", created, True), ("updated_at", updated, True),
@@ -365,8 +366,8 @@ def run_checks(t: Target, *, quick: bool = False) -> list[Check]:
                    for n in ("fts", "rows", "tags", "vectors", "models", "index")]
         return [first, *skipped]
     checks = [first]
-    for fn in (lambda: check_fts(t.conn), lambda: check_rows(t.conn), lambda: check_tags(t.conn), lambda: check_vectors(t),
-               lambda: check_models(t), lambda: check_index(t)):
+    for fn in (lambda: check_fts(t.conn), lambda: check_rows(t.conn), lambda: check_tags(t.conn),
+               lambda: check_vectors(t), lambda: check_models(t), lambda: check_index(t)):
         checks.append(fn())
     return checks
 

@@ -5,11 +5,8 @@ Each test failed on the code before its fix.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +18,7 @@ import memstore
 from memstore import config
 from memstore.cli import cli
 from memstore.embedder import HashEmbedder
-from memstore.errors import InvalidInputError, MemstoreError, StoreError
+from memstore.errors import InvalidInputError, StoreError
 
 
 @pytest.fixture
@@ -105,7 +102,8 @@ def test_timestamps_outside_the_range_are_refused_everywhere(store, tmp_path):
     with pytest.raises(InvalidInputError):
         store.capture("expires at the end of time", expires_at="9999-12-31T23:59:59Z")
     assert timeutil.format_ts(timeutil.parse_time("1000-01-01T00:00:00Z")).startswith("1000-01-01")
-    path = _write(tmp_path / "old.jsonl", [_head(1), _record("01OLD", "very old", created_at="0001-01-01T00:00:00Z")])
+    old = _record("01OLD", "very old", created_at="0001-01-01T00:00:00Z")
+    path = _write(tmp_path / "old.jsonl", [_head(1), old])
     with pytest.raises(InvalidInputError, match="created_at"):
         store.import_jsonl(path)
     assert store.list() == []
@@ -121,13 +119,17 @@ def test_cli_times_out_of_range_are_one_line_errors(run):
 
 def test_far_future_expiry_in_a_far_east_timezone(tmp_path):
     env = {**os.environ, "TZ": "Asia/Tokyo", "PYTHONPATH": os.getcwd(), "MEMSTORE_HOME": str(tmp_path / "h")}
+
     def cli_run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "memstore", *args], env=env, capture_output=True, text=True)
+        return subprocess.run([sys.executable, "-m", "memstore", *args], env=env, capture_output=True,
+                              text=True)
+
     bad = cli_run("capture", "far", "--expires", "9999-12-31T23:59:59Z")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     ok = cli_run("capture", "far but fine", "--expires", "9998-12-31T23:59:59Z")
     assert ok.returncode == 0, ok.stderr
-    for args in (("list",), ("recall", "far"), ("get", json.loads(cli_run("list", "--json").stdout)[0]["id"])):
+    first = json.loads(cli_run("list", "--json").stdout)[0]["id"]
+    for args in (("list",), ("recall", "far"), ("get", first)):
         shown = cli_run(*args)
         assert shown.returncode == 0 and "far but fine" in shown.stdout, shown.stderr
     assert [m["text"] for m in json.loads(cli_run("list", "--json").stdout)] == ["far but fine"]

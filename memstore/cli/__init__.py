@@ -24,7 +24,7 @@ from .git import (
     recall_scope_options,
 )
 from .lifecycle import LIFECYCLE_COMMANDS
-from .util import emit_json, handle_errors, json_opt, open_from_context, progress_bar
+from .util import echo, emit_json, handle_errors, json_opt, open_from_context, progress_bar
 from .util import parse_meta as _parse_meta
 from .util import read_stdin_text as _read_stdin_text
 
@@ -133,17 +133,17 @@ def capture(
         emit_json(result.to_dict())
         return
     if result.near_duplicate_of:
-        click.echo(f"similar memory already stored (cosine {result.similarity:.3f}): {_memory_line(result)}")
-        click.echo(f"    {result.text.strip().splitlines()[0][:100]}")
-        click.echo(f"memstore: not stored; if it corrects that memory, `memstore update {result.id} TEXT` "
+        echo(f"similar memory already stored (cosine {result.similarity:.3f}): {_memory_line(result)}")
+        echo(f"    {result.text.strip().splitlines()[0][:100]}")
+        echo(f"memstore: not stored; if it corrects that memory, `memstore update {result.id} TEXT` "
                    f"(or capture --supersedes {result.id}); --allow-duplicate stores it anyway", err=True)
         return
     verb = "stored" if result.created else "already stored"
     if result.supersedes and result.created:
         verb = f"stored (supersedes {result.supersedes})"
-    click.echo(f"{verb} {_memory_line(result)}")
+    echo(f"{verb} {_memory_line(result)}")
     for notice in result.notices:
-        click.echo(f"memstore: {notice}", err=True)
+        echo(f"memstore: {notice}", err=True)
 
 
 @cli.command()
@@ -180,9 +180,9 @@ def recall(
         emit_json([hit.to_dict() for hit in hits])
         return
     if not hits:
-        click.echo("no memories found", err=True)
+        echo("no memories found", err=True)
     for rank, hit in enumerate(hits, start=1):
-        click.echo(_hit_lines(rank, hit))
+        echo(_hit_lines(rank, hit))
 
 
 @cli.command()
@@ -197,21 +197,21 @@ def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(memory.to_dict())
         return
-    click.echo(_memory_line(memory))
+    echo(_memory_line(memory))
     if memory.source:
-        click.echo(f"source: {memory.source}")
+        echo(f"source: {memory.source}")
     if memory.expires_at is not None:
-        click.echo(f"expires: {memory.expires_at.astimezone().isoformat(timespec='seconds')}")
+        echo(f"expires: {memory.expires_at.astimezone().isoformat(timespec='seconds')}")
     if memory.deleted_at is not None:
-        click.echo(f"forgotten: {memory.deleted_at.astimezone().isoformat(timespec='seconds')}")
+        echo(f"forgotten: {memory.deleted_at.astimezone().isoformat(timespec='seconds')}")
     if memory.supersedes:
-        click.echo(f"supersedes: {memory.supersedes}")
+        echo(f"supersedes: {memory.supersedes}")
     if memory.superseded_by:
-        click.echo(f"superseded by: {memory.superseded_by}")
+        echo(f"superseded by: {memory.superseded_by}")
     for key, value in memory.metadata.items():
-        click.echo(f"{key}: {value}")
-    click.echo()
-    click.echo(memory.text)
+        echo(f"{key}: {value}")
+    echo()
+    echo(memory.text)
 
 
 @cli.command(name="list")
@@ -244,7 +244,7 @@ def list_(
         return
     for memory in memories:
         first = memory.text.strip().splitlines()[0]
-        click.echo(f"{_memory_line(memory)}  {first[:100]}")
+        echo(f"{_memory_line(memory)}  {first[:100]}")
 
 
 @cli.command()
@@ -259,7 +259,7 @@ def forget(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(memory.to_dict())
     else:
-        click.echo(f"forgot {memory.id}")
+        echo(f"forgot {memory.id}")
 
 
 @cli.command()
@@ -276,8 +276,8 @@ def purge(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
         return
     for item in result.items:
         first = item.memory.text.strip().splitlines()[0]
-        click.echo(f"{item.reason:<9} {_memory_line(item.memory)}  {first[:80]}")
-    click.echo(f"would purge {result.count} memories" if dry_run else f"purged {result.count} memories")
+        echo(f"{item.reason:<9} {_memory_line(item.memory)}  {first[:80]}")
+    echo(f"would purge {result.count} memories" if dry_run else f"purged {result.count} memories")
 
 
 @cli.command()
@@ -291,17 +291,17 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
-    click.echo(f"memories:   {data['memories']} ({data['forgotten']} forgotten, "
+    echo(f"memories:   {data['memories']} ({data['forgotten']} forgotten, "
                f"{data['superseded']} superseded)")
     for ns, count in data["namespaces"].items():
-        click.echo(f"  {ns}: {count}")
-    click.echo(f"model:      {data['model']['model_id']} ({data['model']['backend']}, "
+        echo(f"  {ns}: {count}")
+    echo(f"model:      {data['model']['model_id']} ({data['model']['backend']}, "
                f"{data['model']['source']})")
-    click.echo(f"vectors:    {data['index']['vectors']} indexed, "
+    echo(f"vectors:    {data['index']['vectors']} indexed, "
                f"{data['without_current_vector']} memories lack a current vector")
-    click.echo(f"database:   {data['database_bytes']:,} bytes")
-    click.echo(f"index:      {data['index']['bytes']:,} bytes")
-    click.echo(f"home:       {data['home']}")
+    echo(f"database:   {data['database_bytes']:,} bytes")
+    echo(f"index:      {data['index']['bytes']:,} bytes")
+    echo(f"home:       {data['home']}")
 
 
 @cli.command()
@@ -320,7 +320,7 @@ def reindex(ctx: click.Context, force: bool, as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:
-        click.echo(f"embedded {result['embedded']}, indexed {result['indexed']} with {result['model']}")
+        echo(f"embedded {result['embedded']}, indexed {result['indexed']} with {result['model']}")
 
 
 @cli.command(name="import")
@@ -348,7 +348,7 @@ def import_(
         from ..redact import summary
 
         touched = sum(bool(r.redacted) for r in result.results)
-        click.echo(f"memstore: redacted {summary(redacted)} in {touched} memories before storing "
+        echo(f"memstore: redacted {summary(redacted)} in {touched} memories before storing "
                    "(--no-redact keeps them)", err=True)
     if as_json:
         emit_json(result.to_dict())
@@ -357,9 +357,9 @@ def import_(
     if result.format != "jsonl":
         line += (f", state updated {result.updated}, merged into existing {result.merged}, "
                  f"embedded {result.embedded}")
-    click.echo(line)
+    echo(line)
     for memory_id in result.conflicts:
-        click.echo(f"memstore: {memory_id}: its newer state in the file clashes with a live memory; "
+        echo(f"memstore: {memory_id}: its newer state in the file clashes with a live memory; "
                    "kept the stored state", err=True)
 
 
@@ -374,16 +374,16 @@ def model(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json(info.to_dict())
         return
-    click.echo(f"model:     {info.model_id}")
-    click.echo(f"backend:   {info.backend}")
-    click.echo(f"source:    {info.source}")
-    click.echo(f"dimension: {info.dimension}")
+    echo(f"model:     {info.model_id}")
+    echo(f"backend:   {info.backend}")
+    echo(f"source:    {info.source}")
+    echo(f"dimension: {info.dimension}")
     if info.path:
-        click.echo(f"path:      {info.path}")
+        echo(f"path:      {info.path}")
     if info.note:
-        click.echo(f"note:      {info.note}")
+        echo(f"note:      {info.note}")
     if info.query_worker:
-        click.echo(f"worker:    {info.query_worker}")
+        echo(f"worker:    {info.query_worker}")
 
 
 @cli.command()
@@ -407,7 +407,7 @@ def path(ctx: click.Context, as_json: bool) -> None:
         emit_json(data)
     else:
         for key, value in data.items():
-            click.echo(f"{key + ':':<10}{value}")
+            echo(f"{key + ':':<10}{value}")
 
 
 
@@ -423,9 +423,9 @@ def config_(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json({"file": str(config_path()), "settings": settings.to_dict()})
         return
-    click.echo(f"# config file: {config_path()}")
+    echo(f"# config file: {config_path()}")
     for name, entry in settings.to_dict().items():
-        click.echo(f"{name} = {entry['value']!r}  ({entry['source']})")
+        echo(f"{name} = {entry['value']!r}  ({entry['source']})")
 
 
 from .agent import AGENT_COMMANDS  # noqa: E402

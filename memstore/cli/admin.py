@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .util import emit_json, handle_errors, json_opt, open_from_context
+from .util import echo, emit_json, handle_errors, json_opt, open_from_context
 
 __all__ = ["verify"]
 
@@ -26,21 +26,21 @@ def verify(ctx: click.Context, repair: bool, quick: bool, as_json: bool) -> None
         emit_json(report.to_dict())
     else:
         if report.found is not None:
-            click.echo("found:")
+            echo("found:")
             _print_checks(report.found)
-            click.echo("repaired:")
+            echo("repaired:")
             for action in report.repaired:
-                click.echo(f"  - {action}")
-            click.echo("after repair:")
+                echo(f"  - {action}")
+            echo("after repair:")
         _print_checks(report.checks)
         if report.ok:
-            click.echo("all checks passed")
+            echo("all checks passed")
         elif repair and report.checks[0].ok is False:
-            click.echo("not repaired: the database fails the SQLite integrity check; memstore does not "
+            echo("not repaired: the database fails the SQLite integrity check; memstore does not "
                        "modify it — restore memstore.db from a backup", err=True)
         else:
             hint = "" if repair else " (memstore verify --repair fixes what can be rebuilt)"
-            click.echo(f"problems remain{hint}", err=True)
+            echo(f"problems remain{hint}", err=True)
     if not report.ok:
         ctx.exit(1)
 
@@ -48,6 +48,6 @@ def verify(ctx: click.Context, repair: bool, quick: bool, as_json: bool) -> None
 def _print_checks(checks: list) -> None:  # type: ignore[type-arg]
     for check in checks:
         status = "ok" if check.ok else ("skip" if check.skipped else "FAIL")
-        click.echo(f"  {check.name:<8} {status:<5} {check.summary}")
+        echo(f"  {check.name:<8} {status:<5} {check.summary}")
         for problem in check.problems:
-            click.echo(f"{'':17}- {problem}")
+            echo(f"{'':17}- {problem}")

@@ -13,7 +13,7 @@ import click
 
 from ..models import Memory
 from ..timeutil import now
-from .util import emit_json, handle_errors, json_opt, open_from_context, parse_meta, read_stdin_text
+from .util import echo, emit_json, handle_errors, json_opt, open_from_context, parse_meta, read_stdin_text
 
 __all__ = ["LIFECYCLE_COMMANDS"]
 
@@ -89,11 +89,11 @@ def update(
         emit_json(result.to_dict())
         return
     if not result.created:
-        click.echo(f"unchanged {_line(result)}")
+        echo(f"unchanged {_line(result)}")
         return
-    click.echo(f"updated {result.supersedes} -> {_line(result)}")
+    echo(f"updated {result.supersedes} -> {_line(result)}")
     for notice in result.notices:
-        click.echo(f"memstore: {notice}", err=True)
+        echo(f"memstore: {notice}", err=True)
 
 
 @click.command()
@@ -110,8 +110,8 @@ def history(ctx: click.Context, memory_id: str, as_json: bool) -> None:
         return
     for number, memory in enumerate(versions, start=1):
         mark = "*" if memory.id == memory_id else " "
-        click.echo(f"{mark}v{number} {_status(memory):<10} {_line(memory)}")
-        click.echo(f"      {_first_line(memory)}")
+        echo(f"{mark}v{number} {_status(memory):<10} {_line(memory)}")
+        echo(f"      {_first_line(memory)}")
 
 
 @click.command()
@@ -126,7 +126,7 @@ def restore(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(memory.to_dict())
     else:
-        click.echo(f"restored {_line(memory)}")
+        echo(f"restored {_line(memory)}")
 
 
 @click.command()
@@ -170,7 +170,7 @@ def export(
     if as_json:
         emit_json({"exported": count, "file": output})
     else:
-        click.echo(f"exported {count} memories" + (f" to {output}" if output else ""), err=True)
+        echo(f"exported {count} memories" + (f" to {output}" if output else ""), err=True)
 
 
 LIFECYCLE_COMMANDS = (update, history, restore, export)

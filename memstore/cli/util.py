@@ -18,9 +18,10 @@ import click
 from ..errors import MemstoreError
 from ..settings import load_settings
 from ..store import MemoryStore, open_store
+from ..termsafe import escape, escape_json
 
 __all__ = [
-    "emit_json", "handle_errors", "json_opt", "open_from_context", "parse_meta", "progress_bar",
+    "echo", "emit_json", "handle_errors", "json_opt", "open_from_context", "parse_meta", "progress_bar",
     "read_stdin_text",
 ]
 
@@ -51,11 +52,17 @@ def open_from_context(ctx: click.Context) -> Iterator[MemoryStore]:
     finally:
         store.close()
         for notice in store.notices:
-            click.echo(f"memstore: {' '.join(notice.split())}", err=True)  # one line each
+            echo(f"memstore: {' '.join(notice.split())}", err=True)  # one line each
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    click.echo(escape_json(json.dumps(data, indent=2, ensure_ascii=False)))
+
+
+def echo(message: Any = None, *, err: bool = False, nl: bool = True) -> None:
+    """``click.echo`` for human-readable output: memory text is hostile, so every character a
+    terminal would act on (escape sequences, C1 and bidi controls) is shown escaped."""
+    click.echo(None if message is None else escape(str(message)), err=err, nl=nl)
 
 
 def progress_bar(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
