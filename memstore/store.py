@@ -76,6 +76,13 @@ BATCH_SIZE = 256
 #: Nearest memories a capture is compared with when looking for a near-duplicate.
 NEAR_DUPLICATE_CANDIDATES = 5
 
+#: The fields a capture_many item (and a plain JSONL line) may carry.
+_ITEM_FIELDS = frozenset({
+    "text", "namespace", "tags", "metadata", "source", "project", "branch", "expires_at", "ttl",
+    "created_at",
+})
+
+
 class _Keep:
     """Marker default: "leave this field as it is" (None already means "clear it")."""
 
@@ -201,7 +208,7 @@ class MemoryStore:
         expected = (len(texts), self.embedder.dimension)
         if vectors.shape != expected:
             raise ModelError(f"embedder returned shape {vectors.shape}, expected {expected}")
-        return vectors
+        return _unit_rows(vectors)
 
     # -- capture -----------------------------------------------------------------------------
 
@@ -346,26 +353,9 @@ class MemoryStore:
             raise InvalidInputError("batch_size must be a positive integer")
         redact = self._redacting(redact)
         rows = []
-        allowed = {
-            "text", "namespace", "tags", "metadata", "source", "project", "branch", "expires_at", "ttl",
-            "created_at",
-        }
         for position, item in enumerate(items):
             try:
-                if isinstance(item, (str, bytes)):
-                    fields: dict[str, Any] = {"text": item}
-                elif isinstance(item, Mapping):
-                    unknown = set(item) - allowed
-                    if unknown:
-                        raise InvalidInputError(f"unknown field(s) {', '.join(sorted(unknown))}")
-                    if "text" not in item:
-                        raise InvalidInputError("missing field 'text'")
-                    fields = dict(item)
-                else:
-                    raise InvalidInputError(f"expected a string or a mapping, not {type(item).__name__}")
-                fields.setdefault("namespace", namespace)
-                fields.setdefault("tags", tags)
-                rows.append(self._prepare(**fields, redact=redact))
+                rows.append(self._item_row(item, namespace, tags, redact))
             except InvalidInputError as exc:
                 raise InvalidInputError(f"item {position}: {exc}") from None
         redacted = [row["_redacted"] for row in rows]
@@ -383,6 +373,25 @@ class MemoryStore:
                 if self._index is not None:
                     self._sync_index()
         return [_with_redactions(r, k) for r, k in zip(results, redacted, strict=True)]
+
+    def _item_row(
+        self, item: Any, namespace: str | None, tags: Iterable[str] | str | None, redact: bool
+    ) -> dict[str, Any]:
+        """One capture_many item (a text or a mapping of capture fields) as a checked row."""
+        if isinstance(item, (str, bytes)):
+            fields: dict[str, Any] = {"text": item}
+        elif isinstance(item, Mapping):
+            unknown = set(item) - _ITEM_FIELDS
+            if unknown:
+                raise InvalidInputError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+            if "text" not in item:
+                raise InvalidInputError("missing field 'text'")
+            fields = dict(item)
+        else:
+            raise InvalidInputError(f"expected a string or a mapping, not {type(item).__name__}")
+        fields.setdefault("namespace", namespace)
+        fields.setdefault("tags", tags)
+        return self._prepare(**fields, redact=redact)
 
     def _capture_rows(
         self, rows: list[dict[str, Any]], sync: bool = True, *, near: float | None = None,
@@ -446,31 +455,83 @@ class MemoryStore:
         history links, tombstones; importing it again changes nothing) or plain JSONL (objects
         with ``text`` and optional fields as :meth:`capture_many`, or bare JSON strings,
         captured as new memories; ``namespace`` is their default; ``redact`` as in
-        :meth:`capture` — an export is restored as it was). The whole file is checked
-        before anything is written."""
-        head, items = exchange.parse(exchange.read_lines(source))
-        if head is not None:
-            if namespace is not None:
-                raise InvalidInputError(
-                    "namespace applies to plain JSONL; an export keeps the namespaces it records"
-                )
-            return self._import_export(list(exchange.records(items)), progress)
-        for number, item in items:
-            if not isinstance(item, (str, dict)):
-                raise InvalidInputError(f"line {number}: expected an object or a string")
-            if isinstance(item, dict) and "id" in item and "created_at" in item:
-                raise InvalidInputError(
-                    f"line {number}: this looks like a memstore export without its header line; "
-                    "export again (the header is needed to restore ids and history)"
-                )
-        results = self.capture_many(
-            [item for _, item in items], namespace=namespace, progress=progress, redact=redact
-        )
+        :meth:`capture` — an export is restored as it was).
+
+        The whole file is checked before anything is written: a first pass reads it line by
+        line and validates every line (and, for an export, the count, the ids and the version
+        chains); a second pass writes it in batches. Memory stays bounded by a batch, whatever
+        the file's size."""
+        redact = self._redacting(redact)
+        with exchange.Lines(source) as lines:
+            head: dict[str, Any] | None = None
+            checker: _ExportCheck | None = None
+            plain = 0
+            for number, line in lines:
+                obj = exchange.loads_line(line, number)
+                if checker is None and not plain and exchange.is_header(obj):
+                    if namespace is not None:
+                        raise InvalidInputError(
+                            "namespace applies to plain JSONL; an export keeps the namespaces it records"
+                        )
+                    head = obj
+                    checker = _ExportCheck(self, exchange.check_header(obj))
+                    continue
+                if checker is not None:
+                    checker.add(number, obj)
+                    continue
+                self._plain_row(number, obj, namespace, redact)
+                plain += 1
+            if checker is not None:
+                checker.finish()
+                return self._import_export(lines, checker, progress)
+            if head is None and not plain:
+                return ImportResult(format="jsonl", read=0, created=0, unchanged=0)
+            results = self._import_plain(lines, plain, namespace, redact, progress)
         created = sum(r.created for r in results)
         return ImportResult(
             format="jsonl", read=len(results), created=created, unchanged=len(results) - created,
             results=tuple(results),
         )
+
+    def _plain_row(self, number: int, item: Any, namespace: str | None, redact: bool) -> dict[str, Any]:
+        """Validate one line of plain JSONL as capture_many would (naming the line)."""
+        if not isinstance(item, (str, dict)):
+            raise InvalidInputError(f"line {number}: expected an object or a string")
+        if isinstance(item, dict) and "id" in item and "created_at" in item:
+            raise InvalidInputError(
+                f"line {number}: this looks like a memstore export without its header line; "
+                "export again (the header is needed to restore ids and history)"
+            )
+        try:
+            return self._item_row(item, namespace, None, redact)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"line {number}: {exc}") from None
+
+    def _import_plain(
+        self, lines: exchange.Lines, total: int, namespace: str | None, redact: bool,
+        progress: Progress | bool | None,
+    ) -> list[CaptureResult]:
+        """The second pass of a plain import: capture the (already checked) lines in batches."""
+        callback = _progress_callback(progress, total, "importing")
+        results: list[CaptureResult] = []
+        batch: list[Any] = []
+        chunk = 4 * int(self.settings.get("batch_size", BATCH_SIZE))
+        try:
+            for number, line in lines:
+                batch.append(exchange.loads_line(line, number))
+                if len(batch) >= chunk:
+                    results += self.capture_many(batch, namespace=namespace, redact=redact)
+                    batch = []
+                    if callback:
+                        callback(len(results), total)
+            if batch:
+                results += self.capture_many(batch, namespace=namespace, redact=redact)
+            if callback:
+                callback(len(results), total)
+        finally:
+            if callback is not None and hasattr(callback, "close"):
+                callback.close()
+        return results
 
     # -- read --------------------------------------------------------------------------------
 
@@ -711,7 +772,7 @@ class MemoryStore:
         matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
             len(rows), self.embedder.dimension
         )
-        sims = matrix @ qvec
+        sims = np.nan_to_num(matrix @ qvec, nan=-1.0).clip(-1.0, 1.0)
         order = np.argsort(-sims, kind="stable")[: depth * 2]
         return _by_similarity([(rows[i][0], float(sims[i])) for i in order])[:depth]
 
@@ -1184,36 +1245,36 @@ class MemoryStore:
         return len(seqs)
 
     def _import_export(
-        self, records: list[exchange.ExportRecord], progress: Progress | bool | None
+        self, lines: exchange.Lines, check: _ExportCheck, progress: Progress | bool | None
     ) -> ImportResult:
-        """Restore export records: new ids are inserted as they were; known ids are left alone
-        unless the file holds a newer state (forgotten/restored/superseded, by updated_at)."""
-        seen: set[str] = set()
-        for record in records:
-            if record.id in seen:
-                raise InvalidInputError(f"memory {record.id} appears twice in the export")
-            seen.add(record.id)
-            v = record.values
-            v["content_hash"] = content_hash(v["text"], v["namespace"], v["project"])
+        """The second pass of an export import (the first, :class:`_ExportCheck`, validated it
+        all): new ids are inserted as they were; known ids are left alone unless the file
+        holds a newer state (forgotten/restored/superseded, by updated_at). Each batch looks
+        the ids up again under the write lock, so concurrent imports of one file agree."""
         batch_size = int(self.settings.get("batch_size", BATCH_SIZE))
         counts = {"created": 0, "unchanged": 0, "updated": 0, "merged": 0, "embedded": 0}
         conflicts: list[str] = []
+        total = check.count
+        if check.rejected:
+            self.notices.append(
+                f"{check.rejected} vectors in the file were not finite unit vectors; "
+                "those memories were embedded again"
+            )
         with self._lock:
             self._check_open()
-            stored = db.memories_by_id(self._conn, [r.id for r in records])
-            for record in records:
-                if record.id in stored:
-                    _check_same_version(record, stored[record.id][1])
-            callback = _progress_callback(progress, len(records), "importing")
+            callback = _progress_callback(progress, total, "importing")
+            done = 0
             try:
-                for start in range(0, len(records), batch_size):
-                    chunk = records[start : start + batch_size]
-                    vectors = self._import_vectors([r for r in chunk if r.id not in stored])
+                for chunk in _batches(check.replay(lines), batch_size):
+                    known = db.memories_by_id(self._conn, [r.id for r in chunk])
+                    vectors = self._import_vectors([r for r in chunk if r.id not in known])
                     counts["embedded"] += len(vectors)
                     with transaction(self._conn):
+                        stored = db.memories_by_id(self._conn, [r.id for r in chunk])
                         for record in chunk:
                             if record.id in stored:
-                                seq = stored[record.id][0]
+                                seq, memory = stored[record.id]
+                                _check_same_version(record, memory)
                                 outcome = db.apply_newer_state(self._conn, seq, record.values)
                                 if outcome == "conflict":
                                     conflicts.append(record.id)
@@ -1222,14 +1283,15 @@ class MemoryStore:
                             else:
                                 counts["merged"] += self._insert_record(record, vectors.get(record.id))
                                 counts["created"] += 1
+                    done += len(chunk)
                     if callback:
-                        callback(min(start + batch_size, len(records)), len(records))
+                        callback(done, total)
             finally:
                 if callback is not None and hasattr(callback, "close"):
                     callback.close()
                 if self._index is not None:
                     self._sync_index()
-        return ImportResult(format=exchange.FORMAT, read=len(records), conflicts=tuple(conflicts), **counts)
+        return ImportResult(format=exchange.FORMAT, read=total, conflicts=tuple(conflicts), **counts)
 
     def _import_vectors(self, fresh: list[exchange.ExportRecord]) -> dict[str, bytes]:
         """Vectors (current model) for new live records whose file vector is missing or from
@@ -1343,6 +1405,87 @@ class MemoryStore:
             return data
 
 
+class _ExportCheck:
+    """The first pass of an export import: every line validated, ids distinct, each id
+    already stored carrying the stored content, the header's count right and every version
+    chain whole (``memstore.chains``), before anything is written. Keeps only the ids and
+    their links, so memory is bounded by the number of memories, not the file's size."""
+
+    CHUNK = 200
+
+    def __init__(self, store: MemoryStore, announced: int | None) -> None:
+        self.store = store
+        self.announced = announced
+        self.links: dict[str, tuple[str | None, str | None]] = {}
+        self.count = 0
+        self.rejected = 0
+        self._pending: list[exchange.ExportRecord] = []
+
+    def add(self, number: int, obj: Any) -> None:
+        try:
+            record = exchange.decode_record(obj)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"line {number}: {exc}") from None
+        if record.id in self.links:
+            raise InvalidInputError(f"line {number}: memory {record.id} appears twice in the export")
+        v = record.values
+        self.links[record.id] = (v["supersedes"], v["superseded_by"])
+        self.count += 1
+        self.rejected += record.vector_rejected
+        self._pending.append(record)
+        if len(self._pending) >= self.CHUNK:
+            self._check_stored()
+
+    def _check_stored(self) -> None:
+        with self.store._lock:
+            stored = db.memories_by_id(self.store._conn, [r.id for r in self._pending])
+        for record in self._pending:
+            if record.id in stored:
+                _check_same_version(record, stored[record.id][1])
+        self._pending = []
+
+    def finish(self) -> None:
+        from .chains import chain_problems
+
+        self._check_stored()
+        exchange.check_count(self.announced, self.count)
+        links = dict(self.links)
+        outside = {t for pair in self.links.values() for t in pair if t is not None and t not in links}
+        with self.store._lock:
+            for mid, (_seq, memory) in db.memories_by_id(self.store._conn, sorted(outside)).items():
+                links[mid] = (memory.supersedes, memory.superseded_by)
+        problems = chain_problems(links, lambda ids: set(), check=self.links)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise InvalidInputError(
+                f"the export's version history is inconsistent: {problems[0]}{more}; nothing was imported"
+            )
+
+    def replay(self, lines: exchange.Lines) -> Iterator[exchange.ExportRecord]:
+        """The records again (second pass), each one as the first pass saw it."""
+        seen = 0
+        for number, record in exchange.records(lines):
+            v = record.values
+            if self.links.get(record.id) != (v["supersedes"], v["superseded_by"]):
+                raise InvalidInputError(f"line {number}: the file changed while it was being imported")
+            v["content_hash"] = content_hash(v["text"], v["namespace"], v["project"])
+            seen += 1
+            yield record
+        if seen != self.count:
+            raise InvalidInputError("the file changed while it was being imported")
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _scoped(
     flt: Filter, project: str | Iterable[str | None] | None, branch: str | None
 ) -> Filter:
@@ -1421,6 +1564,23 @@ def _with_redactions(result: CaptureResult, kinds: tuple[str, ...]) -> CaptureRe
     from .redact import notice
 
     return replace(result, redacted=kinds, notices=(*result.notices, notice(kinds)))
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """The embedder's rows, which must be finite and non-zero, at unit length (cosine is a
+    dot product only between unit vectors; a longer one would outrank everything)."""
+    import numpy as np
+
+    from .vectors import COSINE_SLACK
+
+    if not np.isfinite(vectors).all():
+        raise ModelError("embedder returned a vector that is not finite")
+    norms = np.linalg.norm(vectors, axis=1)
+    if (norms == 0).any():
+        raise ModelError("embedder returned a zero vector")
+    if (np.abs(norms - 1) > COSINE_SLACK).any():
+        vectors = (vectors / norms[:, None]).astype(np.float32)
+    return vectors
 
 
 def _by_similarity(found: list[tuple[int, float]]) -> list[tuple[int, float]]:

@@ -546,7 +546,11 @@ class VectorIndex:
                 found += extra.search(query, count)
         if hidden or extra is not None:
             found.sort(key=lambda item: -item[1])
-        return found[:count]
+        return _bounded(found[:count], self)
+
+    #: Results seen outside [-1, 1] (or NaN) since load: vectors are unit length, so such a
+    #: cosine means a damaged index; the store rebuilds it (see MemoryStore._vector_leg).
+    out_of_range = 0
 
     # -- saving ------------------------------------------------------------------------------
 
@@ -643,6 +647,21 @@ class VectorIndex:
         with FileLock(str(self.lock_path), timeout=120, mode=0o600):
             self.meta_path.unlink(missing_ok=True)
             self._remove_stale(keep="")
+
+
+#: Slack for float32 rounding when telling a cosine from an impossible one.
+COSINE_SLACK = 1e-3
+
+
+def _bounded(found: list[tuple[int, float]], index: VectorIndex) -> list[tuple[int, float]]:
+    """Similarities clamped to [-1, 1] (NaN as -1), counting impossible ones on ``index``."""
+    bad = [i for i, (_, sim) in enumerate(found) if not -1 - COSINE_SLACK <= sim <= 1 + COSINE_SLACK]
+    if not bad and all(-1.0 <= sim <= 1.0 for _, sim in found):
+        return found
+    index.out_of_range += len(bad)
+    clamped = [(s, -1.0 if sim != sim else min(1.0, max(-1.0, sim))) for s, sim in found]
+    clamped.sort(key=lambda item: -item[1])
+    return clamped
 
 
 def _matrix(np: Any, blobs: list[bytes], dimension: int) -> Any:

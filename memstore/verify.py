@@ -10,7 +10,7 @@ derived from it. The checks, in order:
                memory unreadable), and every version chain is whole (``memstore.chains``).
 - ``tags``     memory_tags rows == the tags JSON of every memory; tags/metadata are valid JSON.
 - ``vectors``  every live memory has an embedding of the current model for its current text,
-               of the right size and finite, or waits in the embedding queue (deferred
+               of the right size, finite and of unit length, or waits in the embedding queue (deferred
                embedding: git hooks, ``embed=False``); no embedding without its memory.
 - ``models``   embeddings made by another model (only ``memstore reindex`` replaces them).
 - ``index``    the saved usearch index, after replaying the change log, holds exactly the
@@ -34,7 +34,7 @@ from . import db
 from .chains import chain_problems
 from .db import transaction
 from .timeutil import valid_stored
-from .vectors import NEWER, VectorIndex
+from .vectors import COSINE_SLACK, NEWER, VectorIndex
 
 if TYPE_CHECKING:
     import numpy as np
@@ -241,7 +241,9 @@ def find_vector_problems(conn: sqlite3.Connection, model_id: str, dimension: int
             break
         matrix = np.frombuffer(b"".join(r[1] for r in chunk), dtype="<f4").reshape(len(chunk), dimension)
         finite = np.isfinite(matrix).all(axis=1)
-        malformed += [chunk[i][0] for i in np.flatnonzero(~finite)]
+        with np.errstate(invalid="ignore", over="ignore"):
+            unit = np.abs(np.linalg.norm(matrix.astype(np.float64), axis=1) - 1.0) <= COSINE_SLACK
+        malformed += [chunk[i][0] for i in np.flatnonzero(~(finite & unit))]
     return VectorFindings(missing, queued, stale_queue, stale, sorted(set(malformed)), orphans)
 
 
@@ -262,7 +264,7 @@ def check_vectors(t: Target) -> Check:
     problems += _listed(f.missing, lambda s: f"memory {name(s)} has no embedding and is not queued for one")
     problems += _listed(f.stale, lambda s: f"memory {name(s)}: embedding was made from older text")
     problems += _listed(f.malformed, lambda s: f"memory {name(s)}: embedding is malformed "
-                        "(wrong size or not finite)")
+                        "(wrong size, not finite or not unit length)")
     if f.orphans:
         problems.append(f"{len(f.orphans)} embeddings belong to no memory")
     if f.stale_queue:

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from .. import config
 from ..errors import MemstoreError
 from ..settings import load_settings
 from ..store import MemoryStore, open_store
@@ -99,5 +100,15 @@ def read_stdin_text() -> bytes:
     stream = sys.stdin.buffer
     if stream.isatty():
         raise click.UsageError("give the text as an argument or pipe it on stdin")
+    # Read one byte more than the limit allows (plus a trailing newline), never all of it:
+    # 200 MB piped in must not be held in memory to be refused.
+    limit = config.MAX_TEXT_BYTES
+    data = stream.read(limit + 3)
     # A trailing newline from `echo` or a heredoc is not part of the memory.
-    return stream.read().rstrip(b"\r\n")
+    text = data.rstrip(b"\r\n")
+    if len(text) > limit:
+        raise click.ClickException(
+            f"text on stdin is more than {limit:,} bytes; the limit is {limit:,} bytes "
+            "(split it into several memories)"
+        )
+    return text
