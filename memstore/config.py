@@ -26,6 +26,7 @@ __all__ = [
     "home_dir",
     "model_dir_override",
     "private_dir",
+    "secure_dir",
 ]
 
 APP_NAME = "memstore"
@@ -83,6 +84,44 @@ def private_dir(path: Path) -> Path:
         directory.mkdir(mode=0o700, exist_ok=True)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def secure_dir(path: Path, what: str) -> str | None:
+    """Check a directory memstore keeps private data in (the store home, the cache): it must
+    belong to this user; group/other permissions are removed (0700), with the notice returned.
+    Raises StoreError for a directory owned by someone else (they could read or plant files:
+    a memory store, a query vector cache)."""
+    from .errors import StoreError
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise StoreError(f"cannot use {what} {path}: {exc.strerror}") from None
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise StoreError(
+            f"{what} {path} belongs to another user (uid {st.st_uid}); memstore keeps private data "
+            "there, so it only uses a directory of your own"
+        )
+    mode = st.st_mode & 0o777
+    if mode & 0o077:
+        try:
+            os.chmod(path, mode & 0o700)
+        except OSError as exc:
+            raise StoreError(f"{what} {path} is open to other users (mode {mode:o}) and cannot be "
+                             f"made private: {exc.strerror}") from None
+        return f"{what} {path} was open to other users (mode {mode:o}); made it private (0700)"
+    return None
+
+
+def private_file(path: Path) -> int:
+    """Open ``path`` for appending as a private file (0600, not through a symlink)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    return fd
 
 
 def model_dir_override(explicit: str | os.PathLike[str] | None = None) -> Path | None:

@@ -583,7 +583,7 @@ def _record(
         # One hook process records at a time, so a post-commit and the post-rewrite that
         # amends its commit agree whichever starts first: the commit is recorded then
         # forgotten, or found rewritten and never recorded.
-        with FileLock(str(store.home / "git-hook.lock"), timeout=RECORD_LOCK_TIMEOUT):
+        with FileLock(str(store.home / "git-hook.lock"), timeout=RECORD_LOCK_TIMEOUT, mode=0o600):
             if kind != "post-rewrite":
                 report = gitcapture.record_head(store, repo, policy=policy, rev=commit, via=kind,
                                                 merges_only=kind == "post-merge")
@@ -615,7 +615,7 @@ def _embed_backlog(store: MemoryStore) -> tuple[int, str | None]:
     another holds the lock, it will see our memory too (it loops until the queue is empty)."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(store.home / "embed-pending.lock"))
+    lock = FileLock(str(store.home / "embed-pending.lock"), mode=0o600)
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -126,6 +126,7 @@ class MemoryStore:
             )
         self.settings = settings
         self.home = config.home_dir(settings.get("home"))
+        self._early_notices: list[str] = []
         self._prepare_home()
         self.db_path = self.home / config.DB_FILENAME
         self.index_dir = self.home / "index"
@@ -139,7 +140,7 @@ class MemoryStore:
         self._last_query_vector: tuple[str, str, np.ndarray] | None = None
         self._closed = False
         #: one-line notices about repairs done on the way (index rebuilt, …)
-        self.notices: list[str] = []
+        self.notices: list[str] = self._early_notices
 
     def _prepare_home(self) -> None:
         try:
@@ -148,6 +149,9 @@ class MemoryStore:
             raise StoreNotWritableError(f"cannot create store directory {self.home}: {exc}") from exc
         if not self.home.is_dir():
             raise StoreError(f"store path {self.home} is not a directory")
+        fixed = config.secure_dir(self.home, "store directory")
+        if fixed:
+            self._early_notices.append(fixed)
         if not os.access(self.home, os.W_OK | os.X_OK):
             raise StoreNotWritableError(f"store directory {self.home} is not writable")
 

@@ -75,3 +75,36 @@ def test_bundled_model_is_assembled_in_private_directories(tmp_path, monkeypatch
         assert _mode(path) == 0o700, path
     locks = list(target.parent.glob("*.lock"))
     assert locks and all(_mode(p) == 0o600 for p in locks)
+
+
+def test_hook_log_and_locks_are_private_and_a_loose_home_is_tightened(tmp_path, loose_umask):
+    from memstore import agent_hooks, hooks
+    from memstore.settings import load_settings
+
+    home = tmp_path / "loose"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        assert any("0700" in n for n in s.notices)
+        s.capture("deferred", embed=False)
+        hooks._embed_backlog(s)
+    settings = load_settings({"home": str(home)})
+    agent_hooks._log(settings, "prompt", "x" * 200_000 + "\x1b[2J")
+    log = agent_hooks.log_path(settings)
+    assert _mode(home) == 0o700 and _mode(log.parent) == 0o700 and _mode(log) == 0o600
+    line = log.read_text().splitlines()[-1]
+    assert len(line) < 5000 and "\x1b" not in line
+    loose = {p.name: oct(_mode(p)) for p in home.rglob("*") if p.is_file() and _mode(p) != 0o600}
+    assert loose == {}
+
+
+def test_saved_query_graph_and_its_sidecar_are_private(tmp_path, monkeypatch, loose_umask, real_embedder):
+    from memstore.embedder import OnnxQueryEncoder
+
+    monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path / "cache"))
+    encoder = OnnxQueryEncoder(real_embedder.info.path if hasattr(real_embedder.info, "path") else None)
+    encoder.encode("a query")
+    graph = encoder.saved_graph_path()
+    files = [graph, graph.with_suffix(".json")]
+    assert all(p.exists() for p in files)
+    assert {p.name: oct(_mode(p)) for p in files if _mode(p) != 0o600} == {}
