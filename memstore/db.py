@@ -455,6 +455,11 @@ def keyword_search(
     return [(row[0], float(row[1])) for row in rows]
 
 
+#: Bounds of the CJK substring scan: memories read (newest first), characters of each.
+SCAN_ROWS = 5000
+SCAN_CHARS = 1000
+
+
 def substring_search(
     conn: sqlite3.Connection, substrings: Sequence[str], flt: Filter, limit: int,
     seqs: Sequence[int] | None = None,
@@ -462,20 +467,25 @@ def substring_search(
     """(seq, how many of ``substrings`` its text contains) for memories containing any,
     most first, newest first among equals; filter applied; only ``seqs`` when given.
 
-    A scan (no index can find 1–2 character CJK words): kept for what trigrams cannot do."""
+    A scan (no index can find 1–2 character CJK words): kept for what trigrams cannot do.
+    Bounded, so a recall (an agent hook's above all) never pays for the whole store: the
+    newest ``SCAN_ROWS`` memories passing the filter, the first ``SCAN_CHARS`` characters of
+    each (longer words are still found through the trigram index)."""
     if not substrings:
         return []
     where, params = flt.sql("m")
-    count = " + ".join("(instr(m.text, ?) > 0)" for _ in substrings)
+    count = " + ".join(f"(instr(substr(c.text, 1, {SCAN_CHARS}), ?) > 0)" for _ in substrings)
     restrict = ""
     if seqs is not None:
         if not seqs:
             return []
         restrict = f" AND m.seq IN ({', '.join('?' * len(seqs))})"
     rows = conn.execute(
-        f"SELECT m.seq, {count} AS found FROM memories m WHERE {where}{restrict} AND found > 0 "
-        "ORDER BY found DESC, m.seq DESC LIMIT ?",
-        [*substrings, *params, *(seqs or ()), limit],
+        f"WITH c AS (SELECT m.seq, m.text FROM memories m WHERE {where}{restrict} "
+        f"ORDER BY m.seq DESC LIMIT {SCAN_ROWS}) "
+        f"SELECT c.seq, {count} AS found FROM c WHERE found > 0 "
+        "ORDER BY found DESC, c.seq DESC LIMIT ?",
+        [*params, *(seqs or ()), *substrings, limit],
     )
     return [(row[0], int(row[1])) for row in rows]
 

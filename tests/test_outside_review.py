@@ -410,3 +410,19 @@ def test_capture_from_stdin_reads_at_most_the_limit(monkeypatch):
 
     with pytest.raises(click.ClickException, match="65,536"):
         util.read_stdin_text()
+
+
+def test_the_cjk_substring_scan_is_bounded(store, monkeypatch):
+    from memstore import db
+
+    monkeypatch.setattr(db, "SCAN_ROWS", 5)
+    monkeypatch.setattr(db, "SCAN_CHARS", 50)
+    early = store.capture("猫" + "あ" * 10, allow_duplicate=True)  # a one-character word at the start
+    late = store.capture("あ" * 200 + "猫", allow_duplicate=True)  # beyond the characters scanned
+    old = store.capture("犬が好き", allow_duplicate=True, namespace="pets")
+    assert [h.memory.id for h in store.recall("犬", mode="keyword")] == [old.id]
+    for i in range(5):
+        store.capture(f"{i} 別の話題です", allow_duplicate=True, namespace="pets")
+    found = {h.memory.id for h in store.recall("猫", mode="keyword", namespace="default")}
+    assert early.id in found and late.id not in found
+    assert not store.recall("犬", mode="keyword")  # older than the rows scanned
