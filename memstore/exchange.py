@@ -328,12 +328,12 @@ def unit_vector(blob: bytes) -> bool:
     embedder's vectors are, within float32 rounding)."""
     import numpy as np
 
-    from .vectors import COSINE_SLACK
+    from .batch_embed import UNIT_SLACK
 
     vec = np.frombuffer(blob, dtype="<f4")
     if not np.isfinite(vec).all():
         return False
-    return abs(float(np.linalg.norm(vec.astype(np.float64))) - 1.0) <= COSINE_SLACK
+    return abs(float(np.linalg.norm(vec.astype(np.float64))) - 1.0) <= UNIT_SLACK
 
 
 def records(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, ExportRecord]]:

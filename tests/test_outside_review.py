@@ -279,10 +279,13 @@ def test_imported_vectors_must_be_finite_unit_vectors(store, tmp_path):
                 for hit in fresh.recall(query, mode="semantic"):
                     assert -1.0 <= hit.similarity <= 1.0 + 1e-6, (kind, hit.similarity)
             assert fresh.verify().ok, kind
-            conn = fresh._conn
+            import sqlite3
+
+            conn = sqlite3.connect(fresh.db_path)
             for (blob,) in conn.execute("SELECT vector FROM embeddings"):
                 vec = np.frombuffer(blob, dtype="<f4")
                 assert np.isfinite(vec).all() and abs(float(np.linalg.norm(vec)) - 1) < 1e-3, kind
+            conn.close()
 
 
 def test_verify_flags_stored_vectors_that_are_not_unit(store):
@@ -413,7 +416,7 @@ def test_capture_from_stdin_reads_at_most_the_limit(monkeypatch):
 
 
 def test_the_cjk_substring_scan_is_bounded(store, monkeypatch):
-    from memstore import db
+    from memstore.storage.sqlite import db
 
     monkeypatch.setattr(db, "SCAN_ROWS", 5)
     monkeypatch.setattr(db, "SCAN_CHARS", 50)
