@@ -21,7 +21,7 @@ import memstore
 from memstore import config
 from memstore.cli import cli
 from memstore.embedder import HashEmbedder
-from memstore.errors import InvalidInputError, StoreError
+from memstore.errors import InvalidInputError, MemstoreError, StoreError
 
 
 @pytest.fixture
@@ -429,3 +429,179 @@ def test_the_cjk_substring_scan_is_bounded(store, monkeypatch):
     found = {h.memory.id for h in store.recall("猫", mode="keyword", namespace="default")}
     assert early.id in found and late.id not in found
     assert not store.recall("犬", mode="keyword")  # older than the rows scanned
+
+
+# -- 5. a damaged HNSW index ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["middle", "header", "vectors past the digest"])
+def test_a_damaged_hnsw_index_is_detected_and_rebuilt(tmp_path, monkeypatch, where):
+    from memstore.storage.sqlite import vector_cache, vector_index
+
+    monkeypatch.setattr(vector_cache, "EXACT_INDEX_MAX", 60)
+    monkeypatch.setattr(vector_cache, "FLAT_AGAIN_BELOW", 30)
+    home = tmp_path / "s"
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        s.capture_many([f"note {i} about topic {i % 7} and item {i * 13}" for i in range(120)])
+        s.reindex()
+        s.recall("topic", mode="semantic")
+    files = list((home / "index").glob("*.usearch"))
+    assert len(files) == 1
+    data = bytearray(files[0].read_bytes())
+    if where == "header":
+        data[2] ^= 0x40
+    else:  # usearch writes the vectors first (after an 8-byte header): damage ten of them
+        start = 8 + 4 * 384 * 10
+        data[start : start + 4 * 3840] = struct.pack("<3840f", *([1e25] * 3840))
+    files[0].write_bytes(bytes(data))
+    if where == "vectors past the digest":  # as in a file too big to digest whole
+        saved = json.loads(next((home / "index").glob("*.json")).read_text())["digest"]
+        monkeypatch.setattr(vector_index, "file_digest", lambda path: saved)
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        if where != "vectors past the digest":
+            assert not next(c for c in s.verify().checks if c.name == "index").ok
+        for q in range(5):  # (a damaged vector scoring very low is missed until one scores high)
+            hits = s.recall(f"topic {q}", mode="semantic")
+            assert all(-1.0 <= h.similarity <= 1.0 for h in hits)
+        assert any("rebuilt" in n for n in s.notices)
+        got = [[h.memory.id for h in s.recall(f"topic {q}", mode="semantic")] for q in range(5)]
+        s.reindex()  # a clean rebuild answers the same
+        assert got == [[h.memory.id for h in s.recall(f"topic {q}", mode="semantic")] for q in range(5)]
+
+
+# -- 6. damage known to one process refuses writes in all -------------------------------------------
+
+
+def test_damage_found_by_verify_refuses_writes_from_a_fresh_process(tmp_path):
+    from damage import damage_page
+
+    home = tmp_path / "s"
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        s.capture_many([f"memory number {i} with some words to index" for i in range(400)], tags=["t"])
+    damage_page(home, "memory_tags")  # a page a capture without tags never reads
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        assert not s.verify().checks[0].ok
+    before = (home / "memstore.db").read_bytes()
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "MEMSTORE_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "memstore", "capture", "a fresh capture"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "damaged" in proc.stderr, proc.stderr
+    assert (home / "memstore.db").read_bytes() == before
+
+
+def test_damage_marker_refuses_writes_in_other_processes(tmp_path):
+    from memstore.storage.sqlite import guard
+
+    home = tmp_path / "s"
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        s.capture("before the damage")
+    guard.Guard(home / "memstore.db").mark_damaged("PRAGMA integrity_check found 3 problems")
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "MEMSTORE_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-m", "memstore", "capture", "after"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "damaged" in proc.stderr and "verify" in proc.stderr
+    listed = subprocess.run([sys.executable, "-m", "memstore", "list", "--json"], env=env,
+                            capture_output=True, text=True)
+    assert listed.returncode == 0 and [m["text"] for m in json.loads(listed.stdout)] == ["before the damage"]
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        report = s.verify()  # the file is fine after all (restored from a backup, say)
+        assert report.ok
+        s.capture("after verify passed")
+
+
+# -- 7. a foreign SQLite file is never modified --------------------------------------------------
+
+
+def test_a_foreign_sqlite_file_is_left_untouched(tmp_path):
+    import hashlib
+    import sqlite3
+
+    home = tmp_path / "s"
+    home.mkdir(mode=0o700)
+    conn = sqlite3.connect(home / "memstore.db")
+    conn.execute("CREATE TABLE accounts (name TEXT)")
+    conn.execute("INSERT INTO accounts VALUES ('alice')")
+    conn.commit()
+    conn.close()
+    before = hashlib.sha256((home / "memstore.db").read_bytes()).hexdigest()
+    with pytest.raises(StoreError, match="not a memstore"):
+        memstore.open(home, embedder=HashEmbedder())
+    assert hashlib.sha256((home / "memstore.db").read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in home.iterdir()) == ["memstore.db"]
+
+
+# -- 15. a symlinked migrate lock ---------------------------------------------------------------
+
+
+def test_a_symlinked_migrate_lock_is_refused_cleanly(tmp_path):
+    home = tmp_path / "s"
+    home.mkdir(mode=0o700)
+    (home / "memstore.db.migrate.lock").symlink_to(tmp_path / "elsewhere" / "x")
+    with pytest.raises(StoreError, match="lock"):
+        memstore.open(home, embedder=HashEmbedder())
+    assert not (home / "memstore.db").exists()
+
+
+# -- 17. a lost write-ahead log ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["deleted", "truncated"])
+def test_a_lost_wal_is_noticed_loudly(tmp_path, how):
+    import shutil
+
+    home = tmp_path / "s"
+    snap = tmp_path / "snap"
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        s.capture("committed and checkpointed")
+    snap.mkdir()
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        # Keep the WAL un-checkpointed: copy the main file as a crash would leave it.
+        s.capture_many([f"committed {i}" for i in range(20)])
+        shutil.copy(home / "memstore.db", snap / "memstore.db")
+        shutil.copy(home / "memstore.db-wal", snap / "memstore.db-wal")
+    # The crash: the main file as it was, its WAL lost (deleted) or cut short.
+    shutil.copy(snap / "memstore.db", home / "memstore.db")
+    (home / "memstore.db-shm").unlink(missing_ok=True)
+    if how == "deleted":
+        (home / "memstore.db-wal").unlink(missing_ok=True)
+    else:
+        wal = (snap / "memstore.db-wal").read_bytes()
+        (home / "memstore.db-wal").write_bytes(wal[: len(wal) // 2])
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        assert any("lost" in n for n in s.notices), s.notices
+        report = s.verify()
+        assert not report.ok and any("lost" in c.summary for c in report.checks if not c.ok)
+        with pytest.raises(MemstoreError, match="verify"):
+            s.capture("a write after the loss")
+        fixed = s.verify(repair=True)
+        assert fixed.ok, fixed.to_dict()
+        s.capture("a write after the loss was accepted")
+
+
+# -- 18. a read-only home can still be read -------------------------------------------------------
+
+
+def test_a_read_only_home_can_be_listed_and_exported(tmp_path, monkeypatch):
+    home = tmp_path / "s"
+    with memstore.open(home, embedder=HashEmbedder()) as s:
+        s.capture("readable later")
+    home.chmod(0o500)
+    (home / "memstore.db").chmod(0o400)
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):  # as for a user who is not root
+        if mode & os.W_OK and Path(path).resolve().is_relative_to(home.resolve()):
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    try:
+        with memstore.open(home, embedder=HashEmbedder()) as s:
+            assert [m.text for m in s.list()] == ["readable later"]
+            s.export_jsonl(tmp_path / "out.jsonl")
+            with pytest.raises(MemstoreError, match="read-only"):
+                s.capture("cannot be written")
+    finally:
+        home.chmod(0o700)
+        (home / "memstore.db").chmod(0o600)
+    assert len(_lines(tmp_path / "out.jsonl")) == 2

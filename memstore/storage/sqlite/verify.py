@@ -4,6 +4,8 @@ SQLite is the truth; the FTS5 index, the tag table, the embeddings and the usear
 derived from it. The checks, in order:
 
 - ``sqlite``   PRAGMA integrity_check (or quick_check): pages, b-trees, indexes, constraints.
+- ``commits``  the commits recorded beside the file are all in it (a lost write-ahead log
+               after a crash is noticed), see :mod:`.guard`.
 - ``fts``      FTS5 'integrity-check' of memories_fts against the memories table, and of the
                CJK trigram index memories_cjk against the memories holding CJK text.
 - ``rows``     every timestamp is in the form and range memstore writes (a bad one makes the
@@ -81,6 +83,25 @@ def check_sqlite(conn: sqlite3.Connection, *, quick: bool) -> Check:
     problems = [r for r in rows if r != "ok"]
     return Check("sqlite", False, f"PRAGMA {pragma} found {len(problems)} problem(s); "
                  "the database will not be modified", _listed(problems, str))
+
+
+def check_commits(conn: sqlite3.Connection) -> Check:
+    """The commits recorded outside the database against those it holds (a lost write-ahead
+    log), and the damage marker: cleared once the file passes the integrity check."""
+    from .guard import commits, lost_message
+
+    guard = getattr(conn, "guard", None)
+    if guard is None:
+        return Check("commits", True, "no commit record kept for this connection")
+    missing = guard.lost(conn)
+    if missing:
+        return Check("commits", False, lost_message(missing),
+                     ("`memstore verify --repair` accepts the loss and allows writes again",))
+    cleared = ""
+    if guard.damaged() is not None:
+        guard.clear()
+        cleared = "; the damage mark was cleared (the file passes the integrity check now)"
+    return Check("commits", True, f"all {commits(conn):,} recorded commits are in the database{cleared}")
 
 
 def check_fts(conn: sqlite3.Connection) -> Check:
@@ -328,11 +349,14 @@ def _compare_index(
 def run_checks(t: Target, *, quick: bool = False) -> list[Check]:
     """Every check; only ``sqlite`` when the database itself is damaged."""
     first = check_sqlite(t.conn, quick=quick)
+    guard = getattr(t.conn, "guard", None)
     if not first.ok:
+        if guard is not None:  # every process refuses writes from now on
+            guard.mark_damaged(first.summary)
         skipped = [Check(n, False, "skipped: the database is damaged", skipped=True)
-                   for n in ("fts", "rows", "tags", "vectors", "models", "index")]
+                   for n in ("commits", "fts", "rows", "tags", "vectors", "models", "index")]
         return [first, *skipped]
-    checks = [first]
+    checks = [first, check_commits(t.conn)]
     for fn in (lambda: check_fts(t.conn), lambda: check_rows(t.conn), lambda: check_tags(t.conn),
                lambda: check_vectors(t), lambda: check_models(t), lambda: check_index(t)):
         checks.append(fn())
@@ -355,6 +379,14 @@ def repair(
     assert "sqlite" not in failed, "repair refuses a damaged database"
     conn = t.conn
     done: list[str] = []
+    if "commits" in failed:  # first: the damage mark refuses the writes below
+        from .guard import commits
+
+        guard = conn.guard
+        missing = guard.lost(conn)
+        guard.record(commits(conn))
+        guard.clear()
+        done.append(f"accepted the loss of {missing} committed write(s); writes are allowed again")
     if "fts" in failed:
         with transaction(conn):
             for index in db.TEXT_INDEXES:
