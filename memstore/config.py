@@ -25,6 +25,7 @@ __all__ = [
     "cache_dir",
     "home_dir",
     "model_dir_override",
+    "owned_file",
     "private_dir",
     "secure_dir",
 ]
@@ -76,21 +77,37 @@ def cache_dir() -> Path:
 
 def private_dir(path: Path) -> Path:
     """Create ``path`` with every missing directory from the cache root down as 0700
-    (directories that already exist keep their mode; the root's parents are not ours)."""
+    (directories that already exist keep their mode; the root's parents are not ours).
+    Each directory from the root down must be this user's and not writable by others (a
+    planted file could change recall): one open to writing is tightened, with a notice;
+    one of another user raises StoreError."""
+    from .notices import notify
+
     root = cache_dir()
     if not root.exists():
         root.parent.mkdir(parents=True, exist_ok=True)
     for directory in reversed([p for p in (path, *path.parents) if p == root or root in p.parents]):
         directory.mkdir(mode=0o700, exist_ok=True)
+        fixed = secure_dir(directory, "cache directory", only_writes=True)
+        if fixed:
+            notify(fixed)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
-def secure_dir(path: Path, what: str) -> str | None:
+def owned_file(path: Path) -> bool:
+    """Whether an existing file is this user's and not writable by others (a cache file
+    planted by someone else is not to be read)."""
+    st = os.lstat(path)
+    mine = not hasattr(os, "getuid") or st.st_uid == os.getuid()
+    return mine and not (st.st_mode & 0o022) and not os.path.islink(path)
+
+
+def secure_dir(path: Path, what: str, *, only_writes: bool = False) -> str | None:
     """Check a directory memstore keeps private data in (the store home, the cache): it must
-    belong to this user; group/other permissions are removed (0700), with the notice returned.
-    Raises StoreError for a directory owned by someone else (they could read or plant files:
-    a memory store, a query vector cache)."""
+    belong to this user; group/other permissions are removed (0700; with ``only_writes``,
+    only the write bits), with the notice returned. Raises StoreError for a directory owned
+    by someone else (they could read or plant files: a memory store, a query vector cache)."""
     from .errors import StoreError
 
     try:
@@ -103,13 +120,14 @@ def secure_dir(path: Path, what: str) -> str | None:
             "there, so it only uses a directory of your own"
         )
     mode = st.st_mode & 0o777
-    if mode & 0o077:
+    loose = mode & (0o022 if only_writes else 0o077)
+    if loose:
         try:
-            os.chmod(path, mode & 0o700)
+            os.chmod(path, mode & ~loose)
         except OSError as exc:
             raise StoreError(f"{what} {path} is open to other users (mode {mode:o}) and cannot be "
                              f"made private: {exc.strerror}") from None
-        return f"{what} {path} was open to other users (mode {mode:o}); made it private (0700)"
+        return f"{what} {path} was open to other users (mode {mode:04o}); made it {mode & ~loose:04o}"
     return None
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import config
-from .errors import InvalidInputError, ModelError
+from .errors import InvalidInputError, MemstoreError, ModelError
 from .identity import normalise_text
 
 if TYPE_CHECKING:
@@ -189,6 +189,10 @@ class QueryVectorCache:
         if self._conn is None and not self._broken:
             try:
                 config.private_dir(self.path.parent)
+                if self.path.exists() and not config.owned_file(self.path):
+                    # planted or left open by someone else: a cache, so drop it (we own the dir)
+                    for leftover in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                        leftover.unlink(missing_ok=True)
                 old_umask = os.umask(0o077)
                 try:
                     conn = sqlite3.connect(str(self.path), timeout=0.5, isolation_level=None,
@@ -202,7 +206,7 @@ class QueryVectorCache:
                     "(n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, vector BLOB NOT NULL)"
                 )
                 self._conn = conn
-            except (sqlite3.Error, OSError):
+            except (sqlite3.Error, OSError, MemstoreError):
                 self._broken = True
         return self._conn
 

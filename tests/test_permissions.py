@@ -108,3 +108,36 @@ def test_saved_query_graph_and_its_sidecar_are_private(tmp_path, monkeypatch, lo
     files = [graph, graph.with_suffix(".json")]
     assert all(p.exists() for p in files)
     assert {p.name: oct(_mode(p)) for p in files if _mode(p) != 0o600} == {}
+
+
+def test_a_cache_open_to_others_is_tightened_and_a_planted_query_cache_dropped(tmp_path, monkeypatch):
+    from memstore.embedder import QueryVectorCache
+
+    root = tmp_path / "cache"
+    root.mkdir()
+    root.chmod(0o777)
+    monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(root))
+    planted = root / "query-vectors.db"
+    cache = QueryVectorCache(planted)
+    cache.put("model", "which database", b"\x00" * 16)
+    assert cache.get("model", "which database") == b"\x00" * 16
+    cache._conn.close()
+    assert _mode(root) == 0o755  # writable by others no more
+    planted.chmod(0o666)  # as if another user had planted it in the open directory
+    fresh = QueryVectorCache(planted)
+    assert fresh.get("model", "which database") is None  # the planted entries are not used
+    assert _mode(planted) == 0o600 or not planted.exists()
+
+
+def test_a_cache_or_home_of_another_user_is_refused(tmp_path, monkeypatch):
+    from memstore.errors import StoreError
+
+    home = tmp_path / "home-of-someone"
+    home.mkdir(mode=0o700)
+    real_uid = os.getuid()
+    monkeypatch.setattr(os, "getuid", lambda: real_uid + 4242)
+    with pytest.raises(StoreError, match="another user"):
+        memstore.open(home, embedder=HashEmbedder())
+    monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path))
+    with pytest.raises(StoreError, match="another user"):
+        config.private_dir(tmp_path / "models")
