@@ -36,7 +36,6 @@ CAPTURE_FIELDS = frozenset({
     "text", "namespace", "tags", "metadata", "source", "project", "branch", "expires_at", "ttl",
     "created_at",
 })
-DEFAULT_NAMESPACE = "default"
 
 
 class Capture:
@@ -67,7 +66,7 @@ class Capture:
         meta = clean_metadata(metadata)
         names: dict[str, Any] = {
             "namespace": clean_name(namespace, "namespace") or clean_name(
-                self.settings.get("default_namespace", DEFAULT_NAMESPACE),
+                self.settings.get("default_namespace"),
                 "namespace (setting default_namespace)", allow_none=False,
             ),
             "tags": clean_tags(tags),

@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 
 import memstore
-from memstore import config
+from memstore import limits as config
 from memstore.cli import cli
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.errors import InvalidInputError, MemstoreError, StoreError
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import memstore
-from memstore import config
-from memstore.embedder import HashEmbedder
+from memstore import settings
+from memstore.embedding import HashEmbedder
 
 
 def _mode(path: Path) -> int:
@@ -52,21 +52,22 @@ def test_store_files_are_private(tmp_path, loose_umask):
 
 def test_cache_directories_are_private(tmp_path, monkeypatch, loose_umask):
     monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path / "cache" / "memstore"))
-    made = config.private_dir(config.cache_dir() / "models" / "m")
+    made = settings.private_dir(settings.cache_dir() / "models" / "m")
     assert made.is_dir()
-    for path in (made, made.parent, config.cache_dir()):
+    for path in (made, made.parent, settings.cache_dir()):
         assert _mode(path) == 0o700, path
     assert _mode(tmp_path / "cache") == 0o755  # not ours: created with the default mode
     existing = tmp_path / "cache" / "memstore" / "models"
     existing.chmod(0o750)
-    config.private_dir(existing / "other")
+    settings.private_dir(existing / "other")
     assert _mode(existing) == 0o750  # an existing directory keeps its mode
 
 
 def test_bundled_model_is_assembled_in_private_directories(tmp_path, monkeypatch, loose_umask):
-    from memstore import embedder
+    from memstore.embedding import fastembed as embedder
+    from memstore.embedding import resolve
 
-    weights_dir = embedder._package_dir(embedder.WEIGHTS_PACKAGE)
+    weights_dir = resolve._package_dir(resolve.WEIGHTS_PACKAGE)
     if weights_dir is None:
         pytest.skip("the weights package is not installed")
     monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path / "cache"))
@@ -78,7 +79,8 @@ def test_bundled_model_is_assembled_in_private_directories(tmp_path, monkeypatch
 
 
 def test_hook_log_and_locks_are_private_and_a_loose_home_is_tightened(tmp_path, loose_umask):
-    from memstore import agent_hooks, hooks
+    from memstore.agents import hooks as agent_hooks
+    from memstore.git import hooks
     from memstore.settings import load_settings
 
     home = tmp_path / "loose"
@@ -99,7 +101,7 @@ def test_hook_log_and_locks_are_private_and_a_loose_home_is_tightened(tmp_path, 
 
 
 def test_saved_query_graph_and_its_sidecar_are_private(tmp_path, monkeypatch, loose_umask, real_embedder):
-    from memstore.embedder import OnnxQueryEncoder
+    from memstore.embedding.onnx_query import OnnxQueryEncoder
 
     monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path / "cache"))
     encoder = OnnxQueryEncoder(real_embedder.info.path if hasattr(real_embedder.info, "path") else None)
@@ -111,7 +113,7 @@ def test_saved_query_graph_and_its_sidecar_are_private(tmp_path, monkeypatch, lo
 
 
 def test_a_cache_open_to_others_is_tightened_and_a_planted_query_cache_dropped(tmp_path, monkeypatch):
-    from memstore.embedder import QueryVectorCache
+    from memstore.storage.sqlite.query_cache import QueryVectorCache
 
     root = tmp_path / "cache"
     root.mkdir()
@@ -140,4 +142,4 @@ def test_a_cache_or_home_of_another_user_is_refused(tmp_path, monkeypatch):
         memstore.open(home, embedder=HashEmbedder())
     monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path))
     with pytest.raises(StoreError, match="another user"):
-        config.private_dir(tmp_path / "models")
+        settings.private_dir(tmp_path / "models")

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .. import config
+from .. import limits
 from ..errors import MemstoreError
 from ..settings import load_settings
 from ..store import MemoryStore, open_store
@@ -102,7 +102,7 @@ def read_stdin_text() -> bytes:
         raise click.UsageError("give the text as an argument or pipe it on stdin")
     # Read one byte more than the limit allows (plus a trailing newline), never all of it:
     # 200 MB piped in must not be held in memory to be refused.
-    limit = config.MAX_TEXT_BYTES
+    limit = limits.MAX_TEXT_BYTES
     data = stream.read(limit + 3)
     # A trailing newline from `echo` or a heredoc is not part of the memory.
     text = data.rstrip(b"\r\n")

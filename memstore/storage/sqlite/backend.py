@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ModelMismatchError, StoreError, StoreNotWritableError
 from ...models import Memory, VerifyReport
 from ...notices import notify
+from ...settings import DB_FILENAME
 from ..base import EmbedJob, Filter, Key, KeywordMatch, NewMemory, StateOutcome
 from . import db
 from .db import transaction
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DB_FILENAME", "EXACT_FILTER_MAX", "SQLiteBackend"]
 
-DB_FILENAME = "memstore.db"
 #: Below this many candidates a filtered vector search is exact over the candidates.
 EXACT_FILTER_MAX = 5000
 
@@ -393,7 +393,7 @@ def _prepare_home(home: Path, notices: list[str]) -> bool:
     """Create the home (0700) or check an existing one: ours, and private (tightened with a
     notice when it is open to others). Returns whether it is writable: a read-only home
     holding a store is opened for reading only."""
-    from ...config import secure_dir
+    from ...settings import secure_dir
 
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
