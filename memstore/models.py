@@ -8,6 +8,7 @@ from typing import Any
 
 __all__ = [
     "CaptureResult", "Check", "Hit", "ImportResult", "Memory", "PurgeResult", "PurgedMemory", "VerifyReport",
+    "history_to_dicts", "memory_status",
 ]
 
 
@@ -235,3 +236,20 @@ class VerifyReport:
             "repaired": list(self.repaired),
             "found": [c.to_dict() for c in self.found] if self.found is not None else None,
         }
+
+
+def memory_status(memory: Memory, at: datetime) -> str:
+    """Where a version stands at ``at``: ``forgotten``, ``superseded``, ``expired`` or ``current``."""
+    if memory.deleted:
+        return "forgotten"
+    if memory.superseded_by is not None:
+        return "superseded"
+    if memory.expired(at):
+        return "expired"
+    return "current"
+
+
+def history_to_dicts(versions: list[Memory], at: datetime) -> list[dict[str, Any]]:
+    """A memory's versions as ``memstore history --json`` prints them: each one's dict plus
+    ``status`` (shared by the CLI and the web page so both give the same data)."""
+    return [{**m.to_dict(), "status": memory_status(m, at)} for m in versions]

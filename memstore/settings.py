@@ -40,6 +40,7 @@ __all__ = [
     "cache_dir",
     "config_path",
     "env_value",
+    "has_display",
     "home_dir",
     "load_settings",
     "model_dir_override",
@@ -401,3 +402,9 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, path: Path | No
     if unknown:
         raise InvalidInputError(f"unknown setting(s): {', '.join(unknown)}")
     return settings
+
+
+def has_display() -> bool:
+    """Whether the environment names a graphical session (DISPLAY or WAYLAND_DISPLAY): without
+    one, Python's ``webbrowser`` falls back to a text browser in the terminal."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

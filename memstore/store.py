@@ -35,9 +35,9 @@ from .validate import clean_limit, clean_name, clean_namespaces, clean_offset, c
 
 __all__ = ["KEEP", "MemoryStore", "ModelMismatchWarning", "Progress", "open_store"]
 
-#: Pending (deferred) embeddings a recall computes before its vector leg, newest first.
-RECALL_EMBED_PENDING = 16
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: Notices ``store.notices`` keeps per thread (the newest); each call's own are on its result.
+NOTICES_KEPT = 1000
 
 
 class _Keep:
@@ -60,7 +60,9 @@ def _call(fn: _F) -> _F:
             try:
                 value = fn(self, *args, **kwargs)
             finally:
-                self._thread_notices().extend(notes)
+                kept = self._thread_notices()
+                kept.extend(notes)
+                del kept[:-NOTICES_KEPT]  # a long-running server must not grow it for ever
         if isinstance(value, Hits) and notes:
             value.notices = tuple(notes)
         return value
@@ -98,7 +100,7 @@ class MemoryStore:
         self._model_dir = settings.get("model_dir")
         self._embedding = Embedding(lambda: embedder or resolve_embedder(
             self._model_dir, self.settings.get("embedder"), self.settings.get("model"),
-            query_worker_idle=self.settings.get("query_worker.idle_seconds", 0),
+            query_worker_idle=self.settings.get("query_worker.idle_seconds"),
         ))
         self._capture = Capture(self.backend, self._embedding, settings)
         self._local = threading.local()
@@ -243,7 +245,7 @@ class MemoryStore:
 
         return import_jsonl(self.backend, self._embedding, self._capture, source, namespace=namespace,
                             progress=progress, redact=redact,
-                            batch_size=int(self.settings.get("batch_size", BATCH_SIZE)))
+                            batch_size=int(self.settings.get("batch_size")))
 
     # -- read --------------------------------------------------------------------------------
 
@@ -333,7 +335,7 @@ class MemoryStore:
         At most ``recall.embed_pending`` of them, newest first, so a backlog (a big
         ``import-git --no-embed``) costs each recall a bounded, small batch instead of a stall;
         the rest stay findable by keyword until a later recall, a hook or ``reindex``."""
-        limit = int(self.settings.get("recall.embed_pending", RECALL_EMBED_PENDING))
+        limit = int(self.settings.get("recall.embed_pending"))
         if limit <= 0:
             return
         try:
@@ -473,7 +475,7 @@ class MemoryStore:
         model = self._embedding.model_id
         keys = self.backend.needing_vectors(model, force=force)
         done = self._embedding.embed_keys(
-            self.backend, keys, int(self.settings.get("batch_size", BATCH_SIZE)), progress
+            self.backend, keys, int(self.settings.get("batch_size")), progress
         )
         count = self.backend.rebuild_index(model, self._embedding.dimension)
         return {"embedded": done, "indexed": count, "model": model}

@@ -23,6 +23,7 @@ from .git import (
     recall_scope_options,
 )
 from .lifecycle import LIFECYCLE_COMMANDS
+from .ui import ui
 from .util import echo, emit_json, handle_errors, json_opt, open_from_context, progress_bar
 from .util import parse_meta as _parse_meta
 from .util import read_stdin_text as _read_stdin_text
@@ -396,3 +397,4 @@ from .agent import AGENT_COMMANDS  # noqa: E402
 for _command in (*LIFECYCLE_COMMANDS, *GIT_COMMANDS, *AGENT_COMMANDS):
     cli.add_command(_command)
 cli.add_command(verify)
+cli.add_command(ui)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..models import Memory
+from ..models import Memory, history_to_dicts, memory_status
 from ..render import first_line, memory_head
 from ..timeutil import now
 from .util import echo, emit_json, handle_errors, json_opt, open_from_context, parse_meta, read_stdin_text
@@ -24,13 +24,7 @@ def _line(memory: Memory) -> str:
 
 
 def _status(memory: Memory) -> str:
-    if memory.deleted:
-        return "forgotten"
-    if memory.superseded_by is not None:
-        return "superseded"
-    if memory.expired(now()):
-        return "expired"
-    return "current"
+    return memory_status(memory, now())
 
 
 @click.command()
@@ -101,7 +95,7 @@ def history(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     with open_from_context(ctx) as store:
         versions = store.history(memory_id)
     if as_json:
-        emit_json([{**m.to_dict(), "status": _status(m)} for m in versions])
+        emit_json(history_to_dicts(versions, now()))
         return
     for number, memory in enumerate(versions, start=1):
         mark = "*" if memory.id == memory_id else " "
