@@ -55,7 +55,7 @@ class Embedding:
         expected = (len(texts), self.embedder.dimension)
         if vectors.shape != expected:
             raise ModelError(f"embedder returned shape {vectors.shape}, expected {expected}")
-        return vectors
+        return unit_rows(vectors)
 
     def query(self, query: str) -> np.ndarray:
         """The query vector (remembered for the last query: recall asks twice)."""
@@ -112,3 +112,22 @@ def progress_callback(progress: Progress | bool | None, total: int, label: str) 
         update.close = bar.close  # type: ignore[attr-defined]
         return update
     return progress or None
+
+
+#: Slack for float32 rounding when telling a unit vector (or a cosine) from an impossible one.
+UNIT_SLACK = 1e-3
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """The embedder's rows, which must be finite and non-zero, at unit length (cosine is a
+    dot product only between unit vectors; a longer one would outrank everything)."""
+    import numpy as np
+
+    if not np.isfinite(vectors).all():
+        raise ModelError("embedder returned a vector that is not finite")
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    if (norms == 0).any():
+        raise ModelError("embedder returned a zero vector")
+    if (np.abs(norms - 1) > UNIT_SLACK).any():
+        vectors = (vectors / norms[:, None]).astype(np.float32)
+    return vectors

@@ -19,7 +19,7 @@ from .models import CaptureResult, Memory
 from .notices import notify
 from .settings import SETTINGS, Settings
 from .storage.base import Backend, Filter, NewMemory
-from .timeutil import format_ts, now, parse_duration, parse_time
+from .timeutil import add, format_ts, now, parse_duration, parse_time
 from .validate import clean_metadata, clean_name, clean_tags, clean_text
 
 if TYPE_CHECKING:
@@ -64,19 +64,30 @@ class Capture:
         """A validated, redacted row and the kinds of secret redacted."""
         text = clean_text(text)
         meta = clean_metadata(metadata)
+        names: dict[str, Any] = {
+            "namespace": clean_name(namespace, "namespace") or clean_name(
+                self.settings.get("default_namespace"),
+                "namespace (setting default_namespace)", allow_none=False,
+            ),
+            "tags": clean_tags(tags),
+            "source": clean_name(source, "source"),
+            "project": clean_name(project, "project"),
+            "branch": clean_name(branch, "branch"),
+        }
         redacted: tuple[str, ...] = ()
         if self.redacting(redact):  # before hashing and embedding: no secret reaches the backend
             text, meta, redacted = redact_secrets(text, meta)
-        ns = clean_name(namespace, "namespace") or self.settings.get("default_namespace")
-        project = clean_name(project, "project")
+            names, in_names = redact_names(names)
+            redacted += in_names
+        ns, project = names["namespace"], names["project"]
         expires = expiry(expires_at, ttl)
         created = parse_time(created_at, field="created_at") if created_at is not None else None
         stamp = format_ts(now())
         row = NewMemory(
-            id=new_id(), text=text, namespace=ns, tags=tuple(clean_tags(tags)), metadata=meta,
+            id=new_id(), text=text, namespace=ns, tags=tuple(names["tags"]), metadata=meta,
             content_hash=content_hash(text, ns, project), created_at=format_ts(created) if created else stamp,
-            updated_at=stamp, source=clean_name(source, "source"), project=project,
-            branch=clean_name(branch, "branch"), expires_at=format_ts(expires) if expires else None,
+            updated_at=stamp, source=names["source"], project=project,
+            branch=names["branch"], expires_at=format_ts(expires) if expires else None,
         )
         return row, redacted
 
@@ -89,6 +100,26 @@ class Capture:
             self.embedding.embedder  # noqa: B018 - resolves it
         except ModelError as exc:
             raise ModelError(f"not stored: {exc}") from exc
+
+    def prepare_item(self, item: Any, *, namespace: str | None = None,
+                     tags: Iterable[str] | str | None = None, redact: bool | None = None,
+                     ) -> tuple[NewMemory, tuple[str, ...]]:
+        """One ``capture_many`` item (a text, or a mapping of CAPTURE_FIELDS) as :meth:`prepare`
+        makes it; ``namespace``/``tags`` are defaults for an item that does not set them."""
+        if isinstance(item, (str, bytes)):
+            fields: dict[str, Any] = {"text": item}
+        elif isinstance(item, Mapping):
+            unknown = set(item) - CAPTURE_FIELDS
+            if unknown:
+                raise InvalidInputError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+            if "text" not in item:
+                raise InvalidInputError("missing field 'text'")
+            fields = dict(item)
+        else:
+            raise InvalidInputError(f"expected a string or a mapping, not {type(item).__name__}")
+        fields.setdefault("namespace", namespace)
+        fields.setdefault("tags", tags)
+        return self.prepare(**fields, redact=redact)
 
     # -- new memories ------------------------------------------------------------------------
 
@@ -121,20 +152,7 @@ class Capture:
         prepared = []
         for position, item in enumerate(items):
             try:
-                if isinstance(item, (str, bytes)):
-                    fields: dict[str, Any] = {"text": item}
-                elif isinstance(item, Mapping):
-                    unknown = set(item) - CAPTURE_FIELDS
-                    if unknown:
-                        raise InvalidInputError(f"unknown field(s) {', '.join(sorted(unknown))}")
-                    if "text" not in item:
-                        raise InvalidInputError("missing field 'text'")
-                    fields = dict(item)
-                else:
-                    raise InvalidInputError(f"expected a string or a mapping, not {type(item).__name__}")
-                fields.setdefault("namespace", namespace)
-                fields.setdefault("tags", tags)
-                prepared.append(self.prepare(**fields, redact=redact))
+                prepared.append(self.prepare_item(item, namespace=namespace, tags=tags, redact=redact))
             except InvalidInputError as exc:
                 raise InvalidInputError(f"item {position}: {exc}") from None
         rows = [row for row, _ in prepared]
@@ -203,6 +221,14 @@ class Capture:
                 None if text is None else clean_text(text),
                 None if metadata is None else clean_metadata(metadata),
             )
+        if self.redacting(redact) and (tags is not None or source is not None):
+            new_names, in_names = redact_names({
+                "tags": clean_tags(tags) if tags is not None else (),
+                "source": clean_name(source, "source"),
+            })
+            kinds += in_names
+            tags = new_names["tags"] if tags is not None else None
+            source = new_names["source"]
         row, _ = self.prepare(
             old.text if text is None else text, namespace=old.namespace,
             tags=old.tags if tags is None else tags,
@@ -345,9 +371,40 @@ def result(memory: Memory, *, created: bool, notices: tuple[str, ...] = (), **fl
 
 
 def redact_secrets(text: Any, meta: Any) -> tuple[Any, Any, tuple[str, ...]]:
+    """Text and metadata with secrets replaced, checked again against the limits: a marker can
+    be longer than what it replaces, and a stored memory must always fit them (or it could
+    not be imported from its own export, nor updated with the same text)."""
     from .redact import redact_fields
 
-    return redact_fields(text, meta)
+    new_text, new_meta, kinds = redact_fields(text, meta)
+    if kinds:
+        try:
+            if new_text is not None:
+                clean_text(new_text)
+            if new_meta is not None:
+                clean_metadata(new_meta)
+        except InvalidInputError as exc:
+            raise InvalidInputError(
+                f"once its secrets are replaced by [REDACTED:…] markers, {exc} "
+                "(or keep the secrets with redact=False / --no-redact)"
+            ) from None
+    return new_text, new_meta, kinds
+
+
+def redact_names(names: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Namespace, tags, source, project, branch with secrets replaced (a tag is searchable, a
+    namespace shown everywhere), checked again against the name rules."""
+    from .redact import redact_names as replace_in_names
+
+    done, kinds = replace_in_names(names)
+    if not kinds:
+        return names, ()
+    for name, value in done.items():
+        if name == "tags":
+            done[name] = clean_tags(value)
+        else:
+            done[name] = clean_name(value, name, allow_none=name != "namespace")
+    return done, kinds
 
 
 def with_redactions(res: CaptureResult, kinds: tuple[str, ...]) -> CaptureResult:
@@ -404,7 +461,7 @@ def expiry(expires_at: TimeLike, ttl: TtlLike) -> datetime | None:
             )
         if delta.total_seconds() <= 0:
             raise InvalidInputError("ttl must be positive")
-        return now() + delta
+        return add(now(), delta, "expiry (now + ttl)")
     if expires_at is None:
         return None
     if isinstance(expires_at, str):

@@ -32,10 +32,13 @@ from typing import IO, Any
 
 from .errors import InvalidInputError
 from .models import Memory
-from .timeutil import format_ts, now
+from .timeutil import check_range, format_ts, now
 from .validate import clean_metadata, clean_name, clean_tags, clean_text
 
-__all__ = ["FORMAT", "VERSION", "ExportRecord", "encode_memory", "header", "read_lines", "parse"]
+__all__ = [
+    "FORMAT", "VERSION", "ExportRecord", "Lines", "check_count", "check_header", "decode_record",
+    "encode_memory", "header", "is_header", "loads_line", "records", "unit_vector",
+]
 
 FORMAT = "memstore-export"
 VERSION = 1
@@ -59,6 +62,8 @@ class ExportRecord:
     vector_model: str | None = None
     vector: bytes | None = None
     vector_dimension: int | None = None
+    #: the file carried a vector that was not a finite unit vector (dropped: re-embedded)
+    vector_rejected: bool = False
 
     @property
     def id(self) -> str:
@@ -111,44 +116,118 @@ def encode_memory(memory: Memory, embedding: tuple[str, bytes] | None = None) ->
     return record
 
 
-def read_lines(source: str | os.PathLike[str] | IO[str]) -> list[str]:
-    """All lines of a UTF-8 file, a path or an open text stream."""
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            with open(source, encoding="utf-8") as fh:
-                return fh.read().splitlines()
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"{source} is not valid UTF-8 ({exc.reason})") from None
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read {source}: {exc.strerror}") from None
-    return source.read().splitlines()
+#: Longest line read (characters): a memory at its limits, JSON-escaped, with a vector.
+MAX_LINE_CHARS = 4 * 1024 * 1024
 
 
-def parse(lines: Iterable[str]) -> tuple[dict[str, Any] | None, list[tuple[int, Any]]]:
-    """(export header or None, [(line number, decoded JSON value)]) for the non-blank lines."""
-    items: list[tuple[int, Any]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            items.append((number, json.loads(line)))
-        except ValueError as exc:
-            raise InvalidInputError(f"line {number}: not valid JSON ({exc})") from None
-    if items and isinstance(items[0][1], dict) and items[0][1].get("format") == FORMAT:
-        head = items.pop(0)[1]
-        version = head.get("version")
-        if version != VERSION:
-            raise InvalidInputError(
-                f"this export has format version {version!r}; this memstore reads version {VERSION}"
-            )
-        count = head.get("count")
-        if isinstance(count, int) and count != len(items):
-            raise InvalidInputError(
-                f"the export header announces {count} memories but the file holds {len(items)}: "
-                "it is truncated or was edited; nothing was imported"
-            )
-        return head, items
-    return None, items
+class Lines:
+    """The non-blank lines of a JSON Lines source as ``(line number, text)``, readable more
+    than once (import validates the whole file, then writes it) with memory bounded by the
+    longest line: a path is reopened, a seekable stream rewound, any other stream copied to
+    a temporary file on the first pass. Use as a context manager."""
+
+    def __init__(self, source: str | os.PathLike[str] | IO[str]) -> None:
+        self._source = source
+        self._name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "input"
+        self._start: int | None = None
+        self._spool: IO[str] | None = None
+        self._spooled = False
+        if not isinstance(source, (str, os.PathLike)):
+            try:
+                if source.seekable():
+                    self._start = source.tell()
+            except (OSError, ValueError, AttributeError):
+                self._start = None
+
+    def __enter__(self) -> Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        if isinstance(self._source, (str, os.PathLike)):
+            try:
+                fh = open(self._source, encoding="utf-8")  # noqa: SIM115 (closed by the with below)
+            except OSError as exc:
+                raise InvalidInputError(f"cannot read {self._name}: {exc.strerror}") from None
+            with fh:
+                yield from self._read(fh, None)
+            return
+        if self._start is not None:
+            self._source.seek(self._start)
+            yield from self._read(self._source, None)
+            return
+        if self._spooled:
+            assert self._spool is not None
+            self._spool.seek(0)
+            yield from self._read(self._spool, None)
+            return
+        import tempfile
+
+        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (closed by __exit__)
+        yield from self._read(self._source, self._spool)
+        self._spooled = True
+
+    def _read(self, fh: IO[str], copy: IO[str] | None) -> Iterator[tuple[int, str]]:
+        number = 0
+        while True:
+            number += 1
+            try:
+                line = fh.readline(MAX_LINE_CHARS + 1)
+            except UnicodeDecodeError as exc:
+                raise InvalidInputError(
+                    f"{self._name} is not valid UTF-8 ({exc.reason}) at line {number}"
+                ) from None
+            except OSError as exc:
+                raise InvalidInputError(f"cannot read {self._name}: {exc.strerror}") from None
+            if not line:
+                return
+            if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+                raise InvalidInputError(
+                    f"line {number}: longer than {MAX_LINE_CHARS:,} characters (no memory is that long)"
+                )
+            if copy is not None:
+                copy.write(line if line.endswith("\n") else line + "\n")
+            if line.strip():
+                yield number, line
+
+
+def loads_line(line: str, number: int) -> Any:
+    """One JSON value, or InvalidInputError naming the line (also for nesting so deep the
+    decoder gives up)."""
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise InvalidInputError(f"line {number}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidInputError(f"line {number}: JSON nested too deeply") from None
+
+
+def is_header(value: Any) -> bool:
+    """Whether a decoded first line is an export header."""
+    return isinstance(value, dict) and value.get("format") == FORMAT
+
+
+def check_header(head: dict[str, Any]) -> int | None:
+    """The memory count an export header announces (None: not given); refuses other versions."""
+    version = head.get("version")
+    if version != VERSION:
+        raise InvalidInputError(
+            f"this export has format version {version!r}; this memstore reads version {VERSION}"
+        )
+    count = head.get("count")
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+
+def check_count(announced: int | None, found: int) -> None:
+    """A truncated or edited export is refused before anything is written."""
+    if announced is not None and announced != found:
+        raise InvalidInputError(
+            f"the export header announces {announced} memories but the file holds {found}: "
+            "it is truncated or was edited; nothing was imported"
+        )
 
 
 def _ts_field(value: Any, field: str, *, required: bool) -> str | None:
@@ -164,14 +243,27 @@ def _ts_field(value: Any, field: str, *, required: bool) -> str | None:
         raise InvalidInputError(f"{field} {value!r} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
         raise InvalidInputError(f"{field} {value!r} has no time zone")
-    return format_ts(parsed)
+    return format_ts(check_range(parsed, field))
 
 
 def _id_field(value: Any, field: str, *, required: bool) -> str | None:
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS or value != value.strip():
-        raise InvalidInputError(f"{field} must be a memory id (a non-blank string without spaces)")
+    if (
+        not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS
+        or not all(ch.isprintable() and not ch.isspace() for ch in value)
+    ):
+        raise InvalidInputError(
+            f"{field} must be a memory id (at most {MAX_ID_CHARS} printable characters, no spaces)"
+        )
+    return value
+
+
+def _list_field(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidInputError(f"{field} must be a list of strings, not {type(value).__name__}")
     return value
 
 
@@ -193,7 +285,7 @@ def decode_record(obj: Any) -> ExportRecord:
         "id": _id_field(obj.get("id"), "id", required=True),
         "text": clean_text(obj.get("text")),
         "namespace": clean_name(obj.get("namespace"), "namespace", allow_none=False),
-        "tags": json.dumps(list(clean_tags(obj.get("tags") or [])), ensure_ascii=False),
+        "tags": json.dumps(list(clean_tags(_list_field(obj.get("tags"), "tags"))), ensure_ascii=False),
         "source": clean_name(obj.get("source"), "source"),
         "metadata": json.dumps(clean_metadata(obj.get("metadata") or {}), ensure_ascii=False),
         "project": clean_name(obj.get("project"), "project"),
@@ -226,13 +318,35 @@ def decode_record(obj: Any) -> ExportRecord:
         raise InvalidInputError(
             f"embedding.data must be base64 of {dimension} little-endian float32 values"
         )
+    if not unit_vector(blob):  # a poisoned vector would outrank everything: re-embed instead
+        return ExportRecord(values, vector_rejected=True)
     return ExportRecord(values, model, blob, dimension)
 
 
-def records(items: Iterable[tuple[int, Any]]) -> Iterator[ExportRecord]:
-    """Decode every memory line, naming the line of the first bad one."""
-    for number, obj in items:
+def unit_vector(blob: bytes) -> bool:
+    """Whether little-endian float32 ``blob`` is finite and of unit length (as every
+    embedder's vectors are, within float32 rounding)."""
+    import numpy as np
+
+    from .batch_embed import UNIT_SLACK
+
+    vec = np.frombuffer(blob, dtype="<f4")
+    if not np.isfinite(vec).all():
+        return False
+    return abs(float(np.linalg.norm(vec.astype(np.float64))) - 1.0) <= UNIT_SLACK
+
+
+def records(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, ExportRecord]]:
+    """(line number, record) for every memory line of an export (the header line skipped),
+    naming the line of the first bad one."""
+    first = True
+    for number, line in lines:
+        obj = loads_line(line, number)
+        if first:
+            first = False
+            if is_header(obj):
+                continue
         try:
-            yield decode_record(obj)
+            yield number, decode_record(obj)
         except InvalidInputError as exc:
             raise InvalidInputError(f"line {number}: {exc}") from None

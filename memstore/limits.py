@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_METADATA_BYTES", "MAX_NAME_CHARS", "MAX_QUERY_BYTES", "MAX_TAGS", "MAX_TEXT_BYTES"]
+__all__ = [
+    "MAX_METADATA_BYTES", "MAX_METADATA_DEPTH", "MAX_NAME_CHARS", "MAX_QUERY_BYTES", "MAX_TAGS",
+    "MAX_TEXT_BYTES",
+]
 
 #: Longest memory text accepted, in UTF-8 bytes. Longer text is refused, never truncated.
 MAX_TEXT_BYTES = 64 * 1024
@@ -14,3 +17,5 @@ MAX_NAME_CHARS = 128
 MAX_TAGS = 64
 #: Largest metadata object, as compact JSON in UTF-8 bytes.
 MAX_METADATA_BYTES = 16 * 1024
+#: Deepest nesting of metadata objects and arrays.
+MAX_METADATA_DEPTH = 16

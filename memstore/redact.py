@@ -32,7 +32,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Finding", "Redacted", "find_secrets", "marker", "notice", "redact", "redact_fields", "summary"]
+from .errors import InvalidInputError
+
+__all__ = [
+    "Finding", "Redacted", "find_secrets", "marker", "notice", "redact", "redact_fields", "redact_names",
+    "summary",
+]
 
 MARKER_PREFIX = "[REDACTED:"
 
@@ -387,7 +392,7 @@ def summary(kinds: Iterable[str]) -> str:
 def redact_fields(
     text: str | None, metadata: dict[str, Any] | None
 ) -> tuple[str | None, dict[str, Any] | None, tuple[str, ...]]:
-    """A memory's text and every string in its metadata (keys stay) with secrets replaced,
+    """A memory's text and every string in its metadata (keys too) with secrets replaced,
     and the kinds replaced, in order. None stays None."""
     kinds: list[str] = []
 
@@ -399,11 +404,40 @@ def redact_fields(
         if isinstance(value, list):
             return [clean(v) for v in value]
         if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
+            cleaned: dict[str, Any] = {}
+            for key, item in value.items():
+                new_key = clean(key)  # a key can hold a token as well as a value
+                if new_key in cleaned:
+                    raise InvalidInputError(
+                        f"metadata keys {key!r} and another one are the same once their secrets are "
+                        "redacted; rename them (or keep the secrets with redact=False)"
+                    )
+                cleaned[new_key] = clean(item)
+            return cleaned
         return value
 
     cleaned_text = clean(text)
     return cleaned_text, clean(metadata), tuple(kinds)
+
+
+def redact_names(names: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Namespace, tags, source, project, branch with secrets replaced (a tag is searchable,
+    a namespace is shown everywhere): ``{field: str | None | tuple of str}`` in, the same out,
+    and the kinds replaced."""
+    kinds: list[str] = []
+
+    def one(value: str | None) -> str | None:
+        if value is None:
+            return None
+        done = redact(value)
+        kinds.extend(done.kinds)
+        return done.text
+
+    out = {
+        name: tuple(dict.fromkeys(one(v) for v in value)) if isinstance(value, tuple) else one(value)
+        for name, value in names.items()
+    }
+    return out, tuple(kinds)
 
 
 def notice(kinds: Iterable[str]) -> str:

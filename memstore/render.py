@@ -1,5 +1,7 @@
 """The one place a memory or a hit becomes text: the CLI, the MCP server and the agent hooks
-all render through these functions, so a memory looks the same wherever it is shown.
+all render through these functions, so a memory looks the same wherever it is shown. Memory
+text is hostile: every piece is passed through :func:`memstore.termsafe.escape` (escape
+sequences, C1 and bidi controls shown escaped, never sent to a terminal raw).
 
 Each surface keeps its own shape (the CLI shows every state and the whole text, the MCP
 server a snippet, agent hooks a budgeted one-liner); the pieces they share are built once.
@@ -11,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from .models import Hit, Memory
+from .termsafe import escape
 from .timeutil import now
 
 __all__ = [
@@ -41,14 +44,14 @@ def memory_head(memory: Memory, *, states: bool = True, expiry: bool = True) -> 
     if expiry and memory.expires_at is not None:
         until = _stamp(memory.expires_at)
         parts.append(f"(expired {until})" if memory.expired(now()) else f"(expires {until})")
-    return " ".join(parts)
+    return escape(" ".join(parts), newlines=False)
 
 
 def first_line(text: str, width: int | None = None) -> str:
     """The first line of the text (stripped), cut at ``width`` characters; "" for blank text."""
     lines = text.strip().splitlines()
     line = lines[0] if lines else ""
-    return line if width is None else line[:width]
+    return escape(line if width is None else line[:width], newlines=False)
 
 
 def snippet(text: str, limit: int) -> str:
@@ -56,7 +59,7 @@ def snippet(text: str, limit: int) -> str:
     text = " ".join(text.split())
     if len(text) > limit:
         text = text[: max(1, limit - 1)].rstrip() + "…"
-    return text
+    return escape(text, newlines=False)
 
 
 def evidence(hit: Hit, *, digits: int = 3, cosine_alone: bool = True) -> str:
@@ -76,7 +79,7 @@ def hit_lines(rank: int, hit: Hit) -> str:
     """A recall hit for the terminal: rank, head, fused score and evidence, then the whole text
     indented."""
     head = f"{rank:>2}. {memory_head(hit.memory)}  score {hit.score:.4f} ({evidence(hit)})"
-    text = hit.memory.text.strip().replace("\n", "\n    ")
+    text = escape(hit.memory.text.strip()).replace("\n", "\n    ")
     return f"{head}\n    {text}"
 
 

@@ -17,6 +17,7 @@ can point a whole store somewhere else.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ from typing import Any
 from .errors import InvalidInputError
 
 __all__ = [
+    "owned_file",
+    "private_file",
+    "secure_dir",
     "DB_FILENAME",
     "DEFAULT_NAMESPACE",
     "ENV_CACHE",
@@ -248,14 +252,69 @@ def cache_dir() -> Path:
 
 def private_dir(path: Path) -> Path:
     """Create ``path`` with every missing directory from the cache root down as 0700
-    (directories that already exist keep their mode; the root's parents are not ours)."""
+    (directories that already exist keep their mode; the root's parents are not ours).
+    Each directory from the root down must be this user's and not writable by others (a
+    planted file could change recall): one open to writing is tightened, with a notice;
+    one of another user raises StoreError."""
+    from .notices import notify
+
     root = cache_dir()
     if not root.exists():
         root.parent.mkdir(parents=True, exist_ok=True)
     for directory in reversed([p for p in (path, *path.parents) if p == root or root in p.parents]):
         directory.mkdir(mode=0o700, exist_ok=True)
+        fixed = secure_dir(directory, "cache directory", only_writes=True)
+        if fixed:
+            notify(fixed)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def owned_file(path: Path) -> bool:
+    """Whether an existing file is this user's and not writable by others (a cache file
+    planted by someone else is not to be read)."""
+    st = os.lstat(path)
+    mine = not hasattr(os, "getuid") or st.st_uid == os.getuid()
+    return mine and not (st.st_mode & 0o022) and not os.path.islink(path)
+
+
+def secure_dir(path: Path, what: str, *, only_writes: bool = False) -> str | None:
+    """Check a directory memstore keeps private data in (the store home, the cache): it must
+    belong to this user; group/other permissions are removed (0700; with ``only_writes``,
+    only the write bits), with the notice returned. Raises StoreError for a directory owned
+    by someone else (they could read or plant files: a memory store, a query vector cache)."""
+    from .errors import StoreError
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise StoreError(f"cannot use {what} {path}: {exc.strerror}") from None
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise StoreError(
+            f"{what} {path} belongs to another user (uid {st.st_uid}); memstore keeps private data "
+            "there, so it only uses a directory of your own"
+        )
+    mode = st.st_mode & 0o777
+    loose = mode & (0o022 if only_writes else 0o077)
+    if loose:
+        try:
+            os.chmod(path, mode & ~loose)
+        except OSError as exc:
+            raise StoreError(f"{what} {path} is open to other users (mode {mode:o}) and cannot be "
+                             f"made private: {exc.strerror}") from None
+        return f"{what} {path} was open to other users (mode {mode:04o}); made it {mode & ~loose:04o}"
+    return None
+
+
+def private_file(path: Path) -> int:
+    """Open ``path`` for appending as a private file (0600, not through a symlink)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    return fd
 
 
 def model_dir_override(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -288,6 +347,8 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             result = float(value)
+            if not math.isfinite(result):  # NaN passes every bound check: refuse it here
+                raise ValueError(value)
         else:
             if not isinstance(value, str):
                 raise ValueError(value)

@@ -18,7 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from . import exchange
 from .batch_embed import BATCH_SIZE, Embedding, Progress
 from .capture import Capture, TimeLike, TtlLike, clean_id
 from .embedding.base import Embedder, ModelInfo
@@ -33,7 +32,15 @@ from .settings import DB_FILENAME, Settings, home_dir, load_settings
 from .storage import open_backend
 from .storage.base import Backend, Filter
 from .timeutil import format_ts, now, parse_time
-from .validate import clean_limit, clean_name, clean_namespaces, clean_query, clean_similarity, clean_tags
+from .validate import (
+    clean_limit,
+    clean_name,
+    clean_namespaces,
+    clean_offset,
+    clean_query,
+    clean_similarity,
+    clean_tags,
+)
 
 __all__ = ["KEEP", "MemoryStore", "ModelMismatchWarning", "Progress", "open_store", "salvage_export"]
 
@@ -106,6 +113,7 @@ class MemoryStore:
         ))
         self._capture = Capture(self.backend, self._embedding, settings)
         self._local = threading.local()
+        self._thread_notices().extend(getattr(self.backend, "open_notices", ()))
 
     def _thread_notices(self) -> list[str]:
         notes = getattr(self._local, "notices", None)
@@ -237,10 +245,18 @@ class MemoryStore:
         history links, tombstones; importing it again changes nothing) or plain JSONL (objects
         with ``text`` and optional fields as :meth:`capture_many`, or bare JSON strings,
         captured as new memories; ``namespace`` is their default; ``redact`` as in
-        :meth:`capture` — an export is restored as it was). The whole file is checked
-        before anything is written. Once written, the vector index is brought up to date
+        :meth:`capture` — an export is restored as it was).
+
+        The whole file is checked before anything is written: a first pass reads it line by
+        line and validates every line (and, for an export, the count, the ids and the version
+        chains); a second pass writes it in batches. Memory stays bounded by a batch, whatever
+        the file's size. Once written, the vector index is brought up to date
         (``result.indexed``), so the first recall after a big import does not build it."""
-        result = self._import(source, namespace=namespace, progress=progress, redact=redact)
+        from .transfer import import_jsonl
+
+        result = import_jsonl(self.backend, self._embedding, self._capture, source, namespace=namespace,
+                              progress=progress, redact=redact,
+                              batch_size=int(self.settings.get("batch_size")))
         if not (result.created or result.updated or result.merged):
             return result
         return replace(result, indexed=self._sync_index())
@@ -250,35 +266,6 @@ class MemoryStore:
         if sync is None:
             return None
         return int(sync(self._embedding.model_id, self._embedding.dimension))
-
-    def _import(self, source: str | os.PathLike[str] | IO[str], *, namespace: str | None,
-                progress: Progress | bool | None, redact: bool | None) -> ImportResult:
-        from .transfer import import_export
-
-        head, items = exchange.parse(exchange.read_lines(source))
-        if head is not None:
-            if namespace is not None:
-                raise InvalidInputError(
-                    "namespace applies to plain JSONL; an export keeps the namespaces it records"
-                )
-            return import_export(self.backend, self._embedding, list(exchange.records(items)), progress,
-                                 int(self.settings.get("batch_size")))
-        for number, item in items:
-            if not isinstance(item, (str, dict)):
-                raise InvalidInputError(f"line {number}: expected an object or a string")
-            if isinstance(item, dict) and "id" in item and "created_at" in item:
-                raise InvalidInputError(
-                    f"line {number}: this looks like a memstore export without its header line; "
-                    "export again (the header is needed to restore ids and history)"
-                )
-        results = self._capture.capture_many(
-            [item for _, item in items], namespace=namespace, progress=progress, redact=redact
-        )
-        created = sum(r.created for r in results)
-        return ImportResult(
-            format="jsonl", read=len(results), created=created, unchanged=len(results) - created,
-            results=tuple(results),
-        )
 
     # -- read --------------------------------------------------------------------------------
 
@@ -318,9 +305,7 @@ class MemoryStore:
             flt.source = clean_name(source, "source")
         flt.metadata = _clean_meta_filter(metadata)
         limit = clean_limit(limit, maximum=100_000)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidInputError("offset must be a non-negative integer")
-        return self.backend.list(flt, limit, offset)
+        return self.backend.list(flt, limit, clean_offset(offset))
 
     def _filter(self, namespace: str | Iterable[str] | None, tags: Iterable[str] | str | None,
                 since: TimeLike, until: TimeLike) -> Filter:

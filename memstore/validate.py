@@ -15,8 +15,8 @@ from . import limits
 from .errors import InvalidInputError
 
 __all__ = [
-    "clean_metadata", "clean_name", "clean_namespaces", "clean_query", "clean_similarity", "clean_tags",
-    "clean_text",
+    "clean_limit", "clean_metadata", "clean_name", "clean_namespaces", "clean_offset", "clean_query",
+    "clean_similarity", "clean_tags", "clean_text",
 ]
 
 
@@ -78,11 +78,22 @@ def clean_name(value: Any, field: str, *, allow_none: bool = True) -> str | None
     return cleaned
 
 
+def _name_list(value: Any, field: str) -> list[Any]:
+    """One name or a list/tuple/set of them (a mapping or a number is neither)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple, set, frozenset)) or (
+        isinstance(value, Iterable) and not isinstance(value, (Mapping, bytes, bytearray))
+    ):
+        return list(value)
+    raise InvalidInputError(f"{field} must be a string or a list of strings, not {type(value).__name__}")
+
+
 def clean_namespaces(value: str | Iterable[str] | None) -> tuple[str, ...]:
     """One namespace or several (for filters)."""
     if value is None:
         return ()
-    values = [value] if isinstance(value, str) else list(value)
+    values = _name_list(value, "namespace")
     return tuple(dict.fromkeys(clean_name(v, "namespace", allow_none=False) for v in values))  # type: ignore[misc]
 
 
@@ -90,7 +101,7 @@ def clean_tags(tags: str | Iterable[str] | None) -> tuple[str, ...]:
     """Tags: distinct, order kept, at most MAX_TAGS. A single string is one tag."""
     if tags is None:
         return ()
-    values = [tags] if isinstance(tags, str) else list(tags)
+    values = _name_list(tags, "tags")
     cleaned = tuple(dict.fromkeys(clean_name(t, "tag", allow_none=False) for t in values))
     if len(cleaned) > limits.MAX_TAGS:
         raise InvalidInputError(f"too many tags ({len(cleaned)}); the limit is {limits.MAX_TAGS}")
@@ -108,10 +119,11 @@ def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
             raise InvalidInputError(f"metadata keys must be strings, not {type(key).__name__}")
         if "\x00" in key:
             raise InvalidInputError("metadata key contains a NUL byte")
+    _check_depth(metadata)
     try:
         encoded = json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False)
         size = len(encoded.encode("utf-8"))
-    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+    except (TypeError, ValueError, UnicodeEncodeError, RecursionError) as exc:
         raise InvalidInputError(f"metadata is not JSON-serialisable: {exc}") from None
     if size > limits.MAX_METADATA_BYTES:
         raise InvalidInputError(
@@ -130,6 +142,35 @@ def clean_similarity(value: Any, *, field: str = "min_similarity") -> float | No
     if not -1.0 <= value <= 1.0:  # also refuses NaN
         raise InvalidInputError(f"{field} must be between -1 and 1, not {value}")
     return value
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse metadata nested deeper than MAX_METADATA_DEPTH (iteratively: no recursion to
+    exhaust, and a self-referencing structure ends here too)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limits.MAX_METADATA_DEPTH:
+            raise InvalidInputError(f"metadata is nested deeper than {limits.MAX_METADATA_DEPTH} levels")
+        for child in children:
+            seen += 1
+            if seen > limits.MAX_METADATA_BYTES:  # more items than bytes allowed: too big anyway
+                raise InvalidInputError(f"metadata is larger than {limits.MAX_METADATA_BYTES:,} bytes")
+            stack.append((child, depth + 1))
+
+
+def clean_offset(offset: Any) -> int:
+    """A non-negative result offset that SQLite can take (a 64-bit integer)."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
+        raise InvalidInputError("offset must be a non-negative integer below 2**63")
+    return offset
 
 
 def clean_limit(limit: Any, *, maximum: int = 1000) -> int:

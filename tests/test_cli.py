@@ -121,7 +121,7 @@ def test_import_stats_reindex_model(run, tmp_path):
     assert info["backend"] == "hash" and info["dimension"] == 384
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": ""}\n')
-    assert "item 1" in run("import", str(bad), code=1).stderr
+    assert "line 2" in run("import", str(bad), code=1).stderr
     assert json.loads(run("stats", "--json").stdout)["memories"] == 2
 
 

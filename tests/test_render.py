@@ -64,3 +64,14 @@ def test_agent_context_and_commit_lines():
     assert render.context_line(_memory(), 8) == f"- m1 (decisions, {day}, #db, #ops) first l…"
     commit = _memory(branch="main", metadata={"commit": "abcdef1234567890"})
     assert render.commit_line(commit) == "  m1 main abcdef123456 first line"
+
+
+def test_every_rendering_escapes_what_a_terminal_would_act_on():
+    evil = "title \x1b]0;pwned\x07 \x1b[2J \x9b31m \u202ereversed\nsecond line"
+    memory = _memory(text=evil, namespace="ns", tags=["t"])
+    hit = Hit(memory=memory, score=0.5, keyword_rank=1, vector_rank=None, similarity=None, bm25=-1.0)
+    outputs = [render.memory_head(memory), render.first_line(evil), render.snippet(evil, 500),
+               render.hit_lines(1, hit), render.hit_summary(1, hit, 500), render.context_line(memory, 500)]
+    for out in outputs:
+        assert not any(ch in out for ch in "\x1b\x07\x9b\u202e"), out
+    assert "\\x1b]0;pwned" in render.hit_lines(1, hit) and "second line" in render.hit_lines(1, hit)

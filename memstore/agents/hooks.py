@@ -36,7 +36,7 @@ from ..errors import InvalidInputError, MemstoreError
 from ..git import repo as gitscope
 from ..models import Hit, Memory
 from ..render import context_line
-from ..settings import Settings, home_dir, load_settings
+from ..settings import Settings, home_dir, load_settings, private_file
 from ..store import MemoryStore, open_store
 
 __all__ = [
@@ -63,6 +63,8 @@ MEMORY_CHARS = 400
 MIN_BUDGET = 200
 #: The hook log is rotated (one old copy kept) past this size.
 LOG_MAX_BYTES = 256 * 1024
+#: Longest message kept on one log line (characters); the rest is cut with a note.
+LOG_LINE_MAX = 2000
 
 
 # -- project scope (the seam for git scoping) -----------------------------------------------
@@ -395,16 +397,23 @@ def log_path(settings: Settings | None = None) -> Path:
 
 def _log(settings: Settings | None, event: str, message: str) -> None:
     """Append one line to the hook log (and stderr, which assistants show in debug views)."""
+    from ..termsafe import escape
+
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-    line = f"{stamp} {event}: {' '.join(message.split())}"
+    text = escape(" ".join(message.split()), newlines=False)
+    if len(text) > LOG_LINE_MAX:  # the message may quote attacker-sized input
+        text = f"{text[:LOG_LINE_MAX]}… ({len(text) - LOG_LINE_MAX:,} more characters cut)"
+    line = f"{stamp} {escape(event, newlines=False)[:64]}: {text}"
     with contextlib.suppress(Exception):  # a closed stderr must not break the hook either
         print(f"memstore agent-hook: {line}", file=sys.stderr)
     try:
         path = log_path(settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.parent.stat().st_mode & 0o077:
+            path.parent.chmod(0o700)
         if path.exists() and path.stat().st_size > LOG_MAX_BYTES:
             os.replace(path, path.with_name(path.name + ".1"))
-        with path.open("a", encoding="utf-8") as fh:
+        with os.fdopen(private_file(path), "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
     except Exception:
         pass

@@ -30,6 +30,7 @@ from .ui import ui
 from .util import (
     NOT_STORED,
     confirmed,
+    echo,
     emit_json,
     emit_json_lines,
     handle_errors,
@@ -161,17 +162,17 @@ def capture(
             ctx.exit(NOT_STORED)
         return
     if not result.stored:
-        click.echo(f"similar memory already stored (cosine {result.similarity:.3f}): {memory_head(result)}")
-        click.echo(f"    {first_line(result.text, 100)}")
-        click.echo(f"memstore: not stored; if it corrects that memory, `memstore update {result.id} TEXT` "
+        echo(f"similar memory already stored (cosine {result.similarity:.3f}): {memory_head(result)}")
+        echo(f"    {first_line(result.text, 100)}")
+        echo(f"memstore: not stored; if it corrects that memory, `memstore update {result.id} TEXT` "
                    f"(or capture --supersedes {result.id}); --allow-duplicate stores it anyway", err=True)
         ctx.exit(NOT_STORED)
     verb = "stored" if result.created else "already stored"
     if result.supersedes and result.created:
         verb = f"stored (supersedes {result.supersedes})"
-    click.echo(f"{verb} {memory_head(result)}")
+    echo(f"{verb} {memory_head(result)}")
     for notice in result.notices:
-        click.echo(f"memstore: {notice}", err=True)
+        echo(f"memstore: {notice}", err=True)
 
 
 @cli.command(
@@ -230,13 +231,13 @@ def recall(
         emit_json([hit.to_dict() for hit in hits])
         return
     if not hits:
-        click.echo("no memories found", err=True)
+        echo("no memories found", err=True)
     weak = _weak_from(hits) if mode != "keyword" else None
     for rank, hit in enumerate(hits, start=1):
         if rank - 1 == weak:
-            click.echo(f"    -- weaker matches (cosine below {WEAK_SIMILARITY}; "
+            echo(f"    -- weaker matches (cosine below {WEAK_SIMILARITY}; "
                        "--min-similarity hides them) --")
-        click.echo(hit_lines(rank, hit))
+        echo(hit_lines(rank, hit))
 
 
 @cli.command(short_help="Show one memory.")
@@ -251,21 +252,21 @@ def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(memory.to_dict())
         return
-    click.echo(memory_head(memory))
+    echo(memory_head(memory))
     if memory.source:
-        click.echo(f"source: {memory.source}")
+        echo(f"source: {memory.source}")
     if memory.expires_at is not None:
-        click.echo(f"expires: {memory.expires_at.astimezone().isoformat(timespec='seconds')}")
+        echo(f"expires: {memory.expires_at.astimezone().isoformat(timespec='seconds')}")
     if memory.deleted_at is not None:
-        click.echo(f"forgotten: {memory.deleted_at.astimezone().isoformat(timespec='seconds')}")
+        echo(f"forgotten: {memory.deleted_at.astimezone().isoformat(timespec='seconds')}")
     if memory.supersedes:
-        click.echo(f"supersedes: {memory.supersedes}")
+        echo(f"supersedes: {memory.supersedes}")
     if memory.superseded_by:
-        click.echo(f"superseded by: {memory.superseded_by}")
+        echo(f"superseded by: {memory.superseded_by}")
     for key, value in memory.metadata.items():
-        click.echo(f"{key}: {value}")
-    click.echo()
-    click.echo(memory.text)
+        echo(f"{key}: {value}")
+    echo()
+    echo(memory.text)
 
 
 @cli.command(
@@ -309,7 +310,7 @@ def list_(
         emit_json([m.to_dict() for m in memories])
         return
     for memory in memories:
-        click.echo(f"{memory_head(memory)}  {first_line(memory.text, 100)}")
+        echo(f"{memory_head(memory)}  {first_line(memory.text, 100)}")
 
 
 @cli.command(short_help="Forget a memory (a tombstone until purge).")
@@ -324,7 +325,7 @@ def forget(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(memory.to_dict())
     else:
-        click.echo(f"forgot {memory.id}")
+        echo(f"forgot {memory.id}")
 
 
 @cli.command(
@@ -356,7 +357,7 @@ def purge(ctx: click.Context, dry_run: bool, yes: bool, as_json: bool) -> None:
                     _print_purge(preview.items)
                 if not confirmed(f"Delete these {preview.count} memories for good?", yes=yes,
                                  refusal=f"purge deletes {preview.count} memories for good"):
-                    click.echo("nothing purged", err=True)
+                    echo("nothing purged", err=True)
                     ctx.exit(1)
                 result = store.purge()
         else:
@@ -366,12 +367,12 @@ def purge(ctx: click.Context, dry_run: bool, yes: bool, as_json: bool) -> None:
         return
     _print_purge(result.items)
     verb = "would purge" if result.dry_run else "purged"
-    click.echo(f"{verb} {result.count} memories")
+    echo(f"{verb} {result.count} memories")
 
 
 def _print_purge(items: Any) -> None:
     for item in items:
-        click.echo(f"{item.reason:<9} {memory_head(item.memory)}  {first_line(item.memory.text, 80)}")
+        echo(f"{item.reason:<9} {memory_head(item.memory)}  {first_line(item.memory.text, 80)}")
 
 
 @cli.command(short_help="Counts, sizes, model and index state.")
@@ -385,23 +386,23 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
-    click.echo(f"memories:   {data['memories']} ({data['forgotten']} forgotten, "
+    echo(f"memories:   {data['memories']} ({data['forgotten']} forgotten, "
                f"{data['superseded']} superseded)")
     for ns, count in data["namespaces"].items():
-        click.echo(f"  {ns}: {count}")
-    click.echo(f"model:      {data['model']['model_id']} ({data['model']['backend']}, "
+        echo(f"  {ns}: {count}")
+    echo(f"model:      {data['model']['model_id']} ({data['model']['backend']}, "
                f"{data['model']['source']})")
     index = data["index"]
     stored = index.get("stored_vectors", index["vectors"])
     state = ("up to date" if index.get("up_to_date") else
              "behind the database: the next semantic or hybrid recall catches it up")
-    click.echo(f"vectors:    {stored} stored for this model; the saved index holds "
+    echo(f"vectors:    {stored} stored for this model; the saved index holds "
                f"{index['vectors']} ({state})")
-    click.echo(f"pending:    {data['without_current_vector']} memories lack a current vector "
+    echo(f"pending:    {data['without_current_vector']} memories lack a current vector "
                f"({data['pending_embeddings']} deferred; `memstore reindex` embeds them)")
-    click.echo(f"database:   {data['database_bytes']:,} bytes")
-    click.echo(f"index:      {data['index']['bytes']:,} bytes")
-    click.echo(f"home:       {data['home']}")
+    echo(f"database:   {data['database_bytes']:,} bytes")
+    echo(f"index:      {data['index']['bytes']:,} bytes")
+    echo(f"home:       {data['home']}")
 
 
 @cli.command(short_help="Embed what lacks a vector; rebuild the index.")
@@ -420,7 +421,7 @@ def reindex(ctx: click.Context, force: bool, as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:
-        click.echo(f"embedded {result['embedded']}, indexed {result['indexed']} with {result['model']}")
+        echo(f"embedded {result['embedded']}, indexed {result['indexed']} with {result['model']}")
 
 
 @cli.command(
@@ -455,7 +456,7 @@ def import_(
         from ..redact import summary
 
         touched = sum(bool(r.redacted) for r in result.results)
-        click.echo(f"memstore: redacted {summary(redacted)} in {touched} memories before storing "
+        echo(f"memstore: redacted {summary(redacted)} in {touched} memories before storing "
                    "(--no-redact keeps them)", err=True)
     if as_json:
         emit_json(result.to_dict())
@@ -466,9 +467,9 @@ def import_(
                  f"embedded {result.embedded}")
     if result.indexed is not None:
         line += f"; vector index up to date ({result.indexed} vectors)"
-    click.echo(line)
+    echo(line)
     for memory_id in result.conflicts:
-        click.echo(f"memstore: {memory_id}: its newer state in the file clashes with a live memory; "
+        echo(f"memstore: {memory_id}: its newer state in the file clashes with a live memory; "
                    "kept the stored state", err=True)
 
 
@@ -483,16 +484,16 @@ def model(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json(info.to_dict())
         return
-    click.echo(f"model:     {info.model_id}")
-    click.echo(f"backend:   {info.backend}")
-    click.echo(f"source:    {info.source}")
-    click.echo(f"dimension: {info.dimension}")
+    echo(f"model:     {info.model_id}")
+    echo(f"backend:   {info.backend}")
+    echo(f"source:    {info.source}")
+    echo(f"dimension: {info.dimension}")
     if info.path:
-        click.echo(f"path:      {info.path}")
+        echo(f"path:      {info.path}")
     if info.note:
-        click.echo(f"note:      {info.note}")
+        echo(f"note:      {info.note}")
     if info.query_worker:
-        click.echo(f"worker:    {info.query_worker}")
+        echo(f"worker:    {info.query_worker}")
 
 
 @cli.command(short_help="Show where the store keeps its files.")
@@ -515,7 +516,7 @@ def path(ctx: click.Context, as_json: bool) -> None:
         emit_json(data)
     else:
         for key, value in data.items():
-            click.echo(f"{key + ':':<10}{value}")
+            echo(f"{key + ':':<10}{value}")
 
 
 
@@ -536,9 +537,9 @@ def config_(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         emit_json({"file": str(config_path()), "settings": entries})
         return
-    click.echo(f"# config file: {config_path()}")
+    echo(f"# config file: {config_path()}")
     for name, entry in entries.items():
-        click.echo(f"{name} = {entry['value']!r}  ({entry['source']})")
+        echo(f"{name} = {entry['value']!r}  ({entry['source']})")
 
 
 from .agent import AGENT_COMMANDS  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .util import emit_json, handle_errors, json_opt, open_from_context
+from .util import echo, emit_json, handle_errors, json_opt, open_from_context
 
 __all__ = ["verify"]
 
@@ -26,24 +26,24 @@ def verify(ctx: click.Context, repair: bool, quick: bool, as_json: bool) -> None
         emit_json(report.to_dict())
     else:
         if report.found is not None:
-            click.echo("found:")
+            echo("found:")
             _print_checks(report.found)
-            click.echo("repaired:")
+            echo("repaired:")
             for action in report.repaired:
-                click.echo(f"  - {action}")
-            click.echo("after repair:")
+                echo(f"  - {action}")
+            echo("after repair:")
         _print_checks(report.checks)
         if report.ok:
-            click.echo("all checks passed")
+            echo("all checks passed")
         elif report.checks[0].ok is False:
             verb = "not repaired" if repair else "damaged"
-            click.echo(f"{verb}: the database fails the SQLite integrity check and memstore does not "
-                       "modify it; `memstore export --salvage -o FILE` gets out every readable "
-                       "memory (then import FILE into a new store), or restore memstore.db from a backup",
-                       err=True)
+            echo(f"{verb}: the database fails the SQLite integrity check and memstore does not "
+                 "modify it; `memstore export --salvage -o FILE` gets out every readable "
+                 "memory (then import FILE into a new store), or restore memstore.db from a backup",
+                 err=True)
         else:
             hint = "" if repair else " (memstore verify --repair fixes what can be rebuilt)"
-            click.echo(f"problems remain{hint}", err=True)
+            echo(f"problems remain{hint}", err=True)
     if not report.ok:
         ctx.exit(1)
 
@@ -51,6 +51,6 @@ def verify(ctx: click.Context, repair: bool, quick: bool, as_json: bool) -> None
 def _print_checks(checks: list) -> None:  # type: ignore[type-arg]
     for check in checks:
         status = "ok" if check.ok else ("skip" if check.skipped else "FAIL")
-        click.echo(f"  {check.name:<8} {status:<5} {check.summary}")
+        echo(f"  {check.name:<8} {status:<5} {check.summary}")
         for problem in check.problems:
-            click.echo(f"{'':17}- {problem}")
+            echo(f"{'':17}- {problem}")

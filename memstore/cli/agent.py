@@ -14,7 +14,8 @@ import time
 
 import click
 
-from .util import emit_json, handle_errors, json_opt
+from ..termsafe import escape_json
+from .util import echo, emit_json, handle_errors, json_opt
 
 __all__ = ["AGENT_COMMANDS"]
 
@@ -77,7 +78,7 @@ def agent_hook(ctx: click.Context, event: str, budget: int | None, mode: str | N
         result = run_hook(event, raw, overrides=overrides, started=started)
         pending = result.pending
         if result.output is not None:
-            sys.stdout.write(json.dumps(result.output, ensure_ascii=False) + "\n")
+            sys.stdout.write(escape_json(json.dumps(result.output, ensure_ascii=False)) + "\n")
         if verbose:
             elapsed = time.monotonic() - started
             sys.stderr.write(
@@ -134,7 +135,7 @@ def install(assistant: str, user: bool, base: str | None, print_only: bool, as_j
 
     path = _target(user)
     if print_only:
-        click.echo(f"# merge into {path}:", err=True)
+        echo(f"# merge into {path}:", err=True)
         emit_json({"hooks": hook_config(base)})
         return
     result = install_hooks(path, base)
@@ -142,7 +143,7 @@ def install(assistant: str, user: bool, base: str | None, print_only: bool, as_j
         emit_json(result.to_dict())
         return
     verb = "installed" if result.changed else "already installed"
-    click.echo(f"{verb}: memstore hooks ({', '.join(result.commands)}) in {path}")
+    echo(f"{verb}: memstore hooks ({', '.join(result.commands)}) in {path}")
 
 
 @agent.command(short_help="Remove the assistant hooks; others stay.")
@@ -159,7 +160,7 @@ def uninstall(assistant: str, user: bool, as_json: bool) -> None:
     if as_json:
         emit_json(result.to_dict())
         return
-    click.echo(f"removed memstore hooks from {path}" if result.changed else f"no memstore hooks in {path}")
+    echo(f"removed memstore hooks from {path}" if result.changed else f"no memstore hooks in {path}")
 
 
 @agent.command(short_help="Where the hooks are and their last errors.")
@@ -192,12 +193,12 @@ def status(ctx: click.Context, lines: int, as_json: bool) -> None:
         return
     for scope, entry in files.items():
         events = ", ".join(entry["hooks"]) or "not installed"
-        click.echo(f"claude-code ({scope}): {events}  [{entry['file']}]")
+        echo(f"claude-code ({scope}): {events}  [{entry['file']}]")
         if "error" in entry:
-            click.echo(f"  {entry['error']}")
-    click.echo(f"hook log: {log}")
+            echo(f"  {entry['error']}")
+    echo(f"hook log: {log}")
     for line in tail:
-        click.echo(f"  {line}")
+        echo(f"  {line}")
 
 
 AGENT_COMMANDS = (mcp, agent_hook, agent)

@@ -19,7 +19,7 @@ from ..git import hooks as hooklib
 from ..git import repo as gitscope
 from ..render import commit_line
 from ..timeutil import parse_time
-from .util import confirmed, emit_json, handle_errors, json_opt, open_from_context, progress_bar
+from .util import confirmed, echo, emit_json, handle_errors, json_opt, open_from_context, progress_bar
 
 __all__ = [
     "GIT_COMMANDS",
@@ -145,12 +145,12 @@ def hooks_install(ctx: click.Context, repo: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(report.to_dict())
         return
-    click.echo(f"hooks directory: {report.hooks_dir}")
+    echo(f"hooks directory: {report.hooks_dir}")
     for name, action in report.actions.items():
-        click.echo(f"  {name}: {action}")
+        echo(f"  {name}: {action}")
     for note in report.notes:
-        click.echo(f"note: {note}")
-    click.echo("Each commit is now recorded in the background; `memstore hooks status` shows how it went.")
+        echo(f"note: {note}")
+    echo("Each commit is now recorded in the background; `memstore hooks status` shows how it went.")
 
 
 @hooks.command(name="uninstall", short_help="Remove the hooks; put back what they chained.")
@@ -163,11 +163,11 @@ def hooks_uninstall(repo: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(report.to_dict())
         return
-    click.echo(f"hooks directory: {report.hooks_dir}")
+    echo(f"hooks directory: {report.hooks_dir}")
     for name, action in report.actions.items():
-        click.echo(f"  {name}: {action}")
+        echo(f"  {name}: {action}")
     for note in report.notes:
-        click.echo(f"note: {note}")
+        echo(f"note: {note}")
 
 
 @hooks.command(name="status", short_help="Installed? Recent captures and failures.")
@@ -186,14 +186,14 @@ def hooks_status(ctx: click.Context, repo: str | None, lines: int, as_json: bool
         if isinstance(exc, GitError):
             raise
         state = hooklib.status(repo, lines=lines)  # the store is broken: still show the hooks
-        click.echo(f"memstore: cannot open the store ({exc})", err=True)
+        echo(f"memstore: cannot open the store ({exc})", err=True)
     if as_json:
         emit_json(state.to_dict())
         return
     where = state.toplevel or state.hooks_dir
-    click.echo(f"repository: {where} (project {state.project}"
+    echo(f"repository: {where} (project {state.project}"
                + (f", branch {state.branch})" if state.branch else ")"))
-    click.echo(f"hooks dir:  {state.hooks_dir}"
+    echo(f"hooks dir:  {state.hooks_dir}"
                + (f"  (core.hooksPath from {state.hooks_path[1]})" if state.hooks_path else ""))
     for hook in state.hooks:
         if hook.state == "installed":
@@ -204,15 +204,15 @@ def hooks_status(ctx: click.Context, repo: str | None, lines: int, as_json: bool
             text = "not installed"
         if hook.chained:
             text += f"; chains {Path(hook.chained).name}"
-        click.echo(f"  {hook.name + ':':<14}{text}")
+        echo(f"  {hook.name + ':':<14}{text}")
     if state.pending_embeddings is not None:
-        click.echo(f"pending embeddings: {state.pending_embeddings}")
-    click.echo(f"log: {state.log}" + (f" ({state.failures} failure(s) in its recent lines)"
+        echo(f"pending embeddings: {state.pending_embeddings}")
+    echo(f"log: {state.log}" + (f" ({state.failures} failure(s) in its recent lines)"
                                         if state.failures else ""))
     if state.last_failure:
-        click.echo(f"  last failure: {state.last_failure}")
+        echo(f"  last failure: {state.last_failure}")
     for line in state.log_lines:
-        click.echo(f"  {line}")
+        echo(f"  {line}")
 
 
 @hooks.command(name="run", short_help="What the hooks run: record commits.")
@@ -244,7 +244,7 @@ def hooks_run(ctx: click.Context, kind: str, log: str | None, rewrite_type: str 
         input_path=input_path, delete_input=delete_input, commit=commit, ref=ref,
     )
     if log is None:
-        click.echo(result.line, err=not result.ok)
+        echo(result.line, err=not result.ok)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def gc(ctx: click.Context, branches: bool, repo: str | None, dry_run: bool, yes:
                 _print_would_forget(report, where.project)
             if not confirmed(f"Forget these {len(report.would_forget)} commit memories?", yes=yes,
                              refusal=f"gc would forget {len(report.would_forget)} commit memories"):
-                click.echo("nothing forgotten", err=True)
+                echo("nothing forgotten", err=True)
                 ctx.exit(1)
             report = gitcapture.forget_stale_branches(store, where, dry_run=False)
     if as_json:
@@ -287,19 +287,19 @@ def gc(ctx: click.Context, branches: bool, repo: str | None, dry_run: bool, yes:
         emit_json(data)
         return
     if not dry_run:
-        click.echo(f"forgot {len(report.forgotten)} commit memories of deleted branches in {where.project}"
+        echo(f"forgot {len(report.forgotten)} commit memories of deleted branches in {where.project}"
                    + (" (`memstore purge` deletes them for good)" if report.forgotten else ""))
         for memory in report.forgotten:
-            click.echo(commit_line(memory))
+            echo(commit_line(memory))
         return
     _print_would_forget(report, where.project)
 
 
 def _print_would_forget(report: Any, project: str) -> None:
-    click.echo(f"would forget {len(report.would_forget)} commit memories of deleted branches in {project}"
+    echo(f"would forget {len(report.would_forget)} commit memories of deleted branches in {project}"
                + (":" if report.would_forget else ""))
     for memory in report.would_forget:
-        click.echo(commit_line(memory))
+        echo(commit_line(memory))
 
 
 @click.command(name="import-git", short_help="Record existing commits of a repository.")
@@ -331,7 +331,7 @@ def import_git(ctx: click.Context, repo: str | None, since: str | None, max_coun
         emit_json({"project": where.project, "seen": report.seen, "stored": len(report.stored),
                    "already": len(report.already), "skipped": len(report.skipped)})
         return
-    click.echo(f"read {report.seen} commits of {where.project}: stored {len(report.stored)}, "
+    echo(f"read {report.seen} commits of {where.project}: stored {len(report.stored)}, "
                f"already recorded {len(report.already)}, skipped {len(report.skipped)} "
                "(merges/empty messages, see `memstore config`)")
 

@@ -15,6 +15,7 @@ from ..models import Memory, history_to_dicts, memory_status
 from ..render import first_line, memory_head
 from ..timeutil import now
 from .util import (
+    echo,
     emit_json,
     emit_json_lines,
     handle_errors,
@@ -97,11 +98,11 @@ def update(
         emit_json(result.to_dict())
         return
     if not result.created:
-        click.echo(f"unchanged {_line(result)}")
+        echo(f"unchanged {_line(result)}")
         return
-    click.echo(f"updated {result.supersedes} -> {_line(result)}")
+    echo(f"updated {result.supersedes} -> {_line(result)}")
     for notice in result.notices:
-        click.echo(f"memstore: {notice}", err=True)
+        echo(f"memstore: {notice}", err=True)
 
 
 @click.command(short_help="Show every version of a memory, oldest first.")
@@ -123,8 +124,8 @@ def history(ctx: click.Context, memory_id: str, as_json: bool, nl: bool) -> None
         return
     for number, memory in enumerate(versions, start=1):
         mark = "*" if memory.id == memory_id else " "
-        click.echo(f"{mark}v{number} {_status(memory):<10} {_line(memory)}")
-        click.echo(f"      {first_line(memory.text, 100)}")
+        echo(f"{mark}v{number} {_status(memory):<10} {_line(memory)}")
+        echo(f"      {first_line(memory.text, 100)}")
 
 
 @click.command(short_help="Bring back a forgotten memory.")
@@ -139,7 +140,7 @@ def restore(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(memory.to_dict())
     else:
-        click.echo(f"restored {_line(memory)}")
+        echo(f"restored {_line(memory)}")
 
 
 @click.command(
@@ -199,7 +200,7 @@ def export(
     if as_json:
         emit_json({"exported": count, "file": output})
     else:
-        click.echo(f"exported {count} memories" + (f" to {output}" if output else ""), err=True)
+        echo(f"exported {count} memories" + (f" to {output}" if output else ""), err=True)
 
 
 def _salvage(ctx: click.Context, output: str | None, as_json: bool) -> None:
@@ -221,7 +222,7 @@ def _salvage(ctx: click.Context, output: str | None, as_json: bool) -> None:
         return
     lost = (f"; {result['unreadable']} rows could not be read" if result["unreadable"] else "")
     cut = (f"; {result['cut_links']} version links to lost memories cut" if result["cut_links"] else "")
-    click.echo(f"salvaged {result['exported']} memories from {result['database']}"
+    echo(f"salvaged {result['exported']} memories from {result['database']}"
                + (f" to {output}" if output else "") + lost + cut, err=True)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .util import emit_json, handle_errors, json_opt, open_from_context, progress_bar
+from .util import echo, emit_json, handle_errors, json_opt, open_from_context, progress_bar
 
 __all__ = ["sync"]
 
@@ -71,54 +71,54 @@ def sync(ctx: click.Context, remote: str | None, show_status: bool, dry_run: boo
     words = (("would send", "receive", "delete", "send") if dry_run
              else ("sent", "received", "deleted", "sent"))
     resolved = result.conflicts_resolved
-    click.echo(
+    echo(
         f"{_safe(result.remote)} {result.ref}: {words[0]} {result.sent}, {words[1]} {result.received}, "
         f"{words[2]} {result.purged_here} purged elsewhere, {words[3]} {result.purged_sent} purge marks; "
         f"{result.memories} versions in sync"
         + (f"; {resolved} concurrent edits/duplicates resolved (kept in history)" if resolved else "")
     )
     for notice in result.notices:
-        click.echo(f"memstore: {notice}", err=True)
+        echo(f"memstore: {notice}", err=True)
     if result.held_back:
-        click.echo(f"held back {len(result.held_back)} memories holding what looks like a secret "
+        echo(f"held back {len(result.held_back)} memories holding what looks like a secret "
                    f"(e.g. {result.held_back[0]}): update or forget and purge them", err=True)
     if result.kept_local:
-        click.echo(f"{len(result.kept_local)} synced memories repeat a memory kept out of sync here; "
+        echo(f"{len(result.kept_local)} synced memories repeat a memory kept out of sync here; "
                    "kept superseded by it", err=True)
     if result.vectors_dropped:
-        click.echo(f"{result.vectors_dropped} vectors from the remote were invalid and re-embedded", err=True)
+        echo(f"{result.vectors_dropped} vectors from the remote were invalid and re-embedded", err=True)
 
 
 def _show_plan(plan: dict[str, Any] | None) -> None:
     if not plan:
         return
-    click.echo(f"{plan['memories']} memories ({plan['versions']} versions with history) "
+    echo(f"{plan['memories']} memories ({plan['versions']} versions with history) "
                "will go to the remote;")
     for label, key in (("projects:  ", "projects"), ("namespaces:", "namespaces")):
-        click.echo(f"  {label} " + ", ".join(f"{_safe(k)} ({v})" for k, v in sorted(plan[key].items())))
-    click.echo("Whoever can read the remote can read them.")
+        echo(f"  {label} " + ", ".join(f"{_safe(k)} ({v})" for k, v in sorted(plan[key].items())))
+    echo("Whoever can read the remote can read them.")
 
 
 def _show_status(status: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(status)
         return
-    click.echo(f"remote:    {_safe(status['remote'])} ({status['ref']})")
+    echo(f"remote:    {_safe(status['remote'])} ({status['ref']})")
     scope = status["scope"]
     projects = ", ".join(_safe(p) for p in scope["projects"]) if scope["projects"] is not None else "all"
     excluded = ", ".join(_safe(n) for n in scope["exclude_namespaces"])
-    click.echo(f"scope:     projects {projects}; unscoped {'yes' if scope['include_unscoped'] else 'no'}"
+    echo(f"scope:     projects {projects}; unscoped {'yes' if scope['include_unscoped'] else 'no'}"
                + (f"; excluding {excluded}" if excluded else ""))
-    click.echo(f"last sync: {status['last_sync'] or 'never'}")
+    echo(f"last sync: {status['last_sync'] or 'never'}")
     if status["error"]:
-        click.echo(f"remote unreadable: {status['error']}", err=True)
+        echo(f"remote unreadable: {status['error']}", err=True)
         return
     would = status["would"]
-    click.echo(f"would:     send {would['send']}, receive {would['receive']}, delete {would['purge_here']} "
+    echo(f"would:     send {would['send']}, receive {would['receive']}, delete {would['purge_here']} "
                f"purged elsewhere, send {would['purge_there']} purge marks "
                f"({would['memories_after']} versions after)")
-    click.echo(f"resolved:  {status['conflicts_resolved']} concurrent edits/duplicates (kept in history)")
+    echo(f"resolved:  {status['conflicts_resolved']} concurrent edits/duplicates (kept in history)")
     if would["held_back"]:
-        click.echo(f"held back: {len(would['held_back'])} memories holding what looks like a secret")
+        echo(f"held back: {len(would['held_back'])} memories holding what looks like a secret")
     if not status["confirmed"]:
         _show_plan(status.get("plan"))

@@ -7,7 +7,7 @@ import contextlib
 
 import click
 
-from .util import handle_errors, open_from_context
+from .util import echo, handle_errors, open_from_context
 
 __all__ = ["ui"]
 
@@ -38,14 +38,14 @@ def ui(ctx: click.Context, port: int, host: str, allow_remote: bool, no_browser:
 
     def ready(prepared) -> None:  # type: ignore[no-untyped-def]
         if prepared.warning:
-            click.echo(f"memstore: {prepared.warning}", err=True)
-        click.echo(f"memstore ui: {prepared.url}")
+            echo(f"memstore: {prepared.warning}", err=True)
+        echo(f"memstore ui: {prepared.url}")
         if not no_browser and not can_open_browser():
-            click.echo("memstore: no display to open a browser on; open the URL above", err=True)
-        click.echo("Ctrl-C stops it.", err=True)
+            echo("memstore: no display to open a browser on; open the URL above", err=True)
+        echo("Ctrl-C stops it.", err=True)
 
     # Ctrl-C: uvicorn has shut down already; the store closes after it
     with open_from_context(ctx) as store, contextlib.suppress(KeyboardInterrupt):
         serve(store, host=host, port=port, allow_remote=allow_remote, open_browser=not no_browser,
               on_ready=ready)
-    click.echo("memstore ui: stopped", err=True)
+    echo("memstore ui: stopped", err=True)

@@ -15,13 +15,15 @@ from typing import Any
 
 import click
 
+from .. import limits
 from ..errors import MemstoreError
 from ..settings import load_settings
 from ..store import MemoryStore, open_store
+from ..termsafe import escape, escape_json
 
 __all__ = [
-    "NOT_STORED", "confirmed", "emit_json", "emit_json_lines", "handle_errors", "json_opt", "nl_opt",
-    "meta_json_opt", "open_from_context", "parse_meta", "progress_bar", "read_stdin_text",
+    "NOT_STORED", "confirmed", "echo", "emit_json", "emit_json_lines", "handle_errors", "json_opt",
+    "meta_json_opt", "nl_opt", "open_from_context", "parse_meta", "progress_bar", "read_stdin_text",
 ]
 
 #: Exit status of a capture that stored nothing because a near-duplicate is live (no other
@@ -59,18 +61,24 @@ def open_from_context(ctx: click.Context) -> Iterator[MemoryStore]:
     finally:
         store.close()
         for notice in store.notices:
-            click.echo(f"memstore: {' '.join(notice.split())}", err=True)  # one line each
+            echo(f"memstore: {' '.join(notice.split())}", err=True)  # one line each
 
 
 def emit_json(data: Any) -> None:
     """Pretty JSON (a list prints as one array)."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    click.echo(escape_json(json.dumps(data, indent=2, ensure_ascii=False)))
+
+
+def echo(message: Any = None, *, err: bool = False, nl: bool = True) -> None:
+    """``click.echo`` for human-readable output: memory text is hostile, so every character a
+    terminal would act on (escape sequences, C1 and bidi controls) is shown escaped."""
+    click.echo(None if message is None else escape(str(message)), err=err, nl=nl)
 
 
 def emit_json_lines(items: Any) -> None:
     """Newline-delimited JSON: one compact object per line."""
     for item in items:
-        click.echo(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+        click.echo(escape_json(json.dumps(item, ensure_ascii=False, separators=(",", ":"))))
 
 
 def confirmed(question: str, *, yes: bool, refusal: str) -> bool:
@@ -167,5 +175,15 @@ def read_stdin_text() -> bytes:
     stream = sys.stdin.buffer
     if stream.isatty():
         raise click.UsageError("give the text as an argument or pipe it on stdin")
+    # Read one byte more than the limit allows (plus a trailing newline), never all of it:
+    # 200 MB piped in must not be held in memory to be refused.
+    limit = limits.MAX_TEXT_BYTES
+    data = stream.read(limit + 3)
     # A trailing newline from `echo` or a heredoc is not part of the memory.
-    return stream.read().rstrip(b"\r\n")
+    text = data.rstrip(b"\r\n")
+    if len(text) > limit:
+        raise click.ClickException(
+            f"text on stdin is more than {limit:,} bytes; the limit is {limit:,} bytes "
+            "(split it into several memories)"
+        )
+    return text

@@ -143,7 +143,9 @@ class OnnxQueryEncoder:
                 digest = xxh3_file(tmp)
                 os.replace(tmp, path)
                 sidecar = path.with_suffix(f".json.{os.urandom(4).hex()}.tmp")
-                sidecar.write_text(json.dumps({"digest": digest, "onnxruntime": ort.__version__}))
+                fd = os.open(sidecar, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(json.dumps({"digest": digest, "onnxruntime": ort.__version__}))
                 os.replace(sidecar, path.with_suffix(".json"))
             except OSError:  # a cache: not saving it only costs the next process time
                 tmp.unlink(missing_ok=True)

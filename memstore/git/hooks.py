@@ -283,8 +283,7 @@ def install(
     if repo.bare:
         raise GitError(f"{repo.git_dir} is a bare repository: no commits are made there")
     python = python or sys.executable
-    directory = repo.hooks_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = _usable_hooks_dir(repo)
     report = InstallReport(hooks_dir=str(directory), notes=_install_notes(repo, directory))
     for name in HOOK_NAMES:
         path = directory / name
@@ -309,6 +308,36 @@ def install(
         _write_executable(path, text)
         report.actions[name] = action
     return report
+
+
+#: Where a hooks directory never is: kernel and device trees.
+_SYSTEM_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _usable_hooks_dir(repo: gitscope.Repo) -> Path:
+    """The hooks directory, which must be a real directory we can write: a ``core.hooksPath``
+    pointing at a missing path, a file or a kernel tree is refused, never created or written
+    into (git's own ``hooks`` directory is made again when it was deleted)."""
+    directory = repo.hooks_dir()
+    configured = repo.config_origin("core.hooksPath")
+    resolved = directory.resolve()
+    where = f"core.hooksPath = {configured[0]}" if configured else "the hooks directory"
+    if any(resolved == tree or tree in resolved.parents for tree in _SYSTEM_TREES):
+        raise GitError(f"{where} points into {resolved}, not a hooks directory; nothing was installed")
+    if configured and not directory.exists():
+        raise GitError(
+            f"{where} points at {directory}, which does not exist; create it (mkdir -p) if you "
+            "mean it, then install again"
+        )
+    if directory.exists() and not directory.is_dir():
+        raise GitError(f"{where} points at {directory}, which is not a directory; nothing was installed")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GitError(f"cannot create the hooks directory {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise GitError(f"{where}: {directory} is not writable; nothing was installed")
+    return directory
 
 
 def _install_notes(repo: gitscope.Repo, directory: Path) -> list[str]:
@@ -587,7 +616,7 @@ def _record(
         # One hook process records at a time, so a post-commit and the post-rewrite that
         # amends its commit agree whichever starts first: the commit is recorded then
         # forgotten, or found rewritten and never recorded.
-        with FileLock(str(store.home / "git-hook.lock"), timeout=RECORD_LOCK_TIMEOUT):
+        with FileLock(str(store.home / "git-hook.lock"), timeout=RECORD_LOCK_TIMEOUT, mode=0o600):
             if kind != "post-rewrite":
                 report = gitcapture.record_head(store, repo, policy=policy, rev=commit, via=kind,
                                                 merges_only=kind == "post-merge")
@@ -635,7 +664,7 @@ def _embed_backlog(store: MemoryStore) -> tuple[int, str | None]:
     another holds the lock, it will see our memory too (it loops until the queue is empty)."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(store.home / "embed-pending.lock"))
+    lock = FileLock(str(store.home / "embed-pending.lock"), mode=0o600)
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -200,6 +200,7 @@ def test_aborted_rebase_records_nothing(repo):
 def test_core_hooks_path_is_respected(tmp_path):
     r = GitRepo(tmp_path / "repo")
     r.git("config", "core.hooksPath", ".githooks")
+    (r.path / ".githooks").mkdir()
     report = hooks.install(r.path)
     assert report.hooks_dir == str(r.path / ".githooks")
     assert any("inside the work tree" in note for note in report.notes)
@@ -211,6 +212,7 @@ def test_core_hooks_path_is_respected(tmp_path):
 
 def test_a_shared_global_hooks_path_is_pointed_out(tmp_path):
     shared = tmp_path / "shared-hooks"
+    shared.mkdir()
     subprocess.run(["git", "config", "--global", "core.hooksPath", str(shared)], check=True)
     one, two = GitRepo(tmp_path / "one"), GitRepo(tmp_path / "two", remote="https://x.org/two.git")
     report = hooks.install(one.path)
@@ -422,3 +424,18 @@ def test_detach_from_a_temporary_environment_records_in_the_foreground(tmp_path,
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert proc.returncode == 0, proc.stderr
     assert f"stored {sha[:12]}" in log_text(repo)  # already there when the entry returned
+
+
+def test_a_hooks_path_that_is_not_a_usable_directory_is_refused(tmp_path):
+    r = GitRepo(tmp_path / "repo")
+    (tmp_path / "a-file").write_text("not a directory")
+    for target in ("/proc/self", str(tmp_path / "a-file"), str(tmp_path / "missing"), "/dev/null"):
+        r.git("config", "core.hooksPath", target)
+        with pytest.raises(GitError, match="core.hooksPath"):
+            hooks.install(r.path)
+        assert not (tmp_path / "missing").exists()
+    r.git("config", "--unset", "core.hooksPath")
+    import shutil
+
+    shutil.rmtree(r.path / ".git" / "hooks")
+    assert hooks.install(r.path).actions  # git's own hooks directory is made again

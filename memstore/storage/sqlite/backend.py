@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ModelMismatchError, StoreError, StoreNotWritableError
 from ...models import Memory, VerifyReport
+from ...notices import notify
 from ...settings import DB_FILENAME
 from ..base import SYNC_COLUMNS, EmbedJob, Filter, Key, KeywordMatch, NewMemory, StateOutcome
 from . import db
 from .db import transaction
+from .guard import Guard
 from .keyword import KeywordLeg as _SQLiteKeywordLeg
 from .vector_cache import VectorCache
 
@@ -39,14 +41,20 @@ class SQLiteBackend:
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home)
-        _prepare_home(self.home)
+        #: notices of opening (a loose home made private), for the facade to pass on
+        self.open_notices: list[str] = []
+        writable = _prepare_home(self.home, self.open_notices)
         self.db_path = self.home / DB_FILENAME
         self.index_dir = self.home / "index"
         self.location = str(self.home)
         self._lock = threading.RLock()
         with db.mapped_errors(self.db_path):
-            self._conn = db.connect(self.db_path)
+            self._conn = db.connect(self.db_path, readonly=not writable)
             self.store_id = db.store_id(self._conn)
+            self._conn.guard = Guard(self.db_path, self.store_id)
+            lost = self._conn.guard.check_on_open(self._conn)
+        if lost:
+            self.open_notices.append(lost)
         self._cache = VectorCache(self._conn, self.store_id, self.index_dir)
         self._writing = False
         self._closed = False
@@ -267,42 +275,60 @@ class SQLiteBackend:
     def keyword_leg(self, query: str) -> _LockedKeywordLeg:
         return _LockedKeywordLeg(self, _SQLiteKeywordLeg(self._conn, query))
 
+    def _sane(self, index: Any, model: str, dimension: int, search: Any) -> Any:
+        """Run ``search(index)``; if the index answered a cosine outside [-1, 1] (vectors are
+        unit length, so its file is damaged), rebuild it from SQLite with a notice and run the
+        search again on the rebuilt one."""
+        found = search(index)
+        if not index.out_of_range:
+            return found
+        notify("the vector index returned impossible similarities (damaged); rebuilt it from the database")
+        self._cache.rebuild(model, dimension)
+        return search(self._cache.index)
+
     def vector_search(self, query: np.ndarray, flt: Filter, depth: int, *, model: str,
                       required: bool = False) -> list[tuple[Key, float]]:
-        with self._op() as conn:
+        with self._op():
             index = self._cache.synced(model, int(query.shape[0]))
-            if len(index) == 0:
-                # (Another process may have added vectors since the index synced: only vectors of
-                # other models and none of ours mean a model mismatch.)
-                models = db.embedding_models(conn)
-                if required and models and model not in models:
-                    raise ModelMismatchError(
-                        f"no memory has a vector from the current model {model}; run `memstore reindex`"
-                    )
-                return []
-            if flt.is_selective():
-                candidates = db.filtered_seqs(conn, flt, EXACT_FILTER_MAX)
-                if len(candidates) <= EXACT_FILTER_MAX:
-                    return _by_similarity(index.search(query, depth * 2, among=candidates))[:depth]
-            from .vector_cache import EXACT_INDEX_MAX
+            return self._sane(index, model, int(query.shape[0]),
+                              lambda idx: self._vector_search(idx, query, flt, depth, model, required))
 
-            exact = len(index) <= EXACT_INDEX_MAX
-            count = min(len(index), depth * 2)
-            while True:
-                # Asked for every vector, search exactly: as cheap, and HNSW may miss some.
-                found = index.search(query, count, exact=exact or count >= len(index))
-                passing = db.seqs_passing(conn, flt, [s for s, _ in found])
-                kept = [(s, sim) for s, sim in found if s in passing]
-                if len(kept) >= depth or count >= len(index):
-                    return _by_similarity(kept)[:depth]  # type: ignore[return-value]
-                count = min(len(index), count * 4)
+    def _vector_search(self, index: Any, query: np.ndarray, flt: Filter, depth: int, model: str,
+                       required: bool) -> list[tuple[Key, float]]:
+        conn = self._conn
+        if len(index) == 0:
+            # (Another process may have added vectors since the index synced: only vectors of
+            # other models and none of ours mean a model mismatch.)
+            models = db.embedding_models(conn)
+            if required and models and model not in models:
+                raise ModelMismatchError(
+                    f"no memory has a vector from the current model {model}; run `memstore reindex`"
+                )
+            return []
+        if flt.is_selective():
+            candidates = db.filtered_seqs(conn, flt, EXACT_FILTER_MAX)
+            if len(candidates) <= EXACT_FILTER_MAX:
+                return _by_similarity(index.search(query, depth * 2, among=candidates))[:depth]
+        from .vector_cache import EXACT_INDEX_MAX
+
+        exact = len(index) <= EXACT_INDEX_MAX
+        count = min(len(index), depth * 2)
+        while True:
+            # Asked for every vector, search exactly: as cheap, and HNSW may miss some.
+            found = index.search(query, count, exact=exact or count >= len(index))
+            passing = db.seqs_passing(conn, flt, [s for s, _ in found])
+            kept = [(s, sim) for s, sim in found if s in passing]
+            if len(kept) >= depth or count >= len(index):
+                return _by_similarity(kept)[:depth]  # type: ignore[return-value]
+            count = min(len(index), count * 4)
 
     def similarities(self, query: np.ndarray, keys: Sequence[Key], *, model: str) -> dict[Key, float]:
         with self._op():
             index = self._cache.index
             if index is None or index.model_id != model or not keys:
                 return {}
-            return dict(index.search(query, len(keys), among=list(keys)))  # type: ignore[arg-type]
+            return dict(self._sane(index, model, int(query.shape[0]),  # type: ignore[arg-type]
+                                   lambda idx: idx.search(query, len(keys), among=list(keys))))
 
     def nearest(self, vector: np.ndarray, flt: Filter, count: int, *, model: str
                 ) -> list[tuple[Memory, float]]:
@@ -315,15 +341,19 @@ class SQLiteBackend:
             if len(candidates) <= EXACT_FILTER_MAX:
                 found = _exact_over(conn, vector, candidates, count, model)
             else:
+                def search(index: Any) -> list[tuple[int, float]]:
+                    size, found = min(len(index), 64), []
+                    while size:
+                        hits = index.search(vector, size, exact=size >= len(index))
+                        passing = db.seqs_passing(conn, flt, [s for s, _ in hits])
+                        found = _by_similarity([(s, sim) for s, sim in hits if s in passing])
+                        if len(found) >= count or size >= len(index):
+                            break
+                        size = min(len(index), size * 8)
+                    return found
+
                 index = self._cache.synced(model, int(vector.shape[0]))
-                size, found = min(len(index), 64), []
-                while size:
-                    hits = index.search(vector, size, exact=size >= len(index))
-                    passing = db.seqs_passing(conn, flt, [s for s, _ in hits])
-                    found = _by_similarity([(s, sim) for s, sim in hits if s in passing])
-                    if len(found) >= count or size >= len(index):
-                        break
-                    size = min(len(index), size * 8)
+                found = self._sane(index, model, int(vector.shape[0]), search)
             found = found[:count]
             memories = db.memories_by_seq(conn, [seq for seq, _ in found])
         return [(memories[seq], sim) for seq, sim in found if seq in memories]
@@ -403,15 +433,34 @@ class _LockedKeywordLeg:
             return self._leg.evidence_for(keys)  # type: ignore[arg-type]
 
 
-def _prepare_home(home: Path) -> None:
+def _prepare_home(home: Path, notices: list[str]) -> bool:
+    """Create the home (0700) or check an existing one: ours, and private (tightened with a
+    notice when it is open to others). Returns whether it is writable: a read-only home
+    holding a store is opened for reading only."""
+    from ...settings import secure_dir
+
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreNotWritableError(f"cannot create store directory {home}: {exc}") from exc
+        if not (home / DB_FILENAME).is_file():
+            raise StoreNotWritableError(f"cannot create store directory {home}: {exc}") from exc
     if not home.is_dir():
         raise StoreError(f"store path {home} is not a directory")
-    if not os.access(home, os.W_OK | os.X_OK):
+    try:
+        fixed = secure_dir(home, "store directory")
+    except StoreError:
+        if os.access(home, os.W_OK):
+            raise
+        fixed = None  # a read-only home we cannot tighten: read it as it is
+    if fixed:
+        notices.append(fixed)
+    db_file = home / DB_FILENAME
+    if not os.access(home, os.W_OK | os.X_OK) or (db_file.exists() and not os.access(db_file, os.W_OK)):
+        if db_file.is_file() and os.access(db_file, os.R_OK):
+            notices.append(f"store directory {home} is read-only: opened for reading only")
+            return False
         raise StoreNotWritableError(f"store directory {home} is not writable")
+    return True
 
 
 def _exact_over(conn: Any, query: np.ndarray, seqs: Sequence[int], count: int, model: str
@@ -424,7 +473,7 @@ def _exact_over(conn: Any, query: np.ndarray, seqs: Sequence[int], count: int, m
     if not rows:
         return []
     matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dimension)
-    sims = matrix @ query
+    sims = np.nan_to_num(matrix @ query, nan=-1.0).clip(-1.0, 1.0)  # unit vectors: a cosine
     order = np.argsort(-sims, kind="stable")[: count * 2]
     return _by_similarity([(rows[i][0], float(sims[i])) for i in order])[:count]
 

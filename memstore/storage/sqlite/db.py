@@ -22,6 +22,7 @@ from ...errors import CorruptDatabaseError, SchemaTooNewError, StoreError, Store
 from ...models import Memory
 from ...timeutil import format_ts, parse_ts
 from ..base import Filter
+from .guard import Guard, bump
 from .migrations import MIGRATION_NAMES, MIGRATION_SET, build_migrations
 
 __all__ = [
@@ -46,18 +47,29 @@ def _prefixed(alias: str) -> str:
 
 class Connection(sqlite3.Connection):
     """An SQLite connection that remembers when a query found the file damaged: from then
-    on :func:`transaction` refuses to write to it (reads of intact parts still work)."""
+    on :func:`transaction` refuses to write to it (reads of intact parts still work). Its
+    ``guard`` (set by the backend) carries that knowledge to every other process, and counts
+    commits outside the write-ahead log; ``readonly`` is set for a store opened read-only."""
 
     damaged = False
+    readonly = False
+    guard: Guard | None = None
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open (creating if needed) the database, apply pending migrations, check it is ours.
 
-    Raises StoreNotWritableError, CorruptDatabaseError or SchemaTooNewError with a
-    message that says what to do; a damaged file is never modified.
+    Nothing is changed before the file is known to be a memstore database (or new): a foreign
+    SQLite file is refused as it was. ``readonly`` opens an existing store for reading only
+    (a read-only home). Raises StoreNotWritableError, CorruptDatabaseError or
+    SchemaTooNewError with a message that says what to do; a damaged file is never modified.
     """
+    lock = Path(str(path) + ".migrate.lock")
+    if lock.is_symlink():
+        raise StoreError(f"{lock} is a symbolic link; memstore will not follow it (remove it)")
     existed = path.exists()
+    if readonly:
+        return _connect_readonly(path)
     if existed and not os.access(path, os.R_OK | os.W_OK):
         raise StoreNotWritableError(f"database {path} is not readable and writable by this user")
     try:
@@ -70,6 +82,12 @@ def connect(path: Path) -> sqlite3.Connection:
         finally:
             os.umask(old_umask)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if existed:
+            try:  # before the WAL switch (the first change): is the file ours at all?
+                _check_applied(conn, path)
+            except BaseException:
+                conn.close()
+                raise
         mode = _enable_wal(conn)
         if mode.lower() != "wal":
             raise StoreError(f"could not switch {path} to WAL mode (got {mode})")
@@ -83,6 +101,37 @@ def connect(path: Path) -> sqlite3.Connection:
     except BaseException:
         conn.close()
         raise
+    return conn
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """An existing, fully migrated store opened with SQLite's read-only mode: every write
+    fails (see :func:`transaction`); reading works without write access to the directory."""
+    from urllib.parse import quote
+
+    if not path.exists():
+        raise StoreNotWritableError(f"store directory {path.parent} is not writable and holds no database")
+    conn = None
+    try:
+        conn = sqlite3.connect(
+            f"file:{quote(str(path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None, check_same_thread=False, factory=Connection,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not _check_applied(conn, path):
+            raise StoreNotWritableError(
+                f"{path} needs upgrading by this memstore, but its directory is read-only"
+            )
+    except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
+        _raise_for(exc, path)
+        raise
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    conn.readonly = True
     return conn
 
 
@@ -130,9 +179,11 @@ def mapped_errors(path: Path | None, conn: sqlite3.Connection | None = None) -> 
     except sqlite3.DatabaseError as exc:
         try:
             _raise_for(exc, path, opening=False)
-        except CorruptDatabaseError:
+        except CorruptDatabaseError as err:
             if isinstance(conn, Connection):
                 conn.damaged = True
+                if conn.guard is not None:  # every other process refuses writes too
+                    conn.guard.mark_damaged(f"a query found the database damaged: {err}")
             raise
 
 
@@ -158,7 +209,12 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
         from filelock import FileLock
 
         # Concurrent first opens: one process migrates, the others wait and re-check.
-        with FileLock(str(path) + ".migrate.lock", mode=0o600):
+        try:
+            lock = FileLock(str(path) + ".migrate.lock", mode=0o600)
+            lock.acquire()
+        except OSError as exc:
+            raise StoreError(f"cannot take the migration lock {path}.migrate.lock: {exc.strerror}") from None
+        with lock:
             if _check_applied(conn, path):
                 return
             from sqlite_utils import Database
@@ -193,20 +249,36 @@ def _has_foreign_tables(conn: sqlite3.Connection) -> bool:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (including KeyboardInterrupt)."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (including KeyboardInterrupt).
+
+    Refused for a store known to be damaged (by this connection, or by any process: the
+    guard's marker) or opened read-only. Each commit is counted (see :mod:`.guard`)."""
+    if getattr(conn, "readonly", False):
+        raise StoreNotWritableError("the store is read-only (its directory or database file cannot be "
+                                    "written): reading works, writing does not")
     if getattr(conn, "damaged", False):
         raise CorruptDatabaseError(
             "the database was found damaged earlier in this session; memstore will not write to it "
             "— `memstore verify` shows what is wrong"
         )
+    guard = getattr(conn, "guard", None)
+    reason = guard.damaged() if guard is not None else None
+    if reason is not None:
+        raise CorruptDatabaseError(
+            f"the store is marked damaged ({reason}); memstore will not write to it until "
+            "`memstore verify` passes"
+        )
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        count = bump(conn) if guard is not None else None
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    if guard is not None and count is not None:
+        guard.record(count)
 
 
 def store_id(conn: sqlite3.Connection) -> str:
@@ -421,6 +493,11 @@ def keyword_search(
     return [(row[0], float(row[1])) for row in rows]
 
 
+#: Bounds of the CJK substring scan: memories read (newest first), characters of each.
+SCAN_ROWS = 5000
+SCAN_CHARS = 1000
+
+
 def substring_search(
     conn: sqlite3.Connection, substrings: Sequence[str], flt: Filter, limit: int,
     seqs: Sequence[int] | None = None,
@@ -428,20 +505,25 @@ def substring_search(
     """(seq, how many of ``substrings`` its text contains) for memories containing any,
     most first, newest first among equals; filter applied; only ``seqs`` when given.
 
-    A scan (no index can find 1–2 character CJK words): kept for what trigrams cannot do."""
+    A scan (no index can find 1–2 character CJK words): kept for what trigrams cannot do.
+    Bounded, so a recall (an agent hook's above all) never pays for the whole store: the
+    newest ``SCAN_ROWS`` memories passing the filter, the first ``SCAN_CHARS`` characters of
+    each (longer words are still found through the trigram index)."""
     if not substrings:
         return []
     clause, params = where(flt, "m")
-    count = " + ".join("(instr(m.text, ?) > 0)" for _ in substrings)
+    count = " + ".join(f"(instr(substr(c.text, 1, {SCAN_CHARS}), ?) > 0)" for _ in substrings)
     restrict = ""
     if seqs is not None:
         if not seqs:
             return []
         restrict = f" AND m.seq IN ({', '.join('?' * len(seqs))})"
     rows = conn.execute(
-        f"SELECT m.seq, {count} AS found FROM memories m WHERE {clause}{restrict} AND found > 0 "
-        "ORDER BY found DESC, m.seq DESC LIMIT ?",
-        [*substrings, *params, *(seqs or ()), limit],
+        f"WITH c AS (SELECT m.seq, m.text FROM memories m WHERE {clause}{restrict} "
+        f"ORDER BY m.seq DESC LIMIT {SCAN_ROWS}) "
+        f"SELECT c.seq, {count} AS found FROM c WHERE found > 0 "
+        "ORDER BY found DESC, c.seq DESC LIMIT ?",
+        [*params, *(seqs or ()), *substrings, limit],
     )
     return [(row[0], int(row[1])) for row in rows]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ... import settings
 from ...embedding.query_cache import QUERY_CACHE_MAX, query_key
+from ...errors import MemstoreError
 
 __all__ = ["QueryVectorCache"]
 
@@ -36,6 +37,10 @@ class QueryVectorCache:
         if self._conn is None and not self._broken:
             try:
                 settings.private_dir(self.path.parent)
+                if self.path.exists() and not settings.owned_file(self.path):
+                    # planted or left open by someone else: a cache, so drop it (we own the dir)
+                    for leftover in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                        leftover.unlink(missing_ok=True)
                 old_umask = os.umask(0o077)
                 try:
                     conn = sqlite3.connect(str(self.path), timeout=0.5, isolation_level=None,
@@ -49,7 +54,7 @@ class QueryVectorCache:
                     "(n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, vector BLOB NOT NULL)"
                 )
                 self._conn = conn
-            except (sqlite3.Error, OSError):
+            except (sqlite3.Error, OSError, MemstoreError):
                 self._broken = True
         return self._conn
 

@@ -13,7 +13,8 @@ On disk an index is two files in the store's ``index/`` directory:
 
 - ``<slug>-<generation>.flat|.usearch``  the vectors, written once, never modified;
 - ``<slug>.json``  which generation is current, its kind, the store id, the model, the
-                   vector-log op it reflects, its size, count (and digest for flat files).
+                   vector-log op it reflects, its size, count and digest (checked on load:
+                   a file damaged in place is rebuilt, never searched).
 
 Saving writes a new generation, then atomically replaces the JSON (``os.replace``),
 then removes the old generation — all under a file lock, and never over a newer
@@ -366,7 +367,7 @@ class VectorIndex:
         if size != state.size:
             return f"vector index file {path.name} is truncated or damaged"
         try:
-            base = self._open_flat(path, state) if state.kind == "flat" else self._open_hnsw(path)
+            base = self._open_flat(path, state) if state.kind == "flat" else self._open_hnsw(path, state)
         except FileNotFoundError:
             return ""
         except (ValueError, RuntimeError, OSError) as exc:
@@ -403,9 +404,11 @@ class VectorIndex:
             return None
         return _Flat(dim, keys, matrix, readonly=True)
 
-    def _open_hnsw(self, path: Path) -> _Hnsw | None:
+    def _open_hnsw(self, path: Path, state: IndexState) -> _Hnsw | None:
         from usearch.index import Index
 
+        if state.digest is None or file_digest(path) != state.digest:
+            return None  # damaged in place (same size), or saved without a digest: rebuilt
         index = Index.restore(str(path), view=True)
         if index is None or index.ndim != self.dimension:
             return None
@@ -414,6 +417,7 @@ class VectorIndex:
 
     def _reset(self) -> None:
         self._base, self.position = None, -1
+        self.out_of_range = 0
         self._hidden, self._extra = set(), None
         if self._mmap is not None:
             # arrays may still look at it: then the garbage collector closes it
@@ -546,7 +550,11 @@ class VectorIndex:
                 found += extra.search(query, count)
         if hidden or extra is not None:
             found.sort(key=lambda item: -item[1])
-        return found[:count]
+        return _bounded(found[:count], self)
+
+    #: Results seen outside [-1, 1] (or NaN) since load: vectors are unit length, so such a
+    #: cosine means a damaged index; the store rebuilds it (see MemoryStore._vector_leg).
+    out_of_range = 0
 
     # -- saving ------------------------------------------------------------------------------
 
@@ -610,7 +618,7 @@ class VectorIndex:
         if isinstance(base, _Hnsw):
             base.index.save(str(path))
             _fsync(path)
-            return None
+            return file_digest(path)
         import numpy as np
         import xxhash
 
@@ -643,6 +651,43 @@ class VectorIndex:
         with FileLock(str(self.lock_path), timeout=120, mode=0o600):
             self.meta_path.unlink(missing_ok=True)
             self._remove_stale(keep="")
+
+
+#: Slack for float32 rounding when telling a cosine from an impossible one.
+COSINE_SLACK = 1e-3
+#: HNSW files up to this size are digested whole on load; larger ones by their first and
+#: last DIGEST_SAMPLE bytes (the header and the vectors' tail), plus sanity checks on results.
+FULL_DIGEST_MAX = 256 * 1024 * 1024
+DIGEST_SAMPLE = 16 * 1024 * 1024
+
+
+def file_digest(path: Path) -> str:
+    """xxh3 of an index file (sampled above FULL_DIGEST_MAX, see there), with its size."""
+    import xxhash
+
+    digest = xxhash.xxh3_64()
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return f"{size}:{digest.hexdigest()}"
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            if size <= FULL_DIGEST_MAX:
+                digest.update(mapped)
+            else:
+                digest.update(mapped[:DIGEST_SAMPLE])
+                digest.update(mapped[size - DIGEST_SAMPLE :])
+    return f"{size}:{digest.hexdigest()}"
+
+
+def _bounded(found: list[tuple[int, float]], index: VectorIndex) -> list[tuple[int, float]]:
+    """Similarities clamped to [-1, 1] (NaN as -1), counting impossible ones on ``index``."""
+    bad = [i for i, (_, sim) in enumerate(found) if not -1 - COSINE_SLACK <= sim <= 1 + COSINE_SLACK]
+    if not bad and all(-1.0 <= sim <= 1.0 for _, sim in found):
+        return found
+    index.out_of_range += len(bad)
+    clamped = [(s, -1.0 if sim != sim else min(1.0, max(-1.0, sim))) for s, sim in found]
+    clamped.sort(key=lambda item: -item[1])
+    return clamped
 
 
 def _matrix(np: Any, blobs: list[bytes], dimension: int) -> Any:

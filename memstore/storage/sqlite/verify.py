@@ -4,11 +4,15 @@ SQLite is the truth; the FTS5 index, the tag table, the embeddings and the usear
 derived from it. The checks, in order:
 
 - ``sqlite``   PRAGMA integrity_check (or quick_check): pages, b-trees, indexes, constraints.
+- ``commits``  the commits recorded beside the file are all in it (a lost write-ahead log
+               after a crash is noticed), see :mod:`.guard`.
 - ``fts``      FTS5 'integrity-check' of memories_fts against the memories table, and of the
                CJK trigram index memories_cjk against the memories holding CJK text.
+- ``rows``     every timestamp is in the form and range memstore writes (a bad one makes the
+               memory unreadable), and every version chain is whole (``memstore.chains``).
 - ``tags``     memory_tags rows == the tags JSON of every memory; tags/metadata are valid JSON.
 - ``vectors``  every live memory has an embedding of the current model for its current text,
-               of the right size and finite, or waits in the embedding queue (deferred
+               of the right size, finite and of unit length, or waits in the embedding queue (deferred
                embedding: git hooks, ``embed=False``); no embedding without its memory.
 - ``models``   embeddings made by another model (only ``memstore reindex`` replaces them).
 - ``index``    the saved usearch index, after replaying the change log, holds exactly the
@@ -28,10 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...chains import chain_problems
 from ...models import Check, VerifyReport
+from ...timeutil import valid_stored
 from . import db
 from .db import transaction
-from .vector_index import NEWER, VectorIndex
+from .vector_index import COSINE_SLACK, NEWER, VectorIndex
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,6 +95,25 @@ def check_sqlite(conn: sqlite3.Connection, *, quick: bool) -> Check:
     return Check("sqlite", False, summary, (*tables, *_listed(problems, str), hint))
 
 
+def check_commits(conn: sqlite3.Connection) -> Check:
+    """The commits recorded outside the database against those it holds (a lost write-ahead
+    log), and the damage marker: cleared once the file passes the integrity check."""
+    from .guard import commits, lost_message
+
+    guard = getattr(conn, "guard", None)
+    if guard is None:
+        return Check("commits", True, "no commit record kept for this connection")
+    missing = guard.lost(conn)
+    if missing:
+        return Check("commits", False, lost_message(missing),
+                     ("`memstore verify --repair` accepts the loss and allows writes again",))
+    cleared = ""
+    if guard.damaged() is not None:
+        guard.clear()
+        cleared = "; the damage mark was cleared (the file passes the integrity check now)"
+    return Check("commits", True, f"all {commits(conn):,} recorded commits are in the database{cleared}")
+
+
 def check_fts(conn: sqlite3.Connection) -> Check:
     count = conn.execute("SELECT count(*) FROM memories").fetchone()[0]
     for index in db.TEXT_INDEXES:  # the word index, and the CJK trigram index
@@ -98,6 +123,38 @@ def check_fts(conn: sqlite3.Connection) -> Check:
             return Check("fts", False, "the full-text index does not match the memories table",
                          (f"FTS5 integrity-check of {index}: {exc}",))
     return Check("fts", True, f"full-text index matches all {count:,} memories")
+
+
+def check_rows(conn: sqlite3.Connection) -> Check:
+    """Timestamps every reader can parse, and version chains without holes or loops.
+    (Repair cannot guess the right values: these stay listed until fixed by hand or
+    restored from an export.)"""
+    bad_times: list[str] = []
+    rows = conn.execute(
+        "SELECT id, created_at, updated_at, expires_at, deleted_at FROM memories ORDER BY seq")
+    while chunk := rows.fetchmany(_CHUNK):
+        for mid, created, updated, expires, deleted_at in chunk:
+            for name, value, required in (("created_at", created, True), ("updated_at", updated, True),
+                                          ("expires_at", expires, False), ("deleted_at", deleted_at, False)):
+                if (value is not None or required) and not valid_stored(value):
+                    bad_times.append(f"memory {mid}: {name} {value!r} is not a valid timestamp")
+    links = {mid: (sup, by) for mid, sup, by in conn.execute(
+        "SELECT id, supersedes, superseded_by FROM memories "
+        "WHERE supersedes IS NOT NULL OR superseded_by IS NOT NULL")}
+
+    def exists(ids: Sequence[str] | set[str]) -> set[str]:
+        wanted, found = list(ids), set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            found.update(r[0] for r in conn.execute(
+                f"SELECT id FROM memories WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
+
+    broken = chain_problems(links, exists)
+    if bad_times or broken:
+        return Check("rows", False, f"{len(bad_times)} bad timestamps, {len(broken)} broken version links",
+                     (*_listed(bad_times, str), *_listed(broken, str)))
+    return Check("rows", True, f"timestamps valid; {len(links):,} versioned memories form whole chains")
 
 
 _VALID_TAGS = "(CASE WHEN json_valid(m.tags) AND json_type(m.tags) = 'array' THEN m.tags ELSE '[]' END)"
@@ -180,7 +237,9 @@ def find_vector_problems(conn: sqlite3.Connection, model_id: str, dimension: int
             break
         matrix = np.frombuffer(b"".join(r[1] for r in chunk), dtype="<f4").reshape(len(chunk), dimension)
         finite = np.isfinite(matrix).all(axis=1)
-        malformed += [chunk[i][0] for i in np.flatnonzero(~finite)]
+        with np.errstate(invalid="ignore", over="ignore"):
+            unit = np.abs(np.linalg.norm(matrix.astype(np.float64), axis=1) - 1.0) <= COSINE_SLACK
+        malformed += [chunk[i][0] for i in np.flatnonzero(~(finite & unit))]
     return VectorFindings(missing, queued, stale_queue, stale, sorted(set(malformed)), orphans)
 
 
@@ -200,7 +259,7 @@ def check_vectors(t: Target) -> Check:
     problems += _listed(f.missing, lambda s: f"memory {name(s)} has no embedding and is not queued for one")
     problems += _listed(f.stale, lambda s: f"memory {name(s)}: embedding was made from older text")
     problems += _listed(f.malformed, lambda s: f"memory {name(s)}: embedding is malformed "
-                        "(wrong size or not finite)")
+                        "(wrong size, not finite or not unit length)")
     if f.orphans:
         problems.append(f"{len(f.orphans)} embeddings belong to no memory")
     if f.stale_queue:
@@ -299,13 +358,16 @@ def _compare_index(
 def run_checks(t: Target, *, quick: bool = False) -> list[Check]:
     """Every check; only ``sqlite`` when the database itself is damaged."""
     first = check_sqlite(t.conn, quick=quick)
+    guard = getattr(t.conn, "guard", None)
     if not first.ok:
+        if guard is not None:  # every process refuses writes from now on
+            guard.mark_damaged(first.summary)
         skipped = [Check(n, False, "skipped: the database is damaged", skipped=True)
-                   for n in ("fts", "tags", "vectors", "models", "index")]
+                   for n in ("commits", "fts", "rows", "tags", "vectors", "models", "index")]
         return [first, *skipped]
-    checks = [first]
-    for fn in (lambda: check_fts(t.conn), lambda: check_tags(t.conn), lambda: check_vectors(t),
-               lambda: check_models(t), lambda: check_index(t)):
+    checks = [first, check_commits(t.conn)]
+    for fn in (lambda: check_fts(t.conn), lambda: check_rows(t.conn), lambda: check_tags(t.conn),
+               lambda: check_vectors(t), lambda: check_models(t), lambda: check_index(t)):
         checks.append(fn())
     return checks
 
@@ -326,6 +388,14 @@ def repair(
     assert "sqlite" not in failed, "repair refuses a damaged database"
     conn = t.conn
     done: list[str] = []
+    if "commits" in failed:  # first: the damage mark refuses the writes below
+        from .guard import commits
+
+        guard = conn.guard
+        missing = guard.lost(conn)
+        guard.record(commits(conn))
+        guard.clear()
+        done.append(f"accepted the loss of {missing} committed write(s); writes are allowed again")
     if "fts" in failed:
         with transaction(conn):
             for index in db.TEXT_INDEXES:
