@@ -17,7 +17,7 @@ def _safe(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-@click.command()
+@click.command(short_help="Sync memories with a git remote (a ref of their own).")
 @click.option("--remote", metavar="URL",
               help="Remote to sync with (default: the sync.remote setting, else this repository's origin).")
 @click.option("--status", "show_status", is_flag=True,

@@ -11,7 +11,7 @@ from .util import echo, handle_errors, open_from_context
 
 __all__ = ["ui"]
 
-@click.command()
+@click.command(short_help="Serve the local web page (127.0.0.1) and print its URL.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port to listen on (0: a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True,

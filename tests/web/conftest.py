@@ -60,7 +60,7 @@ def _browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not session: its event loop must not outlive the browser tests
 def browser() -> Iterator[Any]:
     why = _browser_missing()
     if why is not None:
