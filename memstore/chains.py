@@ -4,7 +4,9 @@ A memory's versions form a line: each ``supersedes`` points at an existing memor
 ``superseded_by`` points back, and following ``superseded_by`` from any version ends at one
 current version (no link to nothing, no loop). A version stored as superseded by a memory
 that does not link back (an import that found its text already live under another id) is
-allowed: it still leads to one current version. Import checks a file against these rules
+allowed: it still leads to one current version. So is a version that lost a concurrent
+update (sync): it supersedes the same parent as the winner and is itself superseded by the
+winner, so it is in history, not current. Import checks a file against these rules
 before writing; ``verify`` checks the database. Backend-neutral: it sees ids only.
 """
 
@@ -39,7 +41,7 @@ def chain_problems(
         if sup is not None:
             if sup not in links and sup not in known:
                 problems.append(f"memory {mid} supersedes {sup}, which does not exist")
-            elif links.get(sup, (None, None))[1] != mid:
+            elif links.get(sup, (None, None))[1] != mid and by is None:
                 problems.append(
                     f"memory {mid} supersedes {sup}, but {sup} is not superseded by it "
                     "(two current versions)"
