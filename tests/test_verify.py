@@ -46,7 +46,8 @@ def test_a_healthy_store_passes_every_check(home):
     with _open(home) as s:
         report = s.verify()
     assert report.ok
-    assert [c.name for c in report.checks] == ["sqlite", "fts", "tags", "vectors", "models", "index"]
+    assert [c.name for c in report.checks] == ["sqlite", "fts", "tags", "vectors", "models", "index",
+                                                  "keywords"]
     assert report.found is None and report.repaired == []
     assert json.loads(json.dumps(report.to_dict()))["ok"] is True
 

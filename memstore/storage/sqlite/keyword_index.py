@@ -733,6 +733,12 @@ class KeywordIndex:
                 old.unlink(missing_ok=True)
             return True
 
+    def save_if_moved(self, store_id: str) -> None:
+        """On close: save when enough changed since the last save (best effort)."""
+        if self.loaded and self.changes >= save_threshold(self.docs):
+            with contextlib.suppress(OSError, TimeoutError):
+                self.save(store_id)
+
     def delete_files(self) -> None:
         """Remove the saved index (it is only a cache)."""
         from filelock import FileLock

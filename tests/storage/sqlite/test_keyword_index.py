@@ -14,15 +14,18 @@ from hypothesis import strategies as st
 
 import memstore
 from memstore.embedder import HashEmbedder
-from memstore.search import fts_match, keyword_terms
+from memstore.storage.sqlite import SQLiteBackend
+from memstore.storage.sqlite.keyword import fts_match
 from memstore.storage.sqlite.keyword_index import FTS_TABLE, KeywordIndex, _Tokenizer
+from memstore.storage.terms import keyword_terms
+from memstore.store import MemoryStore
 
 # Words chosen to exercise the tokenizer: stems (run/running/runs), case, diacritics folded
 # (café/cafe, naïve), connector punctuation that splits a term into a phrase (foo_bar),
 # digits, stopwords, CJK runs (one token for the word index), and a very common word.
-WORDS = ("run running runs ran Runner café cafe CAFÉ naïve naive über uber foo_bar db "
-         "deploy postgres jsonb JSONB x y 42 4.2 the of is 数据库 東京 서울 common common "
-         "common a I").split()
+WORDS = ["run", "running", "runs", "ran", "Runner", "café", "cafe", "CAFÉ", "naïve", "naive", "über",
+         "uber", "foo_bar", "db", "deploy", "postgres", "jsonb", "JSONB", "x", "y", "42", "4.2", "the",
+         "of", "is", "数据库", "東京", "서울", "common", "common", "common", "a", "I"]
 TAGS = ("db", "ops", "x", "café")
 
 texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=25).map(" ".join)
@@ -72,15 +75,15 @@ def test_ranking_equals_fts5_bm25_and_tie_order(items, query_texts, forget, limi
             if i in forget:
                 store.forget(memory.id)
         index = KeywordIndex(Path(tmp) / "index")
-        assert index.sync(store._conn, store._store_id) is None
-        assert_same_ranking(index, store._conn, query_texts, limit)
+        assert index.sync(store.backend._conn, store.backend.store_id) is None
+        assert_same_ranking(index, store.backend._conn, query_texts, limit)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=memories, later=memories, query_texts=queries)
 def test_caught_up_index_equals_a_fresh_build(first, later, query_texts):
     with tempfile.TemporaryDirectory() as tmp, memstore.open(Path(tmp), embedder=HashEmbedder()) as store:
-        conn, sid = store._conn, store._store_id
+        conn, sid = store.backend._conn, store.backend.store_id
         fill(store, first)
         saved = KeywordIndex(Path(tmp) / "index")
         assert saved.sync(conn, sid) is None
@@ -104,16 +107,16 @@ def filled(store):
     fill(store, [("We chose PostgreSQL for JSONB support", ["db"]), ("Deploys run on Fridays", []),
                  ("The runner deploy failed on café wifi", ["ops"])] * 3)
     index = KeywordIndex(store.index_dir)
-    assert index.sync(store._conn, store._store_id) is None
+    assert index.sync(store.backend._conn, store.backend.store_id) is None
     return store, index
 
 
 def test_saved_index_is_loaded_memory_mapped_not_rebuilt(filled):
     store, _ = filled
     again = KeywordIndex(store.index_dir)
-    assert again.sync(store._conn, store._store_id) is None
+    assert again.sync(store.backend._conn, store.backend.store_id) is None
     assert again.loaded and again._mmap is not None
-    assert again.search(["deploy"], 10) == fts_ranking(store._conn, ["deploy"], 10)
+    assert again.search(["deploy"], 10) == fts_ranking(store.backend._conn, ["deploy"], 10)
 
 
 def damage_file(index_dir: Path) -> None:
@@ -136,10 +139,11 @@ def test_damaged_index_is_rebuilt_with_a_notice(filled, damage, notice):
     store, _ = filled
     damage(store.index_dir)
     index = KeywordIndex(store.index_dir)
-    message = index.sync(store._conn, store._store_id)
+    message = index.sync(store.backend._conn, store.backend.store_id)
     assert message is not None and notice in message and "rebuilt" in message
-    assert index.differences(store._conn) == []
-    assert KeywordIndex(store.index_dir).sync(store._conn, store._store_id) is None  # saved again
+    assert index.differences(store.backend._conn) == []
+    again = KeywordIndex(store.index_dir)  # saved again
+    assert again.sync(store.backend._conn, store.backend.store_id) is None
 
 
 def test_index_of_another_store_is_not_used(filled, tmp_path):
@@ -150,9 +154,9 @@ def test_index_of_another_store_is_not_used(filled, tmp_path):
         for path in store.index_dir.glob("keywords*"):
             (other.index_dir / path.name).write_bytes(path.read_bytes())
         index = KeywordIndex(other.index_dir)
-        message = index.sync(other._conn, other._store_id)
+        message = index.sync(other.backend._conn, other.backend.store_id)
         assert message is not None and "another database" in message
-        assert index.search(["something"], 5) == fts_ranking(other._conn, ["something"], 5)
+        assert index.search(["something"], 5) == fts_ranking(other.backend._conn, ["something"], 5)
 
 
 def test_missing_index_is_built_silently_and_deleting_it_loses_nothing(filled):
@@ -160,8 +164,8 @@ def test_missing_index_is_built_silently_and_deleting_it_loses_nothing(filled):
     index.delete_files()
     assert not list(store.index_dir.glob("keywords*.bin"))
     again = KeywordIndex(store.index_dir)
-    assert again.sync(store._conn, store._store_id) is None
-    assert again.search(["run"], 10) == fts_ranking(store._conn, ["run"], 10)
+    assert again.sync(store.backend._conn, store.backend.store_id) is None
+    assert again.search(["run"], 10) == fts_ranking(store.backend._conn, ["run"], 10)
 
 
 def test_a_phrase_term_is_left_to_fts5(filled):
@@ -174,8 +178,85 @@ def test_save_never_replaces_a_newer_index(filled):
     store, index = filled
     store.capture("a newer memory about deploys")
     newer = KeywordIndex(store.index_dir)
-    newer.sync(store._conn, store._store_id)
-    newer.save(store._store_id, force=True)
+    newer.sync(store.backend._conn, store.backend.store_id)
+    newer.save(store.backend.store_id, force=True)
     written = json.loads((store.index_dir / "keywords.json").read_text())
-    assert not index.save(store._store_id)  # older (not caught up): leaves the newer file
+    assert not index.save(store.backend.store_id)  # older (not caught up): leaves the newer file
     assert json.loads((store.index_dir / "keywords.json").read_text()) == written
+
+
+# -- through the store: the keyword leg gives today's results with the derived index -------------
+
+STORE_TEXTS = ["We chose PostgreSQL for JSONB support", "Deploys run on Fridays after the standup",
+               "The runner deploy failed on café wifi", "数据库迁移已经完成", "東京の天気は晴れでした",
+               "迁移到新的服务器", "Postgres vacuum runs nightly", "naïve retry loop in the deploy job"]
+
+
+def open_pair(tmp_path: Path):
+    """The same memories in two stores: one ranking with the derived index, one with FTS5."""
+    stores = []
+    for name, minimum in (("derived", 0), ("fts5", 1 << 62)):
+        home = tmp_path / name
+        stores.append(MemoryStore(home, embedder=HashEmbedder(),
+                                  backend=SQLiteBackend(home, keyword_index_min=minimum)))
+    for store in stores:
+        store.capture_many([
+            {"text": f"{text} #{i}", "namespace": ("ops", "decisions")[i % 2],
+             "tags": [("db", "x")[i % 3 == 0]]}
+            for i, text in enumerate(STORE_TEXTS * 4)
+        ])
+        for memory in store.list(limit=100)[::5]:
+            store.forget(memory.id)
+    return stores
+
+
+def summary(hits):
+    return [(h.memory.text, h.score, h.keyword_rank, h.vector_rank, h.bm25) for h in hits]
+
+
+@pytest.mark.parametrize("query", ["deploy", "postgres runs", "数据库迁移", "迁移", "東京 deploy", "café",
+                                   "foo_bar deploy", "the"])
+@pytest.mark.parametrize("filters", [{}, {"namespace": "ops"}, {"tags": ["db"]}, {"namespace": "decisions",
+                                                                                 "tags": ["x"]}])
+def test_store_recall_is_unchanged_by_the_derived_index(tmp_path, query, filters):
+    derived, fts5 = open_pair(tmp_path)
+    try:
+        for mode in ("keyword", "hybrid"):
+            assert summary(derived.recall(query, mode=mode, limit=20, **filters)) == summary(
+                fts5.recall(query, mode=mode, limit=20, **filters))
+        assert derived.backend._keywords is not None and derived.backend._keywords.loaded
+        assert fts5.backend._keywords is None
+    finally:
+        derived.close()
+        fts5.close()
+
+
+def test_verify_checks_and_repairs_the_keyword_index(tmp_path):
+    derived, fts5 = open_pair(tmp_path)
+    fts5.close()
+    try:
+        derived.recall("deploy")
+        home = derived.index_dir
+        report = derived.verify()
+        assert report.ok and any(c.name == "keywords" and "matches" in c.summary for c in report.checks)
+        damage_file(home)
+        report = derived.verify()
+        keywords = next(c for c in report.checks if c.name == "keywords")
+        assert not keywords.ok
+        repaired = derived.verify(repair=True)
+        assert repaired.ok and any("keyword index" in line for line in repaired.repaired)
+    finally:
+        derived.close()
+
+
+def test_reindex_rebuilds_the_keyword_index(tmp_path):
+    derived, fts5 = open_pair(tmp_path)
+    fts5.close()
+    try:
+        derived.recall("deploy")
+        before = json.loads((derived.index_dir / "keywords.json").read_text())["file"]
+        derived.reindex()
+        after = json.loads((derived.index_dir / "keywords.json").read_text())["file"]
+        assert before != after
+    finally:
+        derived.close()
