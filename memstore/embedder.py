@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from . import config
 from .errors import InvalidInputError, ModelError
 from .identity import normalise_text
+from .notices import announce
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,6 +60,7 @@ __all__ = [
     "OnnxQueryEncoder",
     "QueryVectorCache",
     "resolve_embedder",
+    "start_query_worker",
 ]
 
 #: Name under which the bundled model is registered with fastembed (not a hub name).
@@ -305,13 +307,28 @@ class OnnxQueryEncoder:
                     tokenizer.add_special_tokens([token])
                 elif isinstance(token, dict):
                     tokenizer.add_special_tokens([AddedToken(**token)])
-        tokenizer.no_padding()  # one text: padding to the longest in the batch adds nothing
+        # Padding as fastembed's load_tokenizer sets it (to the longest text of a batch), so a
+        # batch gives fastembed's vectors too; one text is never padded.
+        padding = tokenizer.padding or {}
+        pad_token = padding.get("pad_token") or tok_config.get("pad_token")
+        model_config = json.loads((directory / "config.json").read_text()) if (
+            directory / "config.json").exists() else {}
+        pad_id = padding.get("pad_id", model_config.get("pad_token_id"))
+        if pad_id is None and pad_token is not None:
+            pad_id = tokenizer.token_to_id(pad_token)
+        if pad_token is None or pad_id is None:
+            raise ModelError(f"cannot find the pad token of the tokenizer in {directory}")
+        tokenizer.enable_padding(
+            direction=tok_config.get("padding_side") or padding.get("direction", "right"),
+            pad_id=pad_id, pad_type_id=padding.get("pad_type_id", 0), pad_token=pad_token,
+            pad_to_multiple_of=padding.get("pad_to_multiple_of"), length=None,
+        )
         session = self._session_from_saved_graph() or self._session_saving_graph()
         self._inputs = {node.name for node in session.get_inputs()}
         self._tokenizer, self._session = tokenizer, session
 
     def _options(self, level: str) -> Any:
-        import onnxruntime as ort
+        ort = _onnxruntime()
 
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
@@ -322,7 +339,7 @@ class OnnxQueryEncoder:
 
     def saved_graph_path(self) -> Path:
         """Where the optimised graph of this model (for this onnxruntime) is kept."""
-        import onnxruntime as ort
+        ort = _onnxruntime()
         import xxhash
 
         st = (self.model_dir / "model.onnx").stat()
@@ -330,7 +347,7 @@ class OnnxQueryEncoder:
         return config.cache_dir() / "query-models" / f"{xxhash.xxh3_64_hexdigest(key.encode())}.onnx"
 
     def _session_from_saved_graph(self) -> Any:
-        import onnxruntime as ort
+        ort = _onnxruntime()
 
         path = self.saved_graph_path()
         sidecar = path.with_suffix(".json")
@@ -353,7 +370,8 @@ class OnnxQueryEncoder:
 
     def _session_saving_graph(self) -> Any:
         """A session on model.onnx that also writes its optimised graph to the cache."""
-        import onnxruntime as ort
+        ort = _onnxruntime()
+        announce("memstore: preparing the embedding model for first use (a few seconds, once)")
 
         options = self._options("ORT_ENABLE_EXTENDED")  # portable: no CPU-specific layouts
         path = self.saved_graph_path()
@@ -384,6 +402,11 @@ class OnnxQueryEncoder:
 
     def encode(self, text: str) -> np.ndarray:
         """(dimension,) float32, L2-normalised."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dimension) float32, L2-normalised: what fastembed's ``embed`` gives for
+        the same batch (padded to its longest text, mean pooling in float64, then the norm)."""
         import numpy as np
 
         if self._session is None:
@@ -393,9 +416,9 @@ class OnnxQueryEncoder:
                 raise
             except Exception as exc:
                 raise ModelError(f"cannot load the model in {self.model_dir}: {exc}") from exc
-        encoding = self._tokenizer.encode(text)
-        ids = np.array([encoding.ids], dtype=np.int64)
-        mask = np.array([encoding.attention_mask], dtype=np.int64)
+        encoded = self._tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
         feed = {"input_ids": ids}
         if "attention_mask" in self._inputs:
             feed["attention_mask"] = mask
@@ -405,7 +428,43 @@ class OnnxQueryEncoder:
         summed = np.sum(output, axis=1, where=mask[:, :, np.newaxis].astype(bool), dtype=np.float64)
         pooled = summed / np.maximum(np.sum(mask, axis=1, keepdims=True), 1e-9)
         norm = np.maximum(np.linalg.norm(pooled, ord=2, axis=1, keepdims=True), 1e-12)
-        return (pooled / norm).astype(output.dtype, copy=False)[0]
+        return (pooled / norm).astype(output.dtype, copy=False)
+
+
+def _onnxruntime() -> Any:
+    """onnxruntime, imported with its telemetry off (invariant 7): ``ORT_DISABLE_TELEMETRY``
+    must be set before the runtime initialises, or it writes a device id and an event queue
+    under ``~/.cache/Microsoft/DeveloperTools`` and ``$TMPDIR/.ses``; the API call then
+    also drops the non-essential events."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    import onnxruntime as ort
+
+    if not getattr(_onnxruntime, "quiet", False):
+        disable = getattr(ort, "disable_telemetry_events", None)
+        if disable is not None:
+            disable()
+        _onnxruntime.quiet = True  # type: ignore[attr-defined]
+    return ort
+
+
+#: How far from 1 the norm of a vector from outside this process (the query worker, the query
+#: cache) may be: float32 rounding of an L2-normalised vector stays far below it.
+NORM_TOLERANCE = 1e-3
+
+
+def _sane_vector(blob: bytes, dimension: int) -> np.ndarray | None:
+    """The float32 vector in ``blob`` if it has ``dimension`` values, all finite, with unit
+    norm; else None (a damaged or planted answer is never used or cached)."""
+    import numpy as np
+
+    if len(blob) != 4 * dimension:
+        return None
+    vec = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(vec)):
+        return None
+    if abs(float(np.linalg.norm(vec.astype(np.float64))) - 1.0) > NORM_TOLERANCE:
+        return None
+    return vec
 
 
 def _file_digest(path: Path, digest: Any) -> str:
@@ -464,11 +523,15 @@ class FastEmbedder:
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
+        """fastembed's own model, loaded in this process: from then on it embeds documents
+        and queries. memstore itself never calls this (the light encoder gives the same
+        vectors with one session); tests and benchmarks use it as the reference."""
         with self._lock:
             if self._model is not None:
                 return self._model
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+            _onnxruntime()  # telemetry off before fastembed initialises the runtime
             try:
                 from fastembed import TextEmbedding
                 from fastembed.common.model_description import ModelSource, PoolingType
@@ -499,17 +562,30 @@ class FastEmbedder:
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One L2-normalised float32 row per text (the model is loaded on the first call)."""
+        """One L2-normalised float32 row per text: fastembed's vectors, made by the light
+        encoder's one ONNX session (fastembed's own session would be a second copy of the
+        model in memory). One text (a capture) is asked of the query worker first, as a
+        query is: the same bits, without loading the model in this process."""
         import numpy as np
 
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        model = self._load()
-        # Batches of similar length waste less work on padding: sort, embed, put back.
+        if self._model is not None:  # fastembed loaded (the reference path): it embeds
+            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+            rows = list(self._model.embed([texts[i] for i in order], batch_size=self.batch_size))
+            out = np.empty((len(texts), self.dimension), dtype=np.float32)
+            out[order] = np.asarray(rows, dtype=np.float32)
+            return out
+        if len(texts) == 1 and (vec := self._from_worker(texts[0])) is not None:
+            return vec[np.newaxis, :]
+        encoder = self._encoder(bulk=len(texts) > 1)
+        # Batches of similar length waste less work on padding: sort, embed, put back (the
+        # batches fastembed's embed would make, so the vectors are its vectors).
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        rows = list(model.embed([texts[i] for i in order], batch_size=self.batch_size))
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        out[order] = np.asarray(rows, dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            out[chunk] = encoder.encode_batch([texts[i] for i in chunk])
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
@@ -517,33 +593,56 @@ class FastEmbedder:
         (fastembed or the light encoder), else the query worker, else the light encoder
         (starting a worker for the next process). The normalised text (NFC, whitespace
         collapsed) is what is embedded, so a cached vector is exactly the one the model
-        would give; the worker runs the light encoder, so its vectors are too."""
+        would give; the worker runs the light encoder, so its vectors are too. Only a vector
+        that is finite, of unit norm and of the right dimension is used or cached."""
         import numpy as np
 
         text = normalise_text(text)
         cache = self.query_cache
         if cache is not None:
             blob = cache.get(self.model_id, text)
-            if blob is not None and len(blob) == 4 * self.dimension:
-                return np.frombuffer(blob, dtype="<f4").astype(np.float32)
-        worker = self.query_worker
+            vec = _sane_vector(blob, self.dimension) if blob is not None else None
+            if vec is not None:
+                return vec
         if self._model is not None:
             vec = np.asarray(next(iter(self._model.query_embed(text))), dtype=np.float32)
-        elif worker is not None and not self._query_encoder_loaded() and (
-            blob := worker.embed(text)
-        ) is not None:
-            vec = np.frombuffer(blob, dtype="<f4").astype(np.float32)
         else:
-            if worker is not None and worker.absent:
-                worker.start()  # before loading: it comes up while this process embeds
-            with self._lock:
-                if self._query_encoder is None:
-                    self._query_encoder = OnnxQueryEncoder(self.model_dir, self.threads)
-                encoder = self._query_encoder
-            vec = encoder.encode(text)
-        if cache is not None:
+            worker_vec = self._from_worker(text)
+            vec = worker_vec if worker_vec is not None else self._encoder(bulk=False).encode(text)
+        if cache is not None and _sane_vector(vec.astype("<f4").tobytes(), self.dimension) is not None:
             cache.put(self.model_id, text, vec.astype("<f4").tobytes())
         return vec
+
+    def _from_worker(self, text: str) -> np.ndarray | None:
+        """The worker's vector for ``text`` when no model is loaded here and one answers
+        with a sane vector; when none runs, one is started for the next process."""
+        worker = self.query_worker
+        if worker is None or self._query_encoder_loaded():
+            return None
+        blob = worker.embed(text)
+        vec = _sane_vector(blob, self.dimension) if blob is not None else None
+        if vec is None and worker.absent:
+            worker.start()  # before loading: it comes up while this process embeds
+        return vec
+
+    def _encoder(self, *, bulk: bool) -> OnnxQueryEncoder:
+        """The light encoder of this process, made on first use: on one thread for a query
+        or a capture, on every core (or ``threads``) when the first use is a batch."""
+        with self._lock:
+            if self._query_encoder is None:
+                threads = self.threads if self.threads or not bulk else (os.cpu_count() or 1)
+                self._query_encoder = OnnxQueryEncoder(self.model_dir, threads)
+            return self._query_encoder
+
+    def start_query_worker(self) -> bool:
+        """Start this model's query worker now, if it may run and none answers (a session
+        begins: its first new query then finds the model loaded). True if one was started."""
+        worker = self.query_worker
+        if worker is None:
+            return False
+        if worker.embed("memstore") is not None or not worker.absent:
+            return False
+        return worker.start()
 
     def query_worker_status(self) -> str | None:
         """Whether a query worker serves this model now (None: this embedder uses none)."""
@@ -781,3 +880,20 @@ def resolve_embedder(
     if choice == "fastembed":
         raise ModelError(reason)
     return _fallback(reason)
+
+
+def start_query_worker(
+    model_dir: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    model: str | None = None,
+    *,
+    query_worker_idle: float = 0,
+) -> bool:
+    """Start the query worker of the embedder these settings resolve to, unless one runs
+    (where a session begins: an MCP server starting, an agent's session-start hook), so the
+    session's first new query or capture finds the model loaded. True if one was started."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmbedderFallbackWarning)  # the store will say it
+        embedder = resolve_embedder(model_dir, backend, model, query_worker_idle=query_worker_idle)
+    start = getattr(embedder, "start_query_worker", None)
+    return bool(start()) if start is not None else False

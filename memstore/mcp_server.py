@@ -337,10 +337,27 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
     return app
 
 
+def _start_query_worker(settings: Settings) -> None:
+    """A session begins: start the query worker in the background (never fails the server),
+    so this session's CLI and hook processes find the model loaded."""
+    import contextlib
+    import threading
+
+    from .embedder import start_query_worker
+
+    def start() -> None:
+        with contextlib.suppress(Exception):  # a missing model says so on the first tool call
+            start_query_worker(settings.get("model_dir"), settings.get("embedder"), settings.get("model"),
+                               query_worker_idle=settings.get("query_worker.idle_seconds", 0))
+
+    threading.Thread(target=start, name="memstore-start-query-worker", daemon=True).start()
+
+
 def serve(settings: Settings | None = None) -> None:
     """Run the server on stdin/stdout until the client closes it, then close the store
     (saving its vector index). The store opens on the first tool call, not before."""
     settings = settings if settings is not None else load_settings()
+    _start_query_worker(settings)
     store = _LazyStore(lambda: open_store(settings=settings))
     try:
         build_server(store, settings).run("stdio")

@@ -151,7 +151,7 @@ def test_worker_replaces_a_stale_socket_and_exits_when_idle(real_embedder, worke
     assert client.process.wait(timeout=180) == 0  # served, then idle for 1 s
     log = client.paths.log.read_text()
     assert "serving" in log and "exiting: idle for 1 s" in log
-    assert sorted(p.name for p in workers.directory.iterdir()) == ["worker.log"]
+    assert sorted(p.name for p in workers.directory.iterdir()) == ["worker.log", "worker.secret"]
 
 
 def test_a_worker_that_cannot_start_leaves_nothing_and_is_not_retried_at_once(tmp_path, workers):

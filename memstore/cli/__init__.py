@@ -14,6 +14,7 @@ import click
 
 from .. import __version__
 from ..models import Hit, Memory
+from ..notices import set_announcer
 from ..timeutil import now
 from .admin import verify
 from .git import (
@@ -79,6 +80,7 @@ def cli(ctx: click.Context, home: str | None, model_dir: str | None) -> None:
     """memstore: capture memories and recall them by meaning or keyword, offline."""
     ctx.ensure_object(dict)
     ctx.obj.update(overrides={"home": home, "model_dir": model_dir})
+    set_announcer(lambda line: click.echo(line, err=True))
 
 
 namespace_opt = click.option("-n", "--namespace", help="Namespace (default: 'default').")
