@@ -18,16 +18,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from . import config, exchange
+from . import exchange
 from .batch_embed import BATCH_SIZE, Embedding, Progress
 from .capture import Capture, TimeLike, TtlLike, clean_id
-from .embedder import Embedder, ModelInfo, resolve_embedder
+from .embedding.base import Embedder, ModelInfo
+from .embedding.resolve import resolve_embedder
 from .errors import InvalidInputError, ModelError, ModelMismatchWarning, NotFoundError
 from .models import CaptureResult, ImportResult, Memory, PurgedMemory, PurgeResult, VerifyReport
 from .notices import collecting
 from .recall import Hits, Mode
 from .recall import recall as run_recall
-from .settings import Settings, load_settings
+from .settings import Settings, home_dir, load_settings
 from .storage import open_backend
 from .storage.base import Backend, Filter
 from .timeutil import format_ts, now, parse_time
@@ -90,7 +91,7 @@ class MemoryStore:
                  "model_dir": os.fspath(model_dir) if model_dir else None}
             )
         self.settings = settings
-        self.home = config.home_dir(settings.get("home"))
+        self.home = home_dir(settings.get("home"))
         self.backend: Backend = backend if backend is not None else open_backend(self.home)
         self.db_path: Path | None = getattr(self.backend, "db_path", None)
         self.index_dir: Path | None = getattr(self.backend, "index_dir", None)

@@ -10,7 +10,7 @@ import pytest
 from damage import damage_page
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.storage.sqlite.migrations import MIGRATION_NAMES
 
 
@@ -91,7 +91,7 @@ def test_concurrent_first_open(tmp_path):
     home = tmp_path / "race"
     code = (
         "import sys, memstore\n"
-        "from memstore.embedder import HashEmbedder\n"
+        "from memstore.embedding import HashEmbedder\n"
         "with memstore.open(sys.argv[1], embedder=HashEmbedder()) as s:\n"
         "    s.capture('from ' + sys.argv[2])\n"
     )

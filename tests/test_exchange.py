@@ -9,7 +9,7 @@ import json
 import pytest
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 
 
 def open_store(path, embedder=None):

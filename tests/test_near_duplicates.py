@@ -64,7 +64,9 @@ def test_forgotten_superseded_and_expired_memories_do_not_count(store):
     store.update(b.id, "Use black for formatting the Python code")
     c = store.capture("use ruff for linting the python code")
     assert c.created
-    store.backend._conn.execute("UPDATE memories SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?", (c.id,))
+    store.backend._conn.execute(
+        "UPDATE memories SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?", (c.id,)
+    )
     assert store.capture("USE RUFF FOR LINTING THE PYTHON CODE").created
 
 

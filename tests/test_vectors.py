@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.storage.sqlite.vector_index import VectorIndex
 
 TEXTS = [f"memory {i} about {topic}" for i, topic in enumerate(

@@ -13,7 +13,7 @@ from damage import damage_page
 
 import memstore
 from memstore.cli import cli
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.storage.sqlite.vector_index import VectorIndex
 
 

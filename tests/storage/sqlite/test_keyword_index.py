@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.storage.sqlite import SQLiteBackend
 from memstore.storage.sqlite.keyword import fts_match
 from memstore.storage.sqlite.keyword_index import FTS_TABLE, KeywordIndex, _Tokenizer

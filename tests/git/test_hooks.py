@@ -18,8 +18,8 @@ import pytest
 from gitrepo import GitRepo, isolate_git
 
 import memstore
-from memstore import hooks
 from memstore.errors import GitError
+from memstore.git import hooks
 
 
 @pytest.fixture(autouse=True)
@@ -362,7 +362,7 @@ def test_log_is_rotated(tmp_path, monkeypatch):
 
 
 def test_pre_commit_manifest_runs_detached_at_post_commit():
-    text = (Path(__file__).parent.parent / ".pre-commit-hooks.yaml").read_text()
+    text = (Path(__file__).resolve().parents[2] / ".pre-commit-hooks.yaml").read_text()
     assert "stages: [post-commit]" in text
     assert "entry: memstore hooks run post-commit --detach" in text
     assert "pass_filenames: false" in text and "always_run: true" in text

@@ -24,12 +24,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from . import __version__
-from .agent_hooks import project_scope
-from .errors import ConflictError, InvalidInputError, MemstoreError, ModelError, NotFoundError, StoreError
-from .models import Hit, Memory
-from .settings import Settings, load_settings
-from .store import MemoryStore, open_store
+from ..errors import ConflictError, InvalidInputError, MemstoreError, ModelError, NotFoundError, StoreError
+from ..render import hit_summary, memory_head, snippet
+from ..settings import Settings, load_settings
+from ..store import MemoryStore, open_store
+from ..version import __version__
+from .hooks import project_scope
 
 __all__ = ["build_server", "serve"]
 
@@ -148,31 +148,6 @@ class _LazyStore:
                 self._store = None
 
 
-def _head(memory: Memory) -> str:
-    stamp = memory.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    parts = [memory.id, f"[{memory.namespace}]", stamp, *(f"#{t}" for t in memory.tags)]
-    if memory.deleted:
-        parts.append("(forgotten)")
-    if memory.superseded_by:
-        parts.append(f"(superseded by {memory.superseded_by})")
-    return " ".join(parts)
-
-
-def _snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _hit_text(rank: int, hit: Hit) -> str:
-    evidence = []
-    if hit.keyword_rank is not None:
-        evidence.append(f"keyword #{hit.keyword_rank}")
-    if hit.vector_rank is not None and hit.similarity is not None:
-        evidence.append(f"vector #{hit.vector_rank} cos {hit.similarity:.2f}")
-    return (f"{rank}. {_head(hit.memory)} score {hit.score:.4f} ({', '.join(evidence)})\n"
-            f"   {_snippet(hit.memory.text)}")
-
-
 def _result(text: str, data: dict[str, Any]) -> mcp_types.CallToolResult:
     return mcp_types.CallToolResult(
         content=[mcp_types.TextContent(type="text", text=text)], structured_content=data
@@ -241,7 +216,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
             result = store().capture(text, namespace=namespace, tags=tags, metadata=metadata,
                                      source=source, **scope().capture)
         verb = "stored" if result.created else "already stored"
-        lines = [f"{verb} {_head(result)}", *result.notices]
+        lines = [f"{verb} {memory_head(result, expiry=False)}", *result.notices]
         return _result("\n".join(lines), result.to_dict())
 
     @app.tool(annotations=_annotations("Recall memories", read_only=True))
@@ -267,7 +242,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
             hits = store().recall(query, limit, namespace=namespace, tags=tags, since=since,
                                   until=until, mode=mode,  # type: ignore[arg-type]
                                   **({} if all_projects else scope().filters))
-        text = "\n".join(_hit_text(rank, hit) for rank, hit in enumerate(hits, start=1))
+        text = "\n".join(hit_summary(rank, hit, SNIPPET_CHARS) for rank, hit in enumerate(hits, start=1))
         return _result(text or "no memories found",
                        {"query": query, "mode": mode, "hits": [hit.to_dict() for hit in hits]})
 
@@ -276,7 +251,7 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         """One memory with its whole text and metadata (forgotten and superseded ones too)."""
         with _tool_errors():
             memory = store().get(id)
-        return _result(f"{_head(memory)}\n{memory.text}", memory.to_dict())
+        return _result(f"{memory_head(memory, expiry=False)}\n{memory.text}", memory.to_dict())
 
     @app.tool(annotations=_annotations("Update a memory", read_only=False))
     def update(
@@ -295,8 +270,8 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         with _tool_errors():
             memory = store().update(id, text=text, tags=tags, metadata=metadata)
         if not memory.created:
-            return _result(f"nothing to change: {_head(memory)}", memory.to_dict())
-        return _result(f"updated {id} -> {_head(memory)}", memory.to_dict())
+            return _result(f"nothing to change: {memory_head(memory, expiry=False)}", memory.to_dict())
+        return _result(f"updated {id} -> {memory_head(memory, expiry=False)}", memory.to_dict())
 
     @app.tool(annotations=_annotations("Forget a memory", read_only=False, destructive=True,
                                        idempotent=True))
@@ -321,7 +296,9 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
         with _tool_errors():
             memories = store().list(limit=limit, offset=offset, namespace=namespace, tags=tags,
                                     since=since, until=until, **({} if all_projects else scope().filters))
-        text = "\n".join(f"{_head(m)}\n   {_snippet(m.text)}" for m in memories)
+        text = "\n".join(
+            f"{memory_head(m, expiry=False)}\n   {snippet(m.text, SNIPPET_CHARS)}" for m in memories
+        )
         return _result(text or "no memories", {"memories": [m.to_dict() for m in memories]})
 
     @app.tool(annotations=_annotations("Store statistics", read_only=True))
@@ -343,7 +320,7 @@ def _start_query_worker(settings: Settings) -> None:
     import contextlib
     import threading
 
-    from .embedder import start_query_worker
+    from ..embedding.resolve import start_query_worker
 
     def start() -> None:
         with contextlib.suppress(Exception):  # a missing model says so on the first tool call

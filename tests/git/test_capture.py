@@ -1,4 +1,4 @@
-"""gitcapture: commits as memories, history import, rewrite and stale-branch clean-up."""
+"""memstore.git.capture: commits as memories, history import, rewrite and stale-branch clean-up."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from datetime import datetime, timezone
 import pytest
 from gitrepo import GitRepo, isolate_git
 
-from memstore import config, gitcapture, gitscope
-from memstore.gitcapture import CommitPolicy, commit_text
-from memstore.gitscope import Commit
+from memstore import limits
+from memstore.git import capture as gitcapture
+from memstore.git import repo as gitscope
+from memstore.git.capture import CommitPolicy, commit_text
+from memstore.git.repo import Commit
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +42,7 @@ def test_huge_messages_and_path_lists_fit_the_store_limits(store, tmp_path):
     scope = gitscope.require_repo(repo.path)
     report = gitcapture.record_head(store, scope, policy=CommitPolicy())
     memory = report.stored[0]
-    assert len(memory.text.encode()) <= config.MAX_TEXT_BYTES
+    assert len(memory.text.encode()) <= limits.MAX_TEXT_BYTES
     assert "[… message truncated]" in memory.text and memory.text.startswith("Big change")
     assert memory.metadata["commit"] == sha and memory.metadata["paths_total"] == 600
     assert 0 < len(memory.metadata["paths"]) <= gitcapture.META_PATHS

@@ -31,11 +31,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import config, gitscope
-from .errors import InvalidInputError, MemstoreError
-from .models import Hit, Memory
-from .settings import Settings, load_settings
-from .store import MemoryStore, open_store
+from .. import limits
+from ..errors import InvalidInputError, MemstoreError
+from ..git import repo as gitscope
+from ..models import Hit, Memory
+from ..render import context_line
+from ..settings import Settings, home_dir, load_settings
+from ..store import MemoryStore, open_store
 
 __all__ = [
     "EVENTS",
@@ -168,9 +170,9 @@ def _parse_event(raw: bytes | str, event: str) -> dict[str, Any]:
 def _clip_query(text: str) -> str:
     """The longest prefix of ``text`` that recall accepts as a query."""
     data = text.encode("utf-8")
-    if len(data) <= config.MAX_QUERY_BYTES:
+    if len(data) <= limits.MAX_QUERY_BYTES:
         return text
-    return data[: config.MAX_QUERY_BYTES].decode("utf-8", errors="ignore")
+    return data[: limits.MAX_QUERY_BYTES].decode("utf-8", errors="ignore")
 
 
 # -- recall within the time budget -----------------------------------------------------------
@@ -246,15 +248,6 @@ class _Recaller:
 # -- rendering ---------------------------------------------------------------------------------
 
 
-def _memory_line(memory: Memory, limit: int) -> str:
-    stamp = memory.created_at.astimezone().strftime("%Y-%m-%d")
-    about = ", ".join([memory.namespace, stamp, *(f"#{t}" for t in memory.tags)])
-    text = " ".join(memory.text.split())
-    if len(text) > limit:
-        text = text[: max(1, limit - 1)].rstrip() + "…"
-    return f"- {memory.id} ({about}) {text}"
-
-
 def render_context(header: str, sections: Sequence[tuple[str | None, Sequence[Memory]]],
                    budget: int) -> tuple[str, list[str]]:
     """The context text (at most ``budget`` characters) and the ids it shows: the header,
@@ -272,13 +265,13 @@ def render_context(header: str, sections: Sequence[tuple[str | None, Sequence[Me
         for memory in fresh:
             extra = ([title_line] if title_line and title_line not in lines else [])
             prefix = sum(len(x) + 1 for x in extra)
-            line = _memory_line(memory, per_memory)
+            line = context_line(memory, per_memory)
             room = budget - used - prefix - 1
             if len(line) > room:
-                overhead = len(_memory_line(memory, 0)) - 1  # the line without its text
+                overhead = len(context_line(memory, 0)) - 1  # the line without its text
                 if room - overhead < 40:
                     break
-                line = _memory_line(memory, room - overhead)
+                line = context_line(memory, room - overhead)
                 if len(line) > room:  # cannot happen, but the budget is a promise
                     break
             lines.extend(extra)
@@ -399,7 +392,7 @@ def run_hook(
 def log_path(settings: Settings | None = None) -> Path:
     """Where hook errors are logged: ``<store home>/logs/agent-hooks.log``."""
     home = settings.get("home") if settings is not None else None
-    return config.home_dir(home) / "logs" / "agent-hooks.log"
+    return home_dir(home) / "logs" / "agent-hooks.log"
 
 
 def _log(settings: Settings | None, event: str, message: str) -> None:

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from gitrepo import GitRepo, isolate_git
 
 import memstore
-from memstore import agent_hooks
-from memstore.agent_hooks import log_path, project_scope, render_context, run_hook
+from memstore.agents import hooks as agent_hooks
+from memstore.agents.hooks import log_path, project_scope, render_context, run_hook
 from memstore.cli import cli
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.errors import StoreError
 from memstore.settings import load_settings
 from memstore.timeutil import now

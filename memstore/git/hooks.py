@@ -32,11 +32,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import gitscope
-from .errors import GitError, InvalidInputError, MemstoreError
+from ..errors import GitError, InvalidInputError, MemstoreError
+from . import repo as gitscope
 
 if TYPE_CHECKING:
-    from .store import MemoryStore
+    from ..store import MemoryStore
 
 __all__ = [
     "HOOK_NAMES",
@@ -540,9 +540,9 @@ def _record(
     result: RunReport, kind: str, repo: gitscope.Repo, pairs: list[tuple[str, str]],
     overrides: Mapping[str, Any] | None, commit: str,
 ) -> str:
-    from . import gitcapture
-    from .settings import load_settings
-    from .store import open_store
+    from ..settings import load_settings
+    from ..store import open_store
+    from . import capture as gitcapture
 
     where = f"{repo.project}" + (f"@{repo.branch}" if repo.branch else "")
     if kind != "post-rewrite" and commit == "HEAD" and repo.rebase_in_progress():

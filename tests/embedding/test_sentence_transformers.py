@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 import memstore
-from memstore import st_embedder
 from memstore.cli import cli
-from memstore.embedder import BUNDLED_MODEL_ID, resolve_embedder
+from memstore.embedding import BUNDLED_MODEL_ID, resolve_embedder
+from memstore.embedding import sentence_transformers as st_embedder
 
 HAVE_ST = (
     importlib.util.find_spec("sentence_transformers") is not None

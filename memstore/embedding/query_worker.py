@@ -37,7 +37,7 @@ Protocol (little-endian), one request per connection::
     response: b"MSQW" status:u8 payload_len:u32 payload (OK: the float32 vector, then
               HMAC-SHA256(secret, nonce ‖ payload): 32 bytes)
 
-Only ``embedder.py`` imports this module (and ``main`` runs in the worker process).
+Only ``fastembed.py`` imports this module (and ``main`` runs in the worker process).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import config
+from .. import settings
 
 __all__ = ["CLIENT_TIMEOUT", "QueryWorkerClient", "main", "serve", "stop_worker", "supported", "worker_pid"]
 
@@ -87,7 +87,7 @@ OK, WRONG_MODEL, BAD_REQUEST, FAILED = 0, 1, 2, 3
 # The worker's first line: the package directory this process imported memstore from replaces
 # sys.path[0] (the working directory, for ``python -c``), so the worker runs the same code.
 _BOOT = ("import sys; sys.path[0] = sys.argv[1]; "
-         "from memstore.query_worker import main; sys.exit(main(sys.argv[2:]))")
+         "from memstore.embedding.query_worker import main; sys.exit(main(sys.argv[2:]))")
 
 
 def supported() -> bool:
@@ -225,7 +225,7 @@ class QueryWorkerClient:
         self.idle_seconds = idle_seconds
         self.threads = threads
         self.timeout = timeout
-        self.paths = _Paths(directory or config.cache_dir() / DIR_NAME, model_id)
+        self.paths = _Paths(directory or settings.cache_dir() / DIR_NAME, model_id)
         self.absent = False
         #: the worker process this client started, if any
         self.process: Any = None
@@ -309,7 +309,7 @@ class QueryWorkerClient:
                 return False
             self._started = True
         try:
-            config.private_dir(self.paths.directory)
+            settings.private_dir(self.paths.directory)
             if not _directory_private(self.paths.directory) or not self._claim_start():
                 return False
             if _ensure_secret(self.paths.secret) is None:
@@ -341,7 +341,7 @@ class QueryWorkerClient:
         """Start the worker process (detached) and return its Popen."""
         import subprocess
 
-        package_root = str(Path(__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])
         args = [sys.executable, "-c", _BOOT, package_root,
                 "--directory", str(self.paths.directory), "--model-id", self.model_id,
                 "--model-dir", str(self.model_dir), "--dimension", str(self.dimension),
@@ -554,7 +554,7 @@ def serve(directory: Path, model_id: str, model_dir: Path, dimension: int, idle_
     listener, socket_inode = None, None
     try:
         _rotate_log(paths.log)
-        from .embedder import OnnxQueryEncoder
+        from .onnx_query import OnnxQueryEncoder
 
         encoder = OnnxQueryEncoder(model_dir, threads)
         probe = encoder.encode("memstore query worker")  # loads and warms the session
@@ -608,7 +608,7 @@ def worker_pid(model_id: str, directory: Path | None = None) -> int | None:
     """The pid of the worker serving ``model_id``, or None when none holds the lock."""
     import fcntl
 
-    paths = _Paths(directory or config.cache_dir() / DIR_NAME, model_id)
+    paths = _Paths(directory or settings.cache_dir() / DIR_NAME, model_id)
     try:
         fd = os.open(paths.lock, os.O_RDONLY)
     except OSError:

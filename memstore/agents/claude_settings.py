@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .agent_hooks import EVENTS
-from .errors import InvalidInputError, StoreError
+from ..errors import InvalidInputError, StoreError
+from .hooks import EVENTS
 
 __all__ = [
     "HOOK_TIMEOUT_S",

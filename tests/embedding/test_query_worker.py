@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 
 import memstore
-from memstore import query_worker as qw
-from memstore.embedder import BUNDLED_MODEL_ID, FastEmbedder, OnnxQueryEncoder
+from memstore.embedding import BUNDLED_MODEL_ID, FastEmbedder
+from memstore.embedding import query_worker as qw
+from memstore.embedding.onnx_query import OnnxQueryEncoder
+from memstore.storage.sqlite.query_cache import QueryVectorCache
 
 pytestmark = pytest.mark.skipif(not qw.supported(), reason="no Unix sockets here")
 
@@ -283,7 +285,7 @@ class FakeWorker:
 
 def test_an_impostor_on_the_socket_is_not_trusted_and_nothing_it_says_is_cached(tmp_path, workers):
     client = workers.client(tmp_path / "no-model-here")
-    qw.config.private_dir(client.paths.directory)
+    qw.settings.private_dir(client.paths.directory)
     secret = qw._ensure_secret(client.paths.secret)
     assert secret is not None and stat.S_IMODE(os.stat(client.paths.secret).st_mode) == 0o600
     wrong = np.zeros(384, dtype=np.float32)
@@ -305,12 +307,12 @@ def test_an_impostor_on_the_socket_is_not_trusted_and_nothing_it_says_is_cached(
 
 @pytest.mark.parametrize("bad", [np.full(384, np.nan), np.full(384, 10.0), np.zeros(384)])
 def test_a_signed_but_insane_vector_is_neither_used_nor_cached(tmp_path, workers, bad):
-    cache = memstore.embedder.QueryVectorCache(tmp_path / "q.db")
+    cache = QueryVectorCache(tmp_path / "q.db")
     embedder = FastEmbedder(tmp_path / "no-model-here", BUNDLED_MODEL_ID, 384, query_cache=cache,
                             query_worker_idle=60)
     client = workers.client(tmp_path / "no-model-here")
     embedder.query_worker = client
-    qw.config.private_dir(client.paths.directory)
+    qw.settings.private_dir(client.paths.directory)
     fake = FakeWorker(client.paths.socket, bad.astype(np.float32), qw._ensure_secret(client.paths.secret))
     try:
         with pytest.raises(memstore.ModelError):  # refused: the model (missing here) is needed

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .errors import GitError
+from ..errors import GitError
 
 __all__ = [
     "Commit",

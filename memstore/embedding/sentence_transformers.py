@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .embedder import ModelInfo, weights_fingerprint
-from .errors import ModelError
+from ..errors import ModelError
+from .base import ModelInfo, weights_fingerprint
 
 if TYPE_CHECKING:
     import numpy as np

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from memstore.claude_settings import (
+from memstore.agents.claude_settings import (
     hook_config,
     install,
     installed_commands,

@@ -22,7 +22,7 @@ if not os.environ.get("CI"):  # CI installs the mcp extra; anywhere else, skip w
 from gitrepo import GitRepo, isolate_git  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 
-from memstore.mcp_server import build_server  # noqa: E402
+from memstore.agents.mcp_server import build_server  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

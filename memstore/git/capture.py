@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import config
-from .gitscope import Commit, Repo
-from .models import CaptureResult, Memory
+from .. import limits
+from ..models import CaptureResult, Memory
+from ..settings import SETTINGS
+from .repo import Commit, Repo
 
 if TYPE_CHECKING:
-    from .settings import Settings
-    from .store import MemoryStore
+    from ..settings import Settings
+    from ..store import MemoryStore
 
 __all__ = [
     "CommitPolicy",
@@ -61,18 +62,18 @@ _GENERATED_MERGE = (
 class CommitPolicy:
     """Which commits become memories, and where they go (from the ``git.*`` settings)."""
 
-    namespace: str = "commits"
+    namespace: str = SETTINGS["git.namespace"].default
     #: auto: merges only with a message beyond git's generated one; all; none
-    merges: str = "auto"
+    merges: str = SETTINGS["git.merges"].default
     #: skip, or capture (the memory then names only the sha and paths)
-    empty_messages: str = "skip"
+    empty_messages: str = SETTINGS["git.empty_messages"].default
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CommitPolicy:
         return cls(
-            namespace=settings.get("git.namespace", cls.namespace),
-            merges=settings.get("git.merges", cls.merges),
-            empty_messages=settings.get("git.empty_messages", cls.empty_messages),
+            namespace=settings.get("git.namespace"),
+            merges=settings.get("git.merges"),
+            empty_messages=settings.get("git.empty_messages"),
         )
 
     def skip_reason(self, commit: Commit) -> str | None:
@@ -128,7 +129,7 @@ def commit_text(commit: Commit) -> str:
     else:
         trailer = f"commit {commit.sha[:12]}{kind} · no files changed"
     # The store refuses text over its limit rather than cut it; a commit message is ours to trim.
-    room = config.MAX_TEXT_BYTES - len(trailer.encode("utf-8")) - 64
+    room = limits.MAX_TEXT_BYTES - len(trailer.encode("utf-8")) - 64
     encoded = message.encode("utf-8")
     if len(encoded) > room:
         message = encoded[:room].decode("utf-8", "ignore").rstrip() + "\n[… message truncated]"
@@ -146,7 +147,7 @@ def _metadata(commit: Commit, via: str) -> dict[str, Any]:
         "captured_by": via,
     }
     # metadata has a size limit too: long path lists are cut until it fits
-    while len(json.dumps(meta, ensure_ascii=False).encode("utf-8")) > config.MAX_METADATA_BYTES - 256:
+    while len(json.dumps(meta, ensure_ascii=False).encode("utf-8")) > limits.MAX_METADATA_BYTES - 256:
         meta["paths"] = meta["paths"][: len(meta["paths"]) // 2]
     return meta
 

@@ -1,4 +1,4 @@
-"""gitscope: repository, project and branch detection, and reading commits, on real repositories."""
+"""memstore.git.repo: repository, project and branch detection, and reading commits, on real repositories."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from gitrepo import GitRepo, isolate_git
 
-from memstore import gitscope
 from memstore.errors import GitError
-from memstore.gitscope import normalise_remote
+from memstore.git import repo as gitscope
+from memstore.git.repo import normalise_remote
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 import memstore
-from memstore import embedder as emb
-from memstore.embedder import BUNDLED_MODEL_ID, HashEmbedder, resolve_embedder
+from memstore.embedding import BUNDLED_MODEL_ID, HashEmbedder, resolve_embedder
+from memstore.embedding import base as emb_base
+from memstore.embedding import resolve as emb
+from memstore.embedding.fastembed import FastEmbedder
+from memstore.embedding.onnx_query import OnnxQueryEncoder
+from memstore.storage.sqlite.query_cache import QueryVectorCache
 
 
 def test_hash_embedder_is_deterministic_and_normalised():
@@ -40,12 +44,12 @@ def test_bundled_model_resolves_and_is_assembled_once(monkeypatch, model_cache):
     assert e.model_id == BUNDLED_MODEL_ID and e.dimension == 384
     directory = Path(e.info.path)
     assert sorted(p.name for p in directory.iterdir()) == sorted(
-        ["model.onnx", *emb.TOKENIZER_FILES, "NOTICE.md", emb.MARKER]
+        ["model.onnx", *emb_base.TOKENIZER_FILES, "NOTICE.md", emb_base.MARKER]
     )
     assert json.loads((directory / "tokenizer_config.json").read_text())["max_length"] == 256
-    stamp = (directory / emb.MARKER).stat().st_mtime_ns
+    stamp = (directory / emb_base.MARKER).stat().st_mtime_ns
     assert resolve_embedder().info.path == str(directory)
-    assert (directory / emb.MARKER).stat().st_mtime_ns == stamp
+    assert (directory / emb_base.MARKER).stat().st_mtime_ns == stamp
 
 
 def test_fallback_to_cache_then_hash_with_one_warning(monkeypatch, tmp_path, model_cache):
@@ -77,7 +81,7 @@ def test_explicit_model_dir(monkeypatch, tmp_path, model_cache):
     bundled = Path(resolve_embedder().info.path)
     custom = tmp_path / "my-model"
     shutil.copytree(bundled, custom)
-    (custom / emb.MARKER).unlink()
+    (custom / emb_base.MARKER).unlink()
     monkeypatch.setenv("MEMSTORE_MODEL_DIR", str(custom))
     e = resolve_embedder()
     assert e.info.source == "explicit"
@@ -134,7 +138,7 @@ def test_model_change_is_detected_and_fixed_by_reindex(tmp_path, real_embedder):
 
 
 def test_query_vector_cache_round_trip_and_bound(tmp_path):
-    cache = emb.QueryVectorCache(tmp_path / "q.db", max_entries=150)
+    cache = QueryVectorCache(tmp_path / "q.db", max_entries=150)
     assert cache.get("m", "anything") is None
     for i in range(300):
         cache.put("m", f"query {i}", np.full(4, i, dtype="<f4").tobytes())
@@ -144,22 +148,22 @@ def test_query_vector_cache_round_trip_and_bound(tmp_path):
     rows = cache._conn.execute("SELECT count(*) FROM query_vectors").fetchone()[0]
     assert 150 <= rows <= 250
     cache.close()
-    assert emb.QueryVectorCache(tmp_path / "q.db").get("m", "query 299") is not None
+    assert QueryVectorCache(tmp_path / "q.db").get("m", "query 299") is not None
 
 
 def test_query_vector_cache_that_cannot_open_is_a_no_op(tmp_path):
     (tmp_path / "file").write_text("not a directory")
-    cache = emb.QueryVectorCache(tmp_path / "file" / "q.db")
+    cache = QueryVectorCache(tmp_path / "file" / "q.db")
     cache.put("m", "q", b"\0" * 16)
     assert cache.get("m", "q") is None
 
 
 def test_repeated_query_comes_from_the_cache_without_loading_a_model(tmp_path):
-    cache = emb.QueryVectorCache(tmp_path / "q.db")
+    cache = QueryVectorCache(tmp_path / "q.db")
     vec = np.arange(384, dtype=np.float32)
     vec /= np.linalg.norm(vec)
     cache.put("fake-model", "which database did we pick?", vec.astype("<f4").tobytes())
-    embedder = emb.FastEmbedder(tmp_path / "no-model-here", "fake-model", 384, query_cache=cache)
+    embedder = FastEmbedder(tmp_path / "no-model-here", "fake-model", 384, query_cache=cache)
     for query in ("which database did we pick?", "  which   database did\twe pick? ",
                   "which database did we pick?\n"):
         assert np.array_equal(embedder.embed_query(query), vec)
@@ -175,9 +179,9 @@ def test_repeated_query_comes_from_the_cache_without_loading_a_model(tmp_path):
     np.ones(128, dtype=np.float32) / np.sqrt(128),  # another dimension
 ])
 def test_a_cached_vector_that_fails_the_sanity_checks_is_never_used(tmp_path, planted):
-    cache = emb.QueryVectorCache(tmp_path / "q.db")
+    cache = QueryVectorCache(tmp_path / "q.db")
     cache.put("fake-model", "which database did we pick?", planted.astype("<f4").tobytes())
-    embedder = emb.FastEmbedder(tmp_path / "no-model-here", "fake-model", 384, query_cache=cache)
+    embedder = FastEmbedder(tmp_path / "no-model-here", "fake-model", 384, query_cache=cache)
     with pytest.raises(memstore.ModelError):  # not taken from the cache: the model is needed
         embedder.embed_query("which database did we pick?")
 
@@ -193,18 +197,18 @@ def test_light_query_encoder_gives_fastembeds_vectors(real_embedder):
     ]
     model = real_embedder._load()
     expected = [np.asarray(next(iter(model.query_embed(t))), dtype=np.float32) for t in texts]
-    first = emb.OnnxQueryEncoder(real_embedder.model_dir)
+    first = OnnxQueryEncoder(real_embedder.model_dir)
     saved = first.saved_graph_path()
     saved.unlink(missing_ok=True)
     assert all(np.array_equal(first.encode(t), e) for t, e in zip(texts, expected, strict=True))
     assert saved.is_file()  # the optimised graph was kept for the next process
     assert np.array_equal(first.encode(texts[1]), real_embedder.embed([texts[1]])[0])
-    second = emb.OnnxQueryEncoder(real_embedder.model_dir)
+    second = OnnxQueryEncoder(real_embedder.model_dir)
     assert all(np.array_equal(second.encode(t), e) for t, e in zip(texts, expected, strict=True))
     raw = bytearray(saved.read_bytes())  # a damaged saved graph is refused and rebuilt
     raw[len(raw) // 2] ^= 0xFF
     saved.write_bytes(bytes(raw))
-    third = emb.OnnxQueryEncoder(real_embedder.model_dir)
+    third = OnnxQueryEncoder(real_embedder.model_dir)
     assert third._session_from_saved_graph() is None and not saved.exists()
     assert np.array_equal(third.encode(texts[0]), expected[0]) and saved.is_file()
 
@@ -279,7 +283,7 @@ def test_documents_embedded_by_the_light_encoder_are_fastembeds_vectors(real_emb
     rows = list(reference.embed([texts[i] for i in order], batch_size=16))
     expected = np.empty((len(texts), 384), dtype=np.float32)
     expected[order] = np.asarray(rows, dtype=np.float32)
-    fresh = emb.FastEmbedder(real_embedder.model_dir, real_embedder.model_id, 384, threads=threads)
+    fresh = FastEmbedder(real_embedder.model_dir, real_embedder.model_id, 384, threads=threads)
     assert np.array_equal(fresh.embed(texts), expected)
     assert fresh._model is None  # fastembed was never loaded
     assert np.array_equal(fresh.embed([texts[3]])[0], next(iter(reference.embed([texts[3]]))))
