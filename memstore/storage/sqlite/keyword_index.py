@@ -503,6 +503,16 @@ class KeywordIndex:
         rebuilt) or when the index cannot be derived at all (then ``loaded`` is False and
         FTS5 answers)."""
         notice = None
+        if self.loaded:  # the usual case, in one statement (one snapshot): nothing changed
+            head, floor, top = conn.execute(
+                "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'), "
+                "(SELECT min(op) - 1 FROM vector_log), "
+                "(SELECT seq FROM sqlite_sequence WHERE name = 'memories')"
+            ).fetchone()
+            head, top = head or 0, top or 0
+            floor = head if floor is None else floor
+            if (self.position, self.max_seq) == (head, top) and floor <= head:
+                return None
         for attempt in range(2):
             with _snapshot(conn):
                 head, floor = _log_head(conn), _log_floor(conn)
