@@ -388,16 +388,16 @@ TEXT_INDEXES = ("memories_fts", "memories_cjk")
 
 def keyword_search(
     conn: sqlite3.Connection, match: str, flt: Filter, limit: int, index: str = "memories_fts",
-    ranked: Callable[[int], list[tuple[int, float]] | None] | None = None,
+    ranked: Ranking | None = None,
 ) -> list[tuple[int, float]]:
     """(seq, bm25) of memories matching an FTS5 expression, best first, filter applied.
 
     FTS5 computes bm25 for every match whatever the LIMIT, and joining each match to
     ``memories`` for the filter doubled that cost; so the full-text index ranks alone and
     only the best few are checked against the filter. When the filter drops too many of
-    them (a narrow namespace, say), the joined query answers instead. ``ranked(n)``, when
-    given, is the derived keyword index's answer for the first ``n`` of FTS5's ranking
-    (None: it cannot answer, FTS5 does)."""
+    them (a narrow namespace, say), the joined query answers instead. ``ranked(n, flt)``,
+    when given, is the derived keyword index's answer for the first ``n`` of FTS5's ranking
+    and whether it applied ``flt`` itself (None: it cannot answer, FTS5 does)."""
     if index not in TEXT_INDEXES:
         raise ValueError(f"unknown text index {index!r}")
     if ranked is not None:
@@ -426,15 +426,21 @@ def keyword_search(
     return [(row[0], float(row[1])) for row in rows]
 
 
-def _filtered_ranking(
-    conn: sqlite3.Connection, ranked: Callable[[int], list[tuple[int, float]] | None], flt: Filter, limit: int
-) -> list[tuple[int, float]] | None:
+#: The derived keyword index's ranking: (first ``n`` rows, whether ``flt`` is applied) or None.
+Ranking = Callable[[int, Filter], "tuple[list[tuple[int, float]], bool] | None"]
+
+
+def _filtered_ranking(conn: sqlite3.Connection, ranked: Ranking, flt: Filter, limit: int
+                      ) -> list[tuple[int, float]] | None:
     """The first ``limit`` of a ranking passing ``flt``, reading deeper until found or exhausted."""
     fetch, checked, kept = limit * 2, 0, []
     while True:
-        rows = ranked(fetch)
-        if rows is None:
+        answer = ranked(fetch, flt)
+        if answer is None:
             return None
+        rows, filtered = answer
+        if filtered:
+            return rows[:limit]
         fresh = rows[checked:]
         passing = seqs_passing(conn, flt, [seq for seq, _ in fresh])
         kept += [(seq, bm25) for seq, bm25 in fresh if seq in passing]

@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ...timeutil import format_ts
 from ..base import Filter, KeywordMatch
 from ..terms import (
     CJK_RUN,
@@ -124,9 +125,16 @@ class KeywordLeg:
             self._keep(found, ((seq, None, self._substring_strength(n)) for seq, n in rows))
         return found
 
-    def _word_ranking(self, count: int) -> list[tuple[int, float]] | None:
-        assert self._words is not None
-        return self._words.search(self._terms, count)
+    def _word_ranking(self, count: int, flt: Filter) -> tuple[list[tuple[int, float]], bool] | None:
+        """The derived index's ranking; with the default filter applied by the index itself
+        where it holds the rows' live state (a long-lived process)."""
+        words = self._words
+        assert words is not None
+        default = (words.filters_live and flt.now is not None and not flt.is_selective()
+                   and not (flt.include_deleted or flt.only_deleted or flt.include_superseded
+                            or flt.include_expired))
+        rows = words.search(self._terms, count, format_ts(flt.now) if default and flt.now else None)
+        return None if rows is None else (rows, default)
 
     def _substring_strength(self, count: int) -> float:
         """Share of the query's CJK substrings found, scaled below the weakest indexed match."""

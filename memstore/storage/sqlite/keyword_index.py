@@ -57,6 +57,9 @@ B = 0.75
 IDF_FLOOR = 1e-6
 #: load() problem when the saved index reflects commits the caller's snapshot predates
 NEWER = "keyword index is newer than the database"
+#: Recalls a process makes before it reads every row's live state (a one-shot process would
+#: spend more reading it than the SQL filter it saves costs).
+LIVE_STATE_AFTER = 3
 #: Query terms whose tokens are remembered per process.
 TOKEN_CACHE_MAX = 10_000
 _ARRAYS = ("doc_seq", "doc_len", "term_hash", "term_start", "term_text_end", "term_text",
@@ -298,6 +301,11 @@ class KeywordIndex:
         self.tokens = 0
         self._tokenizer: _Tokenizer | None = None
         self._rejected: str | None = None
+        #: which rows recall may return without asking SQLite (long-lived processes, see
+        #: ``live_state``): seq → expires_at (None: never) of live, current rows
+        self._live: dict[int, str | None] | None = None
+        self._live_mask: tuple[np.ndarray, np.ndarray] | None = None  # (live, expiring) by row
+        self._syncs = 0
 
     # -- state -------------------------------------------------------------------------------
 
@@ -398,6 +406,7 @@ class KeywordIndex:
         self.tokens = int(base.doc_len.sum(dtype="int64"))
 
     def _reset(self) -> None:
+        self._live, self._live_mask = None, None
         self._base = None
         self.position = self.max_seq = -1
         self._dead, self._dead_count = None, 0
@@ -430,6 +439,7 @@ class KeywordIndex:
         the index then agrees with FTS5's totals, else why not (the caller rebuilds)."""
         assert self._base is not None
         top = _max_seq(conn)
+        touched = list(touched)
         gone = self._gone(conn, [s for s in touched if s <= self.max_seq])
         if gone:
             self._remove(gone)
@@ -438,6 +448,8 @@ class KeywordIndex:
                 "SELECT seq, text, tags FROM memories WHERE seq > ? ORDER BY seq", (self.max_seq,)
             ).fetchall()
             self._add(rows)
+        if self._live is not None:  # forgotten, restored, superseded (the log names them), new
+            self._refresh_live(conn, [*touched, *range(self.max_seq + 1, top + 1)])
         self.position, self.max_seq = position, max(top, self.max_seq)
         rows_now, tokens_now = fts_totals(conn)
         if (rows_now, tokens_now) != (self.docs, self.tokens):
@@ -512,6 +524,11 @@ class KeywordIndex:
             head, top = head or 0, top or 0
             floor = head if floor is None else floor
             if (self.position, self.max_seq) == (head, top) and floor <= head:
+                self._syncs += 1
+                if self._live is None and self._syncs >= LIVE_STATE_AFTER:
+                    with _snapshot(conn):
+                        if (self.position, self.max_seq) == (_log_head(conn), _max_seq(conn)):
+                            self.live_state(conn)
                 return None
         for attempt in range(2):
             with _snapshot(conn):
@@ -544,12 +561,45 @@ class KeywordIndex:
                 notice = f"could not save the keyword index ({exc})"
         return notice
 
+    def live_state(self, conn: sqlite3.Connection) -> None:
+        """Read which rows are live and current, and when they expire, so a recall with no
+        filter beyond those defaults needs no SQL to drop the others (the caller holds the
+        snapshot the index reflects). Kept in memory only, caught up with the index."""
+        live: dict[int, str | None] = {}
+        for seq, expires in conn.execute(
+            "SELECT seq, expires_at FROM memories WHERE deleted = 0 AND superseded_by IS NULL"
+        ):
+            live[seq] = expires
+        self._live, self._live_mask = live, None
+
+    def _refresh_live(self, conn: sqlite3.Connection, seqs: Sequence[int]) -> None:
+        assert self._live is not None
+        seqs = list(dict.fromkeys(seqs))
+        for seq in seqs:
+            self._live.pop(seq, None)
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            for seq, expires in conn.execute(
+                "SELECT seq, expires_at FROM memories WHERE deleted = 0 AND superseded_by IS NULL "
+                f"AND seq IN ({', '.join('?' * len(chunk))})", chunk,
+            ):
+                self._live[seq] = expires
+        self._live_mask = None
+
+    @property
+    def filters_live(self) -> bool:
+        """Whether :meth:`search` can apply the default filter itself (``live_at``)."""
+        return self._live is not None
+
     # -- search ------------------------------------------------------------------------------
 
-    def search(self, terms: Sequence[str], limit: int) -> list[tuple[int, float]] | None:
+    def search(self, terms: Sequence[str], limit: int, live_at: str | None = None
+               ) -> list[tuple[int, float]] | None:
         """(seq, bm25) of the best ``limit`` rows matching any of ``terms`` (each a quoted
         FTS5 phrase, OR-ed), ordered as ``ORDER BY bm25, rowid``: exactly what FTS5 answers
-        for ``fts_match(terms)``. None when FTS5 must answer (a term that is a phrase)."""
+        for ``fts_match(terms)``. None when FTS5 must answer (a term that is a phrase).
+        ``live_at`` (a database timestamp; only when :attr:`filters_live`) keeps only rows
+        live, current and unexpired then — what the default Filter passes."""
         import numpy as np
 
         base = self._base
@@ -588,6 +638,8 @@ class KeywordIndex:
         if score is None:
             return []
         matched = np.flatnonzero(score)
+        if live_at is not None:
+            matched = matched[self._passing(seqs, matched, live_at)]
         rank = -score[matched]
         if len(matched) > limit:
             kth = np.partition(rank, limit - 1)[limit - 1]
@@ -618,10 +670,31 @@ class KeywordIndex:
             tfs = np.concatenate([tfs, np.fromiter(extra.values(), dtype=np.int64)])
         return docs, tfs
 
+    def _passing(self, seqs: np.ndarray, matched: np.ndarray, live_at: str) -> np.ndarray:
+        """Mask over ``matched`` of the rows live, current and unexpired at ``live_at``."""
+        import numpy as np
+
+        live = self._live
+        assert live is not None, "live_state() first"
+        if self._live_mask is None or len(self._live_mask[0]) != len(seqs):
+            listed = seqs.tolist()
+            self._live_mask = (
+                np.fromiter((s in live for s in listed), dtype=bool, count=len(listed)),
+                np.fromiter((live.get(s) is not None for s in listed), dtype=bool, count=len(listed)),
+            )
+        alive, expiring = self._live_mask
+        keep = alive[matched]
+        for i in np.flatnonzero(keep & expiring[matched]).tolist():  # the few with an expiry
+            expires = live[int(seqs[matched[i]])]
+            if expires is not None and not expires > live_at:
+                keep[i] = False
+        return keep
+
     def _delta_docs(self) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
 
         if self._delta_arrays is None:
+            self._live_mask = None  # rows renumbered
             seqs = sorted(self._delta)
             self._delta_arrays = (np.asarray(seqs, dtype=np.int64),
                                   np.asarray([self._delta[s][0] for s in seqs], dtype=np.int64))

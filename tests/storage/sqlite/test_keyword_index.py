@@ -260,3 +260,52 @@ def test_reindex_rebuilds_the_keyword_index(tmp_path):
         assert before != after
     finally:
         derived.close()
+
+
+def test_live_state_filter_equals_the_sql_filter_at_any_time(tmp_path):
+    home = tmp_path / "s"
+    backend = SQLiteBackend(home, keyword_index_min=0)
+    with MemoryStore(home, embedder=HashEmbedder(), backend=backend) as store:
+        for i, text in enumerate(STORE_TEXTS * 3):
+            store.capture(f"{text} #{i}", ttl=f"{i % 4}d" if i % 4 else None)
+        for memory in store.list(limit=100)[::4]:
+            store.forget(memory.id)
+        old = store.list(limit=1)[0]
+        store.update(old.id, text=old.text + " (updated)")  # the old version is superseded
+        conn, sid = store.backend._conn, store.backend.store_id
+        index = KeywordIndex(store.index_dir)
+        index.sync(conn, sid)
+        index.live_state(conn)
+        assert index.filters_live
+        stamps = ["2000-01-01T00:00:00.000000Z", *(f"{2026 + y}-06-01T00:00:00.000000Z" for y in range(3)),
+                  "9999-01-01T00:00:00.000000Z"]
+        for stamp in stamps:
+            for query in ("deploy", "postgres runs", "café", "the", "数据库"):
+                terms = keyword_terms(query)
+                expected = [
+                    (row[0], float(row[1])) for row in conn.execute(
+                        f"SELECT f.rowid, bm25({FTS_TABLE}) AS rank FROM {FTS_TABLE} f JOIN memories m "
+                        f"ON m.seq = f.rowid WHERE {FTS_TABLE} MATCH ? AND m.deleted = 0 AND "
+                        "m.superseded_by IS NULL AND (m.expires_at IS NULL OR m.expires_at > ?) "
+                        "ORDER BY rank, f.rowid LIMIT 50", (fts_match(terms), stamp))
+                ]
+                assert index.search(terms, 50, live_at=stamp) == expected, (stamp, query)
+
+
+def test_a_long_lived_store_filters_with_the_live_state_and_keeps_it_current(tmp_path):
+    derived, fts5 = open_pair(tmp_path)
+    try:
+        queries = ["deploy", "postgres runs", "café wifi", "数据库迁移", "the runner"]
+        for _round in range(3):
+            for store in (derived, fts5):
+                for memory in store.list(limit=100)[1:4]:  # forgotten between recalls
+                    store.forget(memory.id)
+                store.capture(f"deploy notes round {_round}")
+            for query in queries:
+                for mode in ("keyword", "hybrid"):
+                    assert summary(derived.recall(query, mode=mode, limit=20)) == summary(
+                        fts5.recall(query, mode=mode, limit=20))
+        assert derived.backend._keywords.filters_live  # the last rounds filtered in numpy
+    finally:
+        derived.close()
+        fts5.close()
