@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ModelMismatchError, StoreError, StoreNotWritableError
 from ...models import Memory, VerifyReport
 from ...notices import notify
+from ...timeutil import format_ts
 from ..base import EmbedJob, Filter, Key, KeywordMatch, NewMemory, StateOutcome
 from . import db
 from .db import transaction
 from .keyword import KeywordLeg as _SQLiteKeywordLeg
-from .keyword_index import KeywordIndex, fts_totals
+from .keyword_index import KeywordIndex, fts_totals, is_default
 from .vector_cache import VectorCache
 
 if TYPE_CHECKING:
@@ -245,6 +246,18 @@ class SQLiteBackend:
             words = self._derived_keywords()
         return _LockedKeywordLeg(self, _SQLiteKeywordLeg(self._conn, query, words))
 
+    def _passing(self, flt: Filter, seqs: Sequence[int]) -> set[int]:
+        """The seqs passing ``flt``: from the keyword index's live state when it holds it and
+        ``flt`` is the default (no SQL), else from SQLite."""
+        words = self._keywords
+        if words is not None and words.filters_live and is_default(flt):
+            notice = words.sync(self._conn, self.store_id)  # (one statement when nothing changed)
+            if notice:
+                notify(notice)
+            if words.filters_live:
+                return words.passing(seqs, format_ts(flt.now))  # type: ignore[arg-type]
+        return db.seqs_passing(self._conn, flt, seqs)
+
     def _derived_keywords(self) -> KeywordIndex | None:
         """The derived keyword index, caught up, where it pays: a word index of
         ``keyword_index_min`` rows or more, in a process that holds the index already or has
@@ -304,7 +317,7 @@ class SQLiteBackend:
             while True:
                 # Asked for every vector, search exactly: as cheap, and HNSW may miss some.
                 found = index.search(query, count, exact=exact or count >= len(index))
-                passing = db.seqs_passing(conn, flt, [s for s, _ in found])
+                passing = self._passing(flt, [s for s, _ in found])
                 kept = [(s, sim) for s, sim in found if s in passing]
                 if len(kept) >= depth or count >= len(index):
                     return _by_similarity(kept)[:depth]  # type: ignore[return-value]

@@ -32,6 +32,7 @@ from ..terms import (
     keyword_terms,
 )
 from . import db
+from .keyword_index import is_default
 
 if TYPE_CHECKING:
     from .keyword_index import KeywordIndex
@@ -130,9 +131,7 @@ class KeywordLeg:
         where it holds the rows' live state (a long-lived process)."""
         words = self._words
         assert words is not None
-        default = (words.filters_live and flt.now is not None and not flt.is_selective()
-                   and not (flt.include_deleted or flt.only_deleted or flt.include_superseded
-                            or flt.include_expired))
+        default = words.filters_live and is_default(flt)
         rows = words.search(self._terms, count, format_ts(flt.now) if default and flt.now else None)
         return None if rows is None else (rows, default)
 

@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..base import Filter
+
 __all__ = ["KeywordIndex", "fts_totals"]
 
 FORMAT = 1
@@ -586,6 +588,19 @@ class KeywordIndex:
                 self._live[seq] = expires
         self._live_mask = None
 
+    def passing(self, seqs: Iterable[int], live_at: str) -> set[int]:
+        """Those of ``seqs`` live, current and unexpired at ``live_at`` (only when
+        :attr:`filters_live`): what the default Filter passes."""
+        live = self._live
+        assert live is not None, "live_state() first"
+        found = set()
+        for seq in seqs:
+            if seq in live:
+                expires = live[seq]
+                if expires is None or expires > live_at:
+                    found.add(seq)
+        return found
+
     @property
     def filters_live(self) -> bool:
         """Whether :meth:`search` can apply the default filter itself (``live_at``)."""
@@ -850,6 +865,13 @@ class KeywordIndex:
             if mine[name].shape != theirs[name].shape or not np.array_equal(mine[name], theirs[name]):
                 problems.append(f"keyword index array {name} differs from the full-text index")
         return problems
+
+
+def is_default(flt: Filter) -> bool:
+    """``flt`` asks only for live, current rows unexpired at its ``now``: what the live state
+    answers without SQL."""
+    return (flt.now is not None and not flt.is_selective() and not (
+        flt.include_deleted or flt.only_deleted or flt.include_superseded or flt.include_expired))
 
 
 def save_threshold(docs: int) -> int:
