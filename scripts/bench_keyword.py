@@ -4,8 +4,9 @@ Builds a store of N memories (LoCoMo turns and SciFact sentences, pairs joined p
 distinct texts, as ``scripts/bench.py`` does) with hash vectors (no model needed: the keyword
 leg does not look at vectors, and the vector leg's cost does not depend on their values), then
 opens it twice — ranking with the derived index, and with FTS5 alone — and reports warm
-in-process recall latency per mode with the query vector given (wall p50 / p95 · CPU p50, ms), how many top-10s (hybrid)
-and top-400s (keyword leg) are identical, the index's build time and size. Prints the machine
+in-process recall latency per mode with the query vector given (wall p50 / p95 · CPU p50,
+ms), how many top-10s (hybrid) and top-200s (keyword leg) are identical, the index's build
+time and size. Prints the machine
 calibration line of ``scripts/bench.py`` first.
 
     python scripts/bench_keyword.py --sizes 10000 100000
