@@ -36,8 +36,6 @@ from .validate import clean_limit, clean_name, clean_namespaces, clean_query, cl
 
 __all__ = ["KEEP", "MemoryStore", "ModelMismatchWarning", "Progress", "open_store"]
 
-#: Pending (deferred) embeddings a recall computes before its vector leg, newest first.
-RECALL_EMBED_PENDING = 16
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -99,7 +97,7 @@ class MemoryStore:
         self._model_dir = settings.get("model_dir")
         self._embedding = Embedding(lambda: embedder or resolve_embedder(
             self._model_dir, self.settings.get("embedder"), self.settings.get("model"),
-            query_worker_idle=self.settings.get("query_worker.idle_seconds", 0),
+            query_worker_idle=self.settings.get("query_worker.idle_seconds"),
         ))
         self._capture = Capture(self.backend, self._embedding, settings)
         self._local = threading.local()
@@ -250,7 +248,7 @@ class MemoryStore:
                     "namespace applies to plain JSONL; an export keeps the namespaces it records"
                 )
             return import_export(self.backend, self._embedding, list(exchange.records(items)), progress,
-                                 int(self.settings.get("batch_size", BATCH_SIZE)))
+                                 int(self.settings.get("batch_size")))
         for number, item in items:
             if not isinstance(item, (str, dict)):
                 raise InvalidInputError(f"line {number}: expected an object or a string")
@@ -358,7 +356,7 @@ class MemoryStore:
         At most ``recall.embed_pending`` of them, newest first, so a backlog (a big
         ``import-git --no-embed``) costs each recall a bounded, small batch instead of a stall;
         the rest stay findable by keyword until a later recall, a hook or ``reindex``."""
-        limit = int(self.settings.get("recall.embed_pending", RECALL_EMBED_PENDING))
+        limit = int(self.settings.get("recall.embed_pending"))
         if limit <= 0:
             return
         try:
@@ -498,7 +496,7 @@ class MemoryStore:
         model = self._embedding.model_id
         keys = self.backend.needing_vectors(model, force=force)
         done = self._embedding.embed_keys(
-            self.backend, keys, int(self.settings.get("batch_size", BATCH_SIZE)), progress
+            self.backend, keys, int(self.settings.get("batch_size")), progress
         )
         count = self.backend.rebuild_index(model, self._embedding.dimension)
         return {"embedded": done, "indexed": count, "model": model}

@@ -79,15 +79,18 @@ def test_no_import_cycles():
 @pytest.mark.parametrize(
     ("module", "line", "expected"),
     [
-        # recall.py does not exist before the storage seam: the planted module is then new.
         ("memstore.recall", "import sqlite3", "memstore.recall -> sqlite3"),
-        ("memstore.search", "import sqlite3", "memstore.search -> sqlite3"),
+        ("memstore.capture", "import sqlite3", "memstore.capture -> sqlite3"),
+        ("memstore.storage.base", "import sqlite_utils", "memstore.storage.base -> sqlite_utils"),
+        ("memstore.recall", "from memstore.storage.sqlite import db",
+         "memstore.recall -> memstore.storage.sqlite"),
         ("memstore.store", "from usearch.index import Index", "memstore.store -> usearch"),
         ("memstore.store", "import fastembed", "memstore.store -> fastembed"),
         ("memstore.storage.sqlite", "import onnxruntime", "memstore.storage.sqlite -> onnxruntime"),
         ("memstore.exchange", "import psycopg", "memstore.exchange -> psycopg"),
         ("memstore.render", "from memstore.cli import cli", "memstore.render -> memstore.cli"),
         ("memstore.models", "from memstore import store", "memstore.models -> memstore.store"),
+        ("memstore.recall", "from memstore import store", "memstore.recall -> memstore.store"),
         ("memstore.store", "from memstore.agents import hooks", "memstore.store -> memstore.agents"),
     ],
 )

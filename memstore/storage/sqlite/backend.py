@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ModelMismatchError, StoreError, StoreNotWritableError
 from ...models import Memory, VerifyReport
 from ...notices import notify
+from ...settings import DB_FILENAME
 from ...timeutil import format_ts
 from ..base import EmbedJob, Filter, Key, KeywordMatch, NewMemory, StateOutcome
 from . import db
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DB_FILENAME", "EXACT_FILTER_MAX", "KEYWORD_INDEX_MIN", "SQLiteBackend"]
 
-DB_FILENAME = "memstore.db"
 #: Below this many candidates a filtered vector search is exact over the candidates.
 EXACT_FILTER_MAX = 5000
 #: From this many rows in the word index on, the keyword leg ranks with the derived keyword
