@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlitefile import raw
 
 import memstore
 from memstore.embedding import HashEmbedder
@@ -75,15 +76,15 @@ def test_ranking_equals_fts5_bm25_and_tie_order(items, query_texts, forget, limi
             if i in forget:
                 store.forget(memory.id)
         index = KeywordIndex(Path(tmp) / "index")
-        assert index.sync(store.backend._conn, store.backend.store_id) is None
-        assert_same_ranking(index, store.backend._conn, query_texts, limit)
+        assert index.sync(raw(store), store.backend.store_id) is None
+        assert_same_ranking(index, raw(store), query_texts, limit)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=memories, later=memories, query_texts=queries)
 def test_caught_up_index_equals_a_fresh_build(first, later, query_texts):
     with tempfile.TemporaryDirectory() as tmp, memstore.open(Path(tmp), embedder=HashEmbedder()) as store:
-        conn, sid = store.backend._conn, store.backend.store_id
+        conn, sid = raw(store), store.backend.store_id
         fill(store, first)
         saved = KeywordIndex(Path(tmp) / "index")
         assert saved.sync(conn, sid) is None
@@ -107,16 +108,16 @@ def filled(store):
     fill(store, [("We chose PostgreSQL for JSONB support", ["db"]), ("Deploys run on Fridays", []),
                  ("The runner deploy failed on café wifi", ["ops"])] * 3)
     index = KeywordIndex(store.index_dir)
-    assert index.sync(store.backend._conn, store.backend.store_id) is None
+    assert index.sync(raw(store), store.backend.store_id) is None
     return store, index
 
 
 def test_saved_index_is_loaded_memory_mapped_not_rebuilt(filled):
     store, _ = filled
     again = KeywordIndex(store.index_dir)
-    assert again.sync(store.backend._conn, store.backend.store_id) is None
+    assert again.sync(raw(store), store.backend.store_id) is None
     assert again.loaded and again._mmap is not None
-    assert again.search(["deploy"], 10) == fts_ranking(store.backend._conn, ["deploy"], 10)
+    assert again.search(["deploy"], 10) == fts_ranking(raw(store), ["deploy"], 10)
 
 
 def damage_file(index_dir: Path) -> None:
@@ -139,11 +140,11 @@ def test_damaged_index_is_rebuilt_with_a_notice(filled, damage, notice):
     store, _ = filled
     damage(store.index_dir)
     index = KeywordIndex(store.index_dir)
-    message = index.sync(store.backend._conn, store.backend.store_id)
+    message = index.sync(raw(store), store.backend.store_id)
     assert message is not None and notice in message and "rebuilt" in message
-    assert index.differences(store.backend._conn) == []
+    assert index.differences(raw(store)) == []
     again = KeywordIndex(store.index_dir)  # saved again
-    assert again.sync(store.backend._conn, store.backend.store_id) is None
+    assert again.sync(raw(store), store.backend.store_id) is None
 
 
 def test_index_of_another_store_is_not_used(filled, tmp_path):
@@ -154,9 +155,9 @@ def test_index_of_another_store_is_not_used(filled, tmp_path):
         for path in store.index_dir.glob("keywords*"):
             (other.index_dir / path.name).write_bytes(path.read_bytes())
         index = KeywordIndex(other.index_dir)
-        message = index.sync(other.backend._conn, other.backend.store_id)
+        message = index.sync(raw(other), other.backend.store_id)
         assert message is not None and "another database" in message
-        assert index.search(["something"], 5) == fts_ranking(other.backend._conn, ["something"], 5)
+        assert index.search(["something"], 5) == fts_ranking(raw(other), ["something"], 5)
 
 
 def test_missing_index_is_built_silently_and_deleting_it_loses_nothing(filled):
@@ -164,8 +165,8 @@ def test_missing_index_is_built_silently_and_deleting_it_loses_nothing(filled):
     index.delete_files()
     assert not list(store.index_dir.glob("keywords*.bin"))
     again = KeywordIndex(store.index_dir)
-    assert again.sync(store.backend._conn, store.backend.store_id) is None
-    assert again.search(["run"], 10) == fts_ranking(store.backend._conn, ["run"], 10)
+    assert again.sync(raw(store), store.backend.store_id) is None
+    assert again.search(["run"], 10) == fts_ranking(raw(store), ["run"], 10)
 
 
 def test_a_phrase_term_is_left_to_fts5(filled):
@@ -178,7 +179,7 @@ def test_save_never_replaces_a_newer_index(filled):
     store, index = filled
     store.capture("a newer memory about deploys")
     newer = KeywordIndex(store.index_dir)
-    newer.sync(store.backend._conn, store.backend.store_id)
+    newer.sync(raw(store), store.backend.store_id)
     newer.save(store.backend.store_id, force=True)
     written = json.loads((store.index_dir / "keywords.json").read_text())
     assert not index.save(store.backend.store_id)  # older (not caught up): leaves the newer file
@@ -272,7 +273,7 @@ def test_live_state_filter_equals_the_sql_filter_at_any_time(tmp_path):
             store.forget(memory.id)
         old = store.list(limit=1)[0]
         store.update(old.id, text=old.text + " (updated)")  # the old version is superseded
-        conn, sid = store.backend._conn, store.backend.store_id
+        conn, sid = raw(store), store.backend.store_id
         index = KeywordIndex(store.index_dir)
         index.sync(conn, sid)
         index.live_state(conn)
