@@ -205,7 +205,7 @@ def _onnxruntime() -> Any:
     must be set before the runtime initialises, or it writes a device id and an event queue
     under ``~/.cache/Microsoft/DeveloperTools`` and ``$TMPDIR/.ses``; the API call then
     also drops the non-essential events."""
-    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    os.environ.update(ORT_DISABLE_TELEMETRY="1")  # a write: forced, whatever the user set
     import onnxruntime as ort
 
     if not getattr(_onnxruntime, "quiet", False):
@@ -214,39 +214,3 @@ def _onnxruntime() -> Any:
             disable()
         _onnxruntime.quiet = True  # type: ignore[attr-defined]
     return ort
-
-
-def _onnxruntime() -> Any:
-    """onnxruntime, imported with its telemetry off (invariant 7): ``ORT_DISABLE_TELEMETRY``
-    must be set before the runtime initialises, or it writes a device id and an event queue
-    under ``~/.cache/Microsoft/DeveloperTools`` and ``$TMPDIR/.ses``; the API call then
-    also drops the non-essential events."""
-    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
-    import onnxruntime as ort
-
-    if not getattr(_onnxruntime, "quiet", False):
-        disable = getattr(ort, "disable_telemetry_events", None)
-        if disable is not None:
-            disable()
-        _onnxruntime.quiet = True  # type: ignore[attr-defined]
-    return ort
-
-
-#: How far from 1 the norm of a vector from outside this process (the query worker, the query
-#: cache) may be: float32 rounding of an L2-normalised vector stays far below it.
-NORM_TOLERANCE = 1e-3
-
-
-def _sane_vector(blob: bytes, dimension: int) -> np.ndarray | None:
-    """The float32 vector in ``blob`` if it has ``dimension`` values, all finite, with unit
-    norm; else None (a damaged or planted answer is never used or cached)."""
-    import numpy as np
-
-    if len(blob) != 4 * dimension:
-        return None
-    vec = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-    if not np.all(np.isfinite(vec)):
-        return None
-    if abs(float(np.linalg.norm(vec.astype(np.float64))) - 1.0) > NORM_TOLERANCE:
-        return None
-    return vec
