@@ -276,8 +276,8 @@ class FakeWorker:
                 qw._recv_exact(conn, model_len + text_len)
                 payload = self.vector.astype("<f4").tobytes()
                 tag = qw._tag(self.secret, nonce, payload) if self.secret else os.urandom(qw.TAG_BYTES)
+                self.served += 1  # before the answer: the client may check it as soon as it has one
                 conn.sendall(qw.RESPONSE.pack(qw.MAGIC, qw.OK, len(payload)) + payload + tag)
-                self.served += 1
 
     def close(self) -> None:
         self.listener.close()
