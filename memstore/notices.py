@@ -7,11 +7,11 @@ variable, so concurrent requests (threads of a web server) never see each other'
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["collecting", "notify"]
+__all__ = ["announce", "collecting", "notify", "set_announcer"]
 
 _sink: ContextVar[list[str] | None] = ContextVar("memstore_notices", default=None)
 
@@ -35,3 +35,24 @@ def collecting() -> Iterator[list[str]]:
         _sink.reset(token)
         if outer is not None:
             outer.extend(notes)
+
+
+_announcer: list[Callable[[str], None]] = []
+
+
+def set_announcer(show: Callable[[str], None] | None) -> None:
+    """Where :func:`announce` lines go (the CLI: stderr); None: nowhere (the default)."""
+    _announcer[:] = [show] if show is not None else []
+
+
+def announce(message: str) -> None:
+    """Show a line *now*, before a slow step the user would otherwise wait through unexplained
+    (preparing the model on first use). Once per message per process."""
+    if message in _announced:
+        return
+    _announced.add(message)
+    for show in _announcer:
+        show(message)
+
+
+_announced: set[str] = set()

@@ -47,6 +47,8 @@ def recall(backend: Backend, embedding: Embedding, query: str, limit: int, flt: 
     if mode not in MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     depth = max(limit, LEG_DEPTH)
+    if mode != "keyword":
+        embedding.query(query)  # first, so the keyword leg may use the derived index (numpy loaded)
     leg = backend.keyword_leg(query)
     keyword: list[KeywordMatch] = []
     vector: list[tuple[Hashable, float]] = []

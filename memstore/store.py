@@ -157,6 +157,12 @@ class MemoryStore:
         status = getattr(emb, "query_worker_status", None)
         return replace(info, query_worker=status()) if status is not None else info
 
+    def start_query_worker(self) -> bool:
+        """Start the query worker now if this store's embedder uses one and none runs (a
+        session begins). True if one was started."""
+        start = getattr(self.embedder, "start_query_worker", None)
+        return bool(start()) if start is not None else False
+
     # -- capture -----------------------------------------------------------------------------
 
     @_call

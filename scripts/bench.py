@@ -492,13 +492,16 @@ def cold_runs(args: argparse.Namespace, home: Path, qtexts: list[str]) -> dict[s
     while not socket.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     try:
-        if socket.exists():
+        if socket.exists():  # a session has started: the worker runs
             fresh = qtexts[-2 * args.cold_runs : -args.cold_runs]
             runs = [cold(base + ["recall", t, "--json"], on) for t in fresh]
             result["recall_new_worker"] = _summary(runs)
+            runs = [cold(base + ["capture", f"warm capture {i} at {time.time_ns()}: benchmark memory"], on)
+                    for i in range(args.cold_runs)]
+            result["capture_worker"] = _summary(runs)
     finally:
         query_worker.stop_worker(BUNDLED_MODEL_ID, workers)
-    runs = [cold(base + ["capture", f"cold capture {i} at {time.time_ns()}: benchmark memory"], env)
+    runs = [cold(base + ["capture", f"cold capture {i} at {time.time_ns()}: benchmark memory"], off)
             for i in range(max(3, args.cold_runs // 2))]
     result["capture"] = _summary(runs)
     return result
@@ -675,8 +678,12 @@ def _machine() -> dict[str, Any]:
 
     env = dict(os.environ)
     calibration = {}
-    for label, code in (("python -c pass", "pass"), ("import numpy", "import numpy")):
-        runs = [cold([sys.executable, "-c", code], env) for _ in range(5)]
+    exe = Path(sys.executable).parent / "memstore"
+    version = [str(exe)] if exe.exists() else [sys.executable, "-m", "memstore"]
+    for label, cmd in (("python -c pass", [sys.executable, "-c", "pass"]),
+                       ("import numpy", [sys.executable, "-c", "import numpy"]),
+                       ("memstore --version", [*version, "--version"])):
+        runs = [cold(cmd, env) for _ in range(5)]
         calibration[label] = {"wall": statistics.median(r[0] for r in runs),
                               "cpu": statistics.median(r[1] for r in runs)}
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -722,14 +729,15 @@ def print_tables(r: dict[str, Any]) -> None:
         print(f"| {int(size):,} | {cell(s['hybrid_model'])} | {cell(s['capture_ms'], 1)} |")
     print("\n### Cold: a fresh `memstore` process (wall s p50 / p95, CPU s p50, peak RSS MB)\n")
     print("| memories | recall, new query, no worker | recall, new query, query worker running "
-          "| recall, repeated query | recall --mode keyword | capture |")
-    print("|---:|---|---|---|---|---|")
+          "| recall, repeated query | recall --mode keyword | capture, no worker "
+          "| capture, query worker running |")
+    print("|---:|---|---|---|---|---|---|")
     for size, e in sizes.items():
         c = e["cold"]
         cells = [f"{c[k]['wall_p50']:.2f} / {c[k]['wall_p95']:.2f} wall, {c[k]['cpu_p50']:.2f} cpu, "
                  f"{c[k]['rss_mb']:.0f} MB" if k in c else "–"
                  for k in ("recall_new", "recall_new_worker", "recall_cached", "recall_keyword",
-                           "capture")]
+                           "capture", "capture_worker")]
         print(f"| {int(size):,} | " + " | ".join(cells) + " |")
     print("\n### Store: bulk load, reindex, size, memory\n")
     print("| memories | capture_many/s, vectors given (per CPU s) | reindex s (CPU s) | DB MB | index MB "

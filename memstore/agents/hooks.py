@@ -295,6 +295,8 @@ def _output(event: str, context: str) -> dict[str, Any]:
 def _session_start(store: MemoryStore, data: Mapping[str, Any], recaller: _Recaller,
                    options: _Options) -> tuple[str, list[str], str]:
     scope = recaller.scope
+    if options.mode != "keyword":
+        store.start_query_worker()  # the session's first new prompt then finds the model loaded
     recent = store.list(limit=CANDIDATES, **scope.filters)
     relevant: list[Memory] = []
     mode = "none"

@@ -510,6 +510,22 @@ def build_server(store: Callable[[], MemoryStore], settings: Settings) -> MCPSer
     return app
 
 
+def _start_query_worker(settings: Settings) -> None:
+    """A session begins: start the query worker in the background (never fails the server),
+    so this session's CLI and hook processes find the model loaded."""
+    import contextlib
+    import threading
+
+    from ..embedding.resolve import start_query_worker
+
+    def start() -> None:
+        with contextlib.suppress(Exception):  # a missing model says so on the first tool call
+            start_query_worker(settings.get("model_dir"), settings.get("embedder"), settings.get("model"),
+                               query_worker_idle=settings.get("query_worker.idle_seconds", 0))
+
+    threading.Thread(target=start, name="memstore-start-query-worker", daemon=True).start()
+
+
 # -- stdio -------------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:,]|[^\s"\[\]{},:]+')
@@ -611,6 +627,7 @@ def serve(settings: Settings | None = None) -> None:
     import anyio
 
     settings = settings if settings is not None else load_settings()
+    _start_query_worker(settings)
     store = _LazyStore(lambda: open_store(settings=settings))
     try:
         anyio.run(_serve_stdio, build_server(store, settings))

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from ..models import Hit
+from ..notices import set_announcer
 from ..render import first_line, hit_lines, memory_head
 from ..version import __version__
 from .admin import verify
@@ -92,6 +93,7 @@ def cli(ctx: click.Context, home: str | None, model_dir: str | None) -> None:
     """memstore: capture memories and recall them by meaning or keyword, offline."""
     ctx.ensure_object(dict)
     ctx.obj.update(overrides={"home": home, "model_dir": model_dir})
+    set_announcer(lambda line: click.echo(line, err=True))
 
 
 namespace_opt = click.option("-n", "--namespace", help="Namespace (default: 'default').")

@@ -113,3 +113,23 @@ def weights_fingerprint(path: Path) -> str:
         fh.seek(max(0, size - (1 << 20)))
         tail = fh.read()
     return hashlib.sha256(head + tail + str(size).encode()).hexdigest()[:12]
+
+
+#: How far from 1 the norm of a vector from outside this process (the query worker, the query
+#: cache) may be: float32 rounding of an L2-normalised vector stays far below it.
+NORM_TOLERANCE = 1e-3
+
+
+def sane_vector(blob: bytes, dimension: int) -> np.ndarray | None:
+    """The float32 vector in ``blob`` if it has ``dimension`` values, all finite, with unit
+    norm; else None (a damaged or planted answer is never used or cached)."""
+    import numpy as np
+
+    if len(blob) != 4 * dimension:
+        return None
+    vec = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(vec)):
+        return None
+    if abs(float(np.linalg.norm(vec.astype(np.float64))) - 1.0) > NORM_TOLERANCE:
+        return None
+    return vec

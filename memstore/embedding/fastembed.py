@@ -1,7 +1,9 @@
-"""The fastembed backend: documents embedded by fastembed (the only importer of fastembed, lazily,
-on the first embed), queries through the query cache, the query worker or the light ONNX
-encoder; and the bundled all-MiniLM-L6-v2 assembled once in the cache from the weights
-package and the tokenizer files in ``memstore/model_data``.
+"""The fastembed backend: the bundled all-MiniLM-L6-v2 (or a model directory) with fastembed's
+vectors — made by the light ONNX encoder's one session (fastembed itself, the only importer of
+fastembed, is the reference the tests compare with); one text (a capture) and queries through
+the query worker first, queries through the query cache before that; and the bundled model
+assembled once in the cache from the weights package and the tokenizer files in
+``memstore/model_data``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from .base import (
     MAX_TOKENS,
     TOKENIZER_FILES,
     ModelInfo,
+    sane_vector,
     sha256_file,
 )
-from .onnx_query import OnnxQueryEncoder
+from .onnx_query import OnnxQueryEncoder, _onnxruntime
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,12 +41,12 @@ __all__ = ["FastEmbedder", "assemble_bundled_model", "bundled_dir", "marker_ok"]
 
 
 class FastEmbedder:
-    """A sentence-transformers style ONNX model (mean pooling, L2 norm) run by fastembed.
+    """A sentence-transformers style ONNX model (mean pooling, L2 norm) with fastembed's vectors.
 
     The ONNX session is created on the first embed, so opening a store and keyword
-    recall never pay for importing fastembed or onnxruntime. Queries go through the
-    query cache, then (until this process has a model loaded) the query worker, then,
-    until fastembed is loaded anyway, the lighter ``OnnxQueryEncoder``.
+    recall never pay for importing onnxruntime. A query goes to the query cache, then (until
+    this process has a model loaded) the query worker, then the light ``OnnxQueryEncoder``;
+    a capture's one text to the worker, then the encoder; batches to the encoder.
     """
 
     def __init__(
@@ -79,11 +82,15 @@ class FastEmbedder:
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
+        """fastembed's own model, loaded in this process: from then on it embeds documents
+        and queries. memstore itself never calls this (the light encoder gives the same
+        vectors with one session); tests and benchmarks use it as the reference."""
         with self._lock:
             if self._model is not None:
                 return self._model
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+            _onnxruntime()  # telemetry off before fastembed initialises the runtime
             try:
                 from fastembed import TextEmbedding
                 from fastembed.common.model_description import ModelSource, PoolingType
@@ -114,17 +121,30 @@ class FastEmbedder:
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One L2-normalised float32 row per text (the model is loaded on the first call)."""
+        """One L2-normalised float32 row per text: fastembed's vectors, made by the light
+        encoder's one ONNX session (fastembed's own session would be a second copy of the
+        model in memory). One text (a capture) is asked of the query worker first, as a
+        query is: the same bits, without loading the model in this process."""
         import numpy as np
 
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        model = self._load()
-        # Batches of similar length waste less work on padding: sort, embed, put back.
+        if self._model is not None:  # fastembed loaded (the reference path): it embeds
+            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+            rows = list(self._model.embed([texts[i] for i in order], batch_size=self.batch_size))
+            out = np.empty((len(texts), self.dimension), dtype=np.float32)
+            out[order] = np.asarray(rows, dtype=np.float32)
+            return out
+        if len(texts) == 1 and (vec := self._from_worker(texts[0])) is not None:
+            return vec[np.newaxis, :]
+        encoder = self._encoder(bulk=len(texts) > 1)
+        # Batches of similar length waste less work on padding: sort, embed, put back (the
+        # batches fastembed's embed would make, so the vectors are its vectors).
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        rows = list(model.embed([texts[i] for i in order], batch_size=self.batch_size))
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        out[order] = np.asarray(rows, dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            out[chunk] = encoder.encode_batch([texts[i] for i in chunk])
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
@@ -132,33 +152,56 @@ class FastEmbedder:
         (fastembed or the light encoder), else the query worker, else the light encoder
         (starting a worker for the next process). The normalised text (NFC, whitespace
         collapsed) is what is embedded, so a cached vector is exactly the one the model
-        would give; the worker runs the light encoder, so its vectors are too."""
+        would give; the worker runs the light encoder, so its vectors are too. Only a vector
+        that is finite, of unit norm and of the right dimension is used or cached."""
         import numpy as np
 
         text = normalise_text(text)
         cache = self.query_cache
         if cache is not None:
             blob = cache.get(self.model_id, text)
-            if blob is not None and len(blob) == 4 * self.dimension:
-                return np.frombuffer(blob, dtype="<f4").astype(np.float32)
-        worker = self.query_worker
+            vec = sane_vector(blob, self.dimension) if blob is not None else None
+            if vec is not None:
+                return vec
         if self._model is not None:
             vec = np.asarray(next(iter(self._model.query_embed(text))), dtype=np.float32)
-        elif worker is not None and not self._query_encoder_loaded() and (
-            blob := worker.embed(text)
-        ) is not None:
-            vec = np.frombuffer(blob, dtype="<f4").astype(np.float32)
         else:
-            if worker is not None and worker.absent:
-                worker.start()  # before loading: it comes up while this process embeds
-            with self._lock:
-                if self._query_encoder is None:
-                    self._query_encoder = OnnxQueryEncoder(self.model_dir, self.threads)
-                encoder = self._query_encoder
-            vec = encoder.encode(text)
-        if cache is not None:
+            worker_vec = self._from_worker(text)
+            vec = worker_vec if worker_vec is not None else self._encoder(bulk=False).encode(text)
+        if cache is not None and sane_vector(vec.astype("<f4").tobytes(), self.dimension) is not None:
             cache.put(self.model_id, text, vec.astype("<f4").tobytes())
         return vec
+
+    def _from_worker(self, text: str) -> np.ndarray | None:
+        """The worker's vector for ``text`` when no model is loaded here and one answers
+        with a sane vector; when none runs, one is started for the next process."""
+        worker = self.query_worker
+        if worker is None or self._query_encoder_loaded():
+            return None
+        blob = worker.embed(text)
+        vec = sane_vector(blob, self.dimension) if blob is not None else None
+        if vec is None and worker.absent:
+            worker.start()  # before loading: it comes up while this process embeds
+        return vec
+
+    def _encoder(self, *, bulk: bool) -> OnnxQueryEncoder:
+        """The light encoder of this process, made on first use: on one thread for a query
+        or a capture, on every core (or ``threads``) when the first use is a batch."""
+        with self._lock:
+            if self._query_encoder is None:
+                threads = self.threads if self.threads or not bulk else (os.cpu_count() or 1)
+                self._query_encoder = OnnxQueryEncoder(self.model_dir, threads)
+            return self._query_encoder
+
+    def start_query_worker(self) -> bool:
+        """Start this model's query worker now, if it may run and none answers (a session
+        begins: its first new query then finds the model loaded). True if one was started."""
+        worker = self.query_worker
+        if worker is None:
+            return False
+        if worker.embed("memstore") is not None or not worker.absent:
+            return False
+        return worker.start()
 
     def query_worker_status(self) -> str | None:
         """Whether a query worker serves this model now (None: this embedder uses none)."""

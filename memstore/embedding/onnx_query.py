@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import settings
 from ..errors import ModelError
+from ..notices import announce
 from .base import xxh3_file
 
 if TYPE_CHECKING:
@@ -23,11 +25,13 @@ class OnnxQueryEncoder:
 
     Same ``model.onnx``, the tokenizer set up as fastembed's ``load_tokenizer`` does
     (truncation at the smaller of ``model_max_length``/``max_length``, special tokens,
-    no padding for a single text), mean pooling over the attention mask in float64 and
-    L2 normalisation. Importing onnxruntime + tokenizers costs ~0.3 s where fastembed
-    costs ~1.2 s, which is what a one-shot recall pays.
+    padding to the longest text of a batch), mean pooling over the attention mask in float64
+    and L2 normalisation: so it embeds a batch of documents exactly as fastembed's ``embed``
+    does too, and a process needs one ONNX session, not two. Importing onnxruntime +
+    tokenizers costs ~0.3 s where fastembed costs ~1.2 s, which is what a one-shot recall pays.
 
-    The session runs on one thread (one short query gains nothing from a thread pool) and
+    The session runs on one thread unless given more (one short query gains nothing from a
+    thread pool; a bulk embedding does) and
     from a graph optimised once and kept in the cache (``query-models/``), the offline
     optimisation onnxruntime recommends for start-up time: a fresh process then skips
     graph optimisation (~20% of a cold query's CPU and ~75 MB of peak memory). The saved
@@ -72,13 +76,28 @@ class OnnxQueryEncoder:
                     tokenizer.add_special_tokens([token])
                 elif isinstance(token, dict):
                     tokenizer.add_special_tokens([AddedToken(**token)])
-        tokenizer.no_padding()  # one text: padding to the longest in the batch adds nothing
+        # Padding as fastembed's load_tokenizer sets it (to the longest text of a batch), so a
+        # batch gives fastembed's vectors too; one text is never padded.
+        padding = tokenizer.padding or {}
+        pad_token = padding.get("pad_token") or tok_config.get("pad_token")
+        model_config = json.loads((directory / "config.json").read_text()) if (
+            directory / "config.json").exists() else {}
+        pad_id = padding.get("pad_id", model_config.get("pad_token_id"))
+        if pad_id is None and pad_token is not None:
+            pad_id = tokenizer.token_to_id(pad_token)
+        if pad_token is None or pad_id is None:
+            raise ModelError(f"cannot find the pad token of the tokenizer in {directory}")
+        tokenizer.enable_padding(
+            direction=tok_config.get("padding_side") or padding.get("direction", "right"),
+            pad_id=pad_id, pad_type_id=padding.get("pad_type_id", 0), pad_token=pad_token,
+            pad_to_multiple_of=padding.get("pad_to_multiple_of"), length=None,
+        )
         session = self._session_from_saved_graph() or self._session_saving_graph()
         self._inputs = {node.name for node in session.get_inputs()}
         self._tokenizer, self._session = tokenizer, session
 
     def _options(self, level: str) -> Any:
-        import onnxruntime as ort
+        ort = _onnxruntime()
 
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
@@ -89,7 +108,7 @@ class OnnxQueryEncoder:
 
     def saved_graph_path(self) -> Path:
         """Where the optimised graph of this model (for this onnxruntime) is kept."""
-        import onnxruntime as ort
+        ort = _onnxruntime()
         import xxhash
 
         st = (self.model_dir / "model.onnx").stat()
@@ -97,7 +116,7 @@ class OnnxQueryEncoder:
         return settings.cache_dir() / "query-models" / f"{xxhash.xxh3_64_hexdigest(key.encode())}.onnx"
 
     def _session_from_saved_graph(self) -> Any:
-        import onnxruntime as ort
+        ort = _onnxruntime()
 
         path = self.saved_graph_path()
         sidecar = path.with_suffix(".json")
@@ -120,7 +139,8 @@ class OnnxQueryEncoder:
 
     def _session_saving_graph(self) -> Any:
         """A session on model.onnx that also writes its optimised graph to the cache."""
-        import onnxruntime as ort
+        ort = _onnxruntime()
+        announce("memstore: preparing the embedding model for first use (a few seconds, once)")
 
         options = self._options("ORT_ENABLE_EXTENDED")  # portable: no CPU-specific layouts
         path = self.saved_graph_path()
@@ -153,6 +173,11 @@ class OnnxQueryEncoder:
 
     def encode(self, text: str) -> np.ndarray:
         """(dimension,) float32, L2-normalised."""
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dimension) float32, L2-normalised: what fastembed's ``embed`` gives for
+        the same batch (padded to its longest text, mean pooling in float64, then the norm)."""
         import numpy as np
 
         if self._session is None:
@@ -162,9 +187,9 @@ class OnnxQueryEncoder:
                 raise
             except Exception as exc:
                 raise ModelError(f"cannot load the model in {self.model_dir}: {exc}") from exc
-        encoding = self._tokenizer.encode(text)
-        ids = np.array([encoding.ids], dtype=np.int64)
-        mask = np.array([encoding.attention_mask], dtype=np.int64)
+        encoded = self._tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
         feed = {"input_ids": ids}
         if "attention_mask" in self._inputs:
             feed["attention_mask"] = mask
@@ -174,4 +199,20 @@ class OnnxQueryEncoder:
         summed = np.sum(output, axis=1, where=mask[:, :, np.newaxis].astype(bool), dtype=np.float64)
         pooled = summed / np.maximum(np.sum(mask, axis=1, keepdims=True), 1e-9)
         norm = np.maximum(np.linalg.norm(pooled, ord=2, axis=1, keepdims=True), 1e-12)
-        return (pooled / norm).astype(output.dtype, copy=False)[0]
+        return (pooled / norm).astype(output.dtype, copy=False)
+
+
+def _onnxruntime() -> Any:
+    """onnxruntime, imported with its telemetry off (invariant 7): ``ORT_DISABLE_TELEMETRY``
+    must be set before the runtime initialises, or it writes a device id and an event queue
+    under ``~/.cache/Microsoft/DeveloperTools`` and ``$TMPDIR/.ses``; the API call then
+    also drops the non-essential events."""
+    os.environ.update(ORT_DISABLE_TELEMETRY="1")  # a write: forced, whatever the user set
+    import onnxruntime as ort
+
+    if not getattr(_onnxruntime, "quiet", False):
+        disable = getattr(ort, "disable_telemetry_events", None)
+        if disable is not None:
+            disable()
+        _onnxruntime.quiet = True  # type: ignore[attr-defined]
+    return ort

@@ -16,6 +16,12 @@ No lazy import removes that: the session has to live somewhere between calls. So
   Where the OS reports the peer of a Unix socket (``SO_PEERCRED``), each side refuses a peer
   of another uid; elsewhere the directory's permissions are the guard, and a client uses
   the directory only if it is ours and closed to others.
+* **Authenticated.** Whatever listens on the socket must prove it is a worker memstore
+  started: the client that starts one first writes a random secret (``worker.secret``, 0600,
+  ours, in the 0700 directory) which the worker reads; each request carries a fresh nonce
+  and each vector comes back with HMAC-SHA256(secret, nonce ‖ vector). An answer without
+  the right tag is ignored, and the caller checks the vector itself (finite, unit norm, the
+  right dimension) before using or caching it.
 * **One per model.** Files are named by a hash of the model id; the worker holds an
   exclusive ``flock`` on ``<key>.lock`` for its life, so a second one started in a race
   exits at once, and a socket left by a killed worker (the lock is free) is replaced. A
@@ -27,8 +33,9 @@ No lazy import removes that: the session has to live somewhere between calls. So
 
 Protocol (little-endian), one request per connection::
 
-    request:  b"MSQW" version:u8 model_id_len:u16 text_len:u32 model_id text   (UTF-8)
-    response: b"MSQW" status:u8 payload_len:u32 payload (OK: the float32 vector)
+    request:  b"MSQW" version:u8 model_id_len:u16 text_len:u32 nonce:16B model_id text (UTF-8)
+    response: b"MSQW" status:u8 payload_len:u32 payload (OK: the float32 vector, then
+              HMAC-SHA256(secret, nonce ‖ payload): 32 bytes)
 
 Only ``fastembed.py`` imports this module (and ``main`` runs in the worker process).
 """
@@ -70,8 +77,10 @@ LOG_MAX_BYTES = 256 * 1024
 MAX_SOCKET_PATH = 103
 
 MAGIC = b"MSQW"
-VERSION = 1
-REQUEST = struct.Struct("<4sBHI")
+VERSION = 2
+REQUEST = struct.Struct("<4sBHI16s")
+TAG_BYTES = 32
+SECRET_BYTES = 32
 RESPONSE = struct.Struct("<4sBI")
 OK, WRONG_MODEL, BAD_REQUEST, FAILED = 0, 1, 2, 3
 
@@ -104,6 +113,53 @@ class _Paths:
         self.lock = self.directory / f"{key}.lock"
         self.spawn = self.directory / f"{key}.spawn"
         self.log = self.directory / "worker.log"
+        self.secret = self.directory / "worker.secret"
+
+
+def _read_secret(path: Path) -> bytes | None:
+    """The shared secret, if ``path`` is a regular file of ours, closed to others, of the
+    right size (never through a symlink)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077
+                or st.st_size != SECRET_BYTES):
+            return None
+        data = os.read(fd, SECRET_BYTES + 1)
+        return data if len(data) == SECRET_BYTES else None
+    finally:
+        os.close(fd)
+
+
+def _ensure_secret(path: Path) -> bytes | None:
+    """The shared secret, made (atomically, 0600) when there is none yet."""
+    found = _read_secret(path)
+    if found is not None or os.path.lexists(path):
+        return found
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, os.urandom(SECRET_BYTES))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # fails if another process made one meanwhile: theirs is used
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return _read_secret(path)
+
+
+def _tag(secret: bytes, nonce: bytes, payload: bytes) -> bytes:
+    import hashlib
+    import hmac
+
+    return hmac.new(secret, nonce + payload, hashlib.sha256).digest()
 
 
 def _directory_private(directory: Path) -> bool:
@@ -209,10 +265,14 @@ class QueryWorkerClient:
         if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
             _debug(f"{self.paths.socket} is not our socket: not used")
             return None
+        secret = _read_secret(self.paths.secret)
+        if secret is None:  # no worker of ours can be there: whatever listens is not trusted
+            raise FileNotFoundError(self.paths.secret)
         model = self.model_id.encode("utf-8")
         body = text.encode("utf-8")
         if len(body) > MAX_TEXT_BYTES or len(model) > MAX_MODEL_ID_BYTES:
             return None
+        nonce = os.urandom(16)
         deadline = time.monotonic() + self.timeout
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(self.timeout)
@@ -221,14 +281,20 @@ class QueryWorkerClient:
             if peer is not None and peer != os.getuid():
                 _debug(f"{self.paths.socket} is served by uid {peer}: not used")
                 return None
-            sock.sendall(REQUEST.pack(MAGIC, VERSION, len(model), len(body)) + model + body)
+            sock.sendall(REQUEST.pack(MAGIC, VERSION, len(model), len(body), nonce) + model + body)
             magic, status, size = RESPONSE.unpack(_recv_exact(sock, RESPONSE.size, deadline))
             if magic != MAGIC or size > 4 * self.dimension:
                 _debug("malformed answer")
                 return None
+            if status != OK:
+                _debug(f"refused (status {status})")
+                return None
             payload = _recv_exact(sock, size, deadline)
-        if status != OK:
-            _debug(f"refused (status {status})")
+            tag = _recv_exact(sock, TAG_BYTES, deadline)
+        import hmac
+
+        if not hmac.compare_digest(tag, _tag(secret, nonce, payload)):
+            _debug("answer not signed with our secret: not a worker memstore started")
             return None
         if len(payload) != 4 * self.dimension:
             _debug(f"answer of {len(payload)} bytes, expected {4 * self.dimension}")
@@ -245,6 +311,9 @@ class QueryWorkerClient:
         try:
             settings.private_dir(self.paths.directory)
             if not _directory_private(self.paths.directory) or not self._claim_start():
+                return False
+            if _ensure_secret(self.paths.secret) is None:
+                _debug(f"{self.paths.secret} is not a secret of ours: no worker started")
                 return False
             self._spawn()
             return True
@@ -354,8 +423,9 @@ class _Server:
     """The accept loop and the request handler of a running worker."""
 
     def __init__(self, listener: Any, socket_path: Path, inode: int, model_id: str,
-                 dimension: int, encoder: Any, idle_seconds: float) -> None:
+                 dimension: int, encoder: Any, idle_seconds: float, secret: bytes) -> None:
         self.listener = listener
+        self.secret = secret
         self.socket_path = socket_path
         self.inode = inode
         self.model_id = model_id
@@ -404,8 +474,9 @@ class _Server:
                 peer = _peer_uid(conn)
                 if peer is not None and peer != os.getuid():
                     return
-                status, payload = self._answer(conn)
-                conn.sendall(RESPONSE.pack(MAGIC, status, len(payload)) + payload)
+                status, payload, nonce = self._answer(conn)
+                tag = _tag(self.secret, nonce, payload) if status == OK else b""
+                conn.sendall(RESPONSE.pack(MAGIC, status, len(payload)) + payload + tag)
         except Exception:  # a client that went away or sent garbage: nothing to do
             pass
         finally:
@@ -414,23 +485,27 @@ class _Server:
                 self.served += 1
                 self.last = time.monotonic()
 
-    def _answer(self, conn: Any) -> tuple[int, bytes]:
-        magic, version, model_len, text_len = REQUEST.unpack(_recv_exact(conn, REQUEST.size))
-        if (magic != MAGIC or version != VERSION or model_len > MAX_MODEL_ID_BYTES
-                or text_len > MAX_TEXT_BYTES):
-            return BAD_REQUEST, b""
+    def _answer(self, conn: Any) -> tuple[int, bytes, bytes]:
+        """(status, payload, the request's nonce)."""
+        head = _recv_exact(conn, 4)
+        if head != MAGIC:
+            return BAD_REQUEST, b"", b""
+        magic, version, model_len, text_len, nonce = REQUEST.unpack(
+            head + _recv_exact(conn, REQUEST.size - 4))
+        if version != VERSION or model_len > MAX_MODEL_ID_BYTES or text_len > MAX_TEXT_BYTES:
+            return BAD_REQUEST, b"", b""
         model_id = _recv_exact(conn, model_len).decode("utf-8")
         text = _recv_exact(conn, text_len).decode("utf-8")
         if model_id != self.model_id:
-            return WRONG_MODEL, b""
+            return WRONG_MODEL, b"", b""
         try:
             vector = self.encoder.encode(text)
         except Exception as exc:
             _log(f"embedding failed: {type(exc).__name__}: {exc}")
-            return FAILED, b""
+            return FAILED, b"", b""
         if vector.shape != (self.dimension,):
-            return FAILED, b""
-        return OK, vector.astype("<f4").tobytes()
+            return FAILED, b"", b""
+        return OK, vector.astype("<f4").tobytes(), nonce
 
 
 def _listen(path: Path) -> tuple[Any, int]:
@@ -468,6 +543,10 @@ def serve(directory: Path, model_id: str, model_dir: Path, dimension: int, idle_
     if not _directory_private(paths.directory):
         _log(f"{paths.directory} is not private to this user: not serving")
         return 1
+    secret = _read_secret(paths.secret)
+    if secret is None:
+        _log(f"{paths.secret} is missing or not private: not serving")
+        return 1
     lock_fd = _take_lock(paths.lock)
     if lock_fd is None:
         return 0  # another worker serves this model (or is starting)
@@ -486,7 +565,7 @@ def serve(directory: Path, model_id: str, model_dir: Path, dimension: int, idle_
         paths.spawn.unlink(missing_ok=True)
         _log(f"serving {model_id} on {paths.socket} (idle exit after {idle_seconds:g} s)")
         server = _Server(listener, paths.socket, socket_inode, model_id, dimension, encoder,
-                         idle_seconds)
+                         idle_seconds, secret)
         reason = server.run()
         _log(f"exiting: {reason}, {server.served} queries served")
         return 0

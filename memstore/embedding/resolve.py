@@ -48,7 +48,7 @@ from .fastembed import FastEmbedder, assemble_bundled_model, bundled_dir, marker
 from .hash import HashEmbedder
 from .query_cache import QUERY_CACHE_FILE, QueryCache
 
-__all__ = ["BACKENDS", "BUNDLED_NAMES", "resolve_embedder"]
+__all__ = ["BACKENDS", "BUNDLED_NAMES", "resolve_embedder", "start_query_worker"]
 
 
 def _package_dir(name: str) -> Path | None:
@@ -170,3 +170,20 @@ def resolve_embedder(
     if choice == "fastembed":
         raise ModelError(reason)
     return _fallback(reason)
+
+
+def start_query_worker(
+    model_dir: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    model: str | None = None,
+    *,
+    query_worker_idle: float = 0,
+) -> bool:
+    """Start the query worker of the embedder these settings resolve to, unless one runs
+    (where a session begins: an MCP server starting, an agent's session-start hook), so the
+    session's first new query or capture finds the model loaded. True if one was started."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmbedderFallbackWarning)  # the store will say it
+        embedder = resolve_embedder(model_dir, backend, model, query_worker_idle=query_worker_idle)
+    start = getattr(embedder, "start_query_worker", None)
+    return bool(start()) if start is not None else False

@@ -160,7 +160,8 @@ def test_query_vector_cache_that_cannot_open_is_a_no_op(tmp_path):
 
 def test_repeated_query_comes_from_the_cache_without_loading_a_model(tmp_path):
     cache = QueryVectorCache(tmp_path / "q.db")
-    vec = np.arange(384, dtype=np.float32) / 384
+    vec = np.arange(384, dtype=np.float32)
+    vec /= np.linalg.norm(vec)
     cache.put("fake-model", "which database did we pick?", vec.astype("<f4").tobytes())
     embedder = FastEmbedder(tmp_path / "no-model-here", "fake-model", 384, query_cache=cache)
     for query in ("which database did we pick?", "  which   database did\twe pick? ",
@@ -169,6 +170,20 @@ def test_repeated_query_comes_from_the_cache_without_loading_a_model(tmp_path):
     assert embedder._model is None and embedder._query_encoder is None
     with pytest.raises(memstore.ModelError):  # a new query needs the (missing) model
         embedder.embed_query("something else")
+
+
+@pytest.mark.parametrize("planted", [
+    np.full(384, np.nan, dtype=np.float32),  # not finite
+    np.full(384, 1000 / np.sqrt(384), dtype=np.float32),  # norm 1000
+    np.zeros(384, dtype=np.float32),  # zero
+    np.ones(128, dtype=np.float32) / np.sqrt(128),  # another dimension
+])
+def test_a_cached_vector_that_fails_the_sanity_checks_is_never_used(tmp_path, planted):
+    cache = QueryVectorCache(tmp_path / "q.db")
+    cache.put("fake-model", "which database did we pick?", planted.astype("<f4").tobytes())
+    embedder = FastEmbedder(tmp_path / "no-model-here", "fake-model", 384, query_cache=cache)
+    with pytest.raises(memstore.ModelError):  # not taken from the cache: the model is needed
+        embedder.embed_query("which database did we pick?")
 
 
 @pytest.mark.real_model
@@ -254,3 +269,51 @@ def test_no_network_at_run_time(tmp_path, model_cache):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_documents_embedded_by_the_light_encoder_are_fastembeds_vectors(real_embedder, threads):
+    """One ONNX session per process: documents go through the light encoder, in the batches
+    fastembed would make (sorted by length, padded to the longest), with the same bits."""
+    texts = [f"memory {i}: " + "we chose PostgreSQL for JSONB support " * (i % 7)
+             + "ünïcödé 中文 🎉" * (i % 3) for i in range(40)] + ["x", "long text " * 300]
+    reference = real_embedder._load()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    rows = list(reference.embed([texts[i] for i in order], batch_size=16))
+    expected = np.empty((len(texts), 384), dtype=np.float32)
+    expected[order] = np.asarray(rows, dtype=np.float32)
+    fresh = FastEmbedder(real_embedder.model_dir, real_embedder.model_id, 384, threads=threads)
+    assert np.array_equal(fresh.embed(texts), expected)
+    assert fresh._model is None  # fastembed was never loaded
+    assert np.array_equal(fresh.embed([texts[3]])[0], next(iter(reference.embed([texts[3]]))))
+
+
+@pytest.mark.real_model
+def test_first_use_says_so_once_and_onnxruntime_writes_no_telemetry(tmp_path, model_cache):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(model_cache / "models")  # the model, but no prepared graph
+    (tmp_path / "tmp").mkdir()
+    env = {"MEMSTORE_HOME": str(tmp_path / "h"), "MEMSTORE_CACHE_DIR": str(cache),
+           "MEMSTORE_QUERY_WORKER_IDLE_SECONDS": "0", "MEMSTORE_CONFIG": str(tmp_path / "none.toml"),
+           "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp"), "PATH": "/usr/bin:/bin"}
+
+    def capture(text: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "memstore", "capture", text], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stderr
+
+    first = capture("We chose PostgreSQL for JSONB")
+    assert first.count("preparing the embedding model") == 1
+    assert "preparing" not in capture("The deploy runbook lives in the wiki")
+    out = subprocess.run([sys.executable, "-m", "memstore", "recall", "which database?"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "PostgreSQL" in out.stdout
+    assert not (tmp_path / ".cache" / "Microsoft").exists()
+    assert not (tmp_path / "tmp" / ".ses").exists()
+    assert not any("onnxruntime" in str(p) for p in tmp_path.rglob("*") if "cache" not in p.parts)

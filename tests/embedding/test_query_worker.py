@@ -26,6 +26,7 @@ import memstore
 from memstore.embedding import BUNDLED_MODEL_ID, FastEmbedder
 from memstore.embedding import query_worker as qw
 from memstore.embedding.onnx_query import OnnxQueryEncoder
+from memstore.storage.sqlite.query_cache import QueryVectorCache
 
 pytestmark = pytest.mark.skipif(not qw.supported(), reason="no Unix sockets here")
 
@@ -106,7 +107,7 @@ def test_worker_serves_the_local_bits_one_per_model_and_refuses_others(real_embe
     fastembed = real_embedder._load()
     assert expected[0] == np.asarray(next(iter(fastembed.query_embed(TEXTS[0]))), "<f4").tobytes()
 
-    client = workers.client(model_dir)
+    client = workers.client(model_dir, timeout=60)  # a 256-token text on a busy machine: > 1 s
     assert client.embed(TEXTS[0]) is None and client.absent  # nothing runs yet
     assert client.start()
     assert not client.start()  # one start per client
@@ -152,7 +153,7 @@ def test_worker_replaces_a_stale_socket_and_exits_when_idle(real_embedder, worke
     assert client.process.wait(timeout=180) == 0  # served, then idle for 1 s
     log = client.paths.log.read_text()
     assert "serving" in log and "exiting: idle for 1 s" in log
-    assert sorted(p.name for p in workers.directory.iterdir()) == ["worker.log"]
+    assert sorted(p.name for p in workers.directory.iterdir()) == ["worker.log", "worker.secret"]
 
 
 def test_a_worker_that_cannot_start_leaves_nothing_and_is_not_retried_at_once(tmp_path, workers):
@@ -196,8 +197,8 @@ def test_worker_off_when_disabled_or_unsupported(tmp_path, monkeypatch):
 
 
 @pytest.mark.real_model
-def test_a_fresh_recall_uses_the_worker_started_by_the_one_before(tmp_path, real_embedder,
-                                                                   model_cache, workers):
+def test_fresh_captures_and_recalls_use_the_worker_started_by_the_one_before(tmp_path, real_embedder,
+                                                                               model_cache, workers):
     cache = Path(tempfile.mkdtemp(prefix="mqc-"))  # short: the socket lives in the cache dir
     try:
         (cache / "models").symlink_to(model_cache / "models")
@@ -209,32 +210,38 @@ def test_a_fresh_recall_uses_the_worker_started_by_the_one_before(tmp_path, real
             "import sys, memstore\n"
             "with memstore.open() as s:\n"
             "    if sys.argv[1] == 'capture':\n"
-            "        s.capture('We chose PostgreSQL for JSONB')\n"
-            "        sys.exit(0)\n"
-            "    hits = s.recall(sys.argv[2])\n"
-            "    vector = s.embedder.embed_query(sys.argv[2])\n"
-            "print(hits[0].vector_rank, vector.astype('<f4').tobytes().hex(),"
-            " [m for m in ('onnxruntime', 'tokenizers') if m in sys.modules])\n"
+            "        m = s.capture(sys.argv[2])\n"
+            "        rank, vector = '-', s.backend.vectors_of([m.id])[m.id][2]\n"
+            "    else:\n"
+            "        rank = s.recall(sys.argv[2])[0].vector_rank\n"
+            "        vector = s.embedder.embed_query(sys.argv[2]).astype('<f4').tobytes()\n"
+            "print(rank, vector.hex(), [m for m in ('onnxruntime', 'tokenizers', 'fastembed')"
+            " if m in sys.modules])\n"
         )
 
         def run(*args: str) -> list[str]:
             out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
                                  text=True, timeout=300)
             assert out.returncode == 0, out.stderr
-            return out.stdout.split(" ", 2)
+            return out.stdout.strip().split(" ", 2)
 
-        run("capture", "")  # loads fastembed: no worker is needed, none is started
-        assert qw.worker_pid(BUNDLED_MODEL_ID, cache / qw.DIR_NAME) is None
-        first = run("recall", "which database did we pick?")
-        assert first[0] == "1" and first[2].strip() == "['onnxruntime', 'tokenizers']"  # local
-        client = workers.client(real_embedder.model_dir, directory=cache / qw.DIR_NAME)
-        workers.serving(client)  # the first recall started it
+        def local(text: str) -> str:  # this process's own embedding, as fastembed makes it
+            return next(iter(real_embedder._load().embed([text]))).astype("<f4").tobytes().hex()
+
+        first = run("capture", "We chose PostgreSQL for JSONB")  # nothing runs: embeds here,
+        assert first[2] == "['onnxruntime', 'tokenizers']"  # with the light encoder, not fastembed
+        assert first[1] == local("We chose PostgreSQL for JSONB")
+        client = workers.client(real_embedder.model_dir, directory=cache / qw.DIR_NAME, timeout=60)
+        workers.serving(client)  # ... and it started the worker for the next process
         pid = qw.worker_pid(BUNDLED_MODEL_ID, cache / qw.DIR_NAME)
+        text = "The deploy runbook lives in the wiki, next to the on-call rota"
+        second = run("capture", text)
+        assert second[2] == "[]" and second[1] == local(text)  # the worker's bits: the local bits
         query = "what storage engine holds our JSON documents?"
-        second = run("recall", query)
-        assert second[0] == "1" and second[2].strip() == "[]"  # no onnxruntime in this process
-        local = OnnxQueryEncoder(real_embedder.model_dir).encode(query)
-        assert second[1] == local.astype("<f4").tobytes().hex()
+        third = run("recall", query)
+        assert third[0] == "1" and third[2] == "[]"  # no onnxruntime in this process
+        expected = OnnxQueryEncoder(real_embedder.model_dir).encode(query)
+        assert third[1] == expected.astype("<f4").tobytes().hex()
         assert qw.worker_pid(BUNDLED_MODEL_ID, cache / qw.DIR_NAME) == pid  # no second worker
         shown = subprocess.run([sys.executable, "-m", "memstore", "model", "--json"], env=env,
                                capture_output=True, text=True, timeout=120)
@@ -242,3 +249,77 @@ def test_a_fresh_recall_uses_the_worker_started_by_the_one_before(tmp_path, real
     finally:
         qw.stop_worker(BUNDLED_MODEL_ID, cache / qw.DIR_NAME)
         shutil.rmtree(cache, ignore_errors=True)
+
+
+class FakeWorker:
+    """Something else listening on the worker's socket: answers every request with
+    ``vector``, tagged with ``secret`` (None: it does not know the secret)."""
+
+    def __init__(self, path: Path, vector: np.ndarray, secret: bytes | None) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(8)
+        self.vector, self.secret, self.served = vector, secret, 0
+        import threading
+
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                _, _, model_len, text_len, nonce = qw.REQUEST.unpack(qw._recv_exact(conn, qw.REQUEST.size))
+                qw._recv_exact(conn, model_len + text_len)
+                payload = self.vector.astype("<f4").tobytes()
+                tag = qw._tag(self.secret, nonce, payload) if self.secret else os.urandom(qw.TAG_BYTES)
+                self.served += 1  # before the answer: the client may check it as soon as it has one
+                conn.sendall(qw.RESPONSE.pack(qw.MAGIC, qw.OK, len(payload)) + payload + tag)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_an_impostor_on_the_socket_is_not_trusted_and_nothing_it_says_is_cached(tmp_path, workers):
+    client = workers.client(tmp_path / "no-model-here")
+    qw.settings.private_dir(client.paths.directory)
+    secret = qw._ensure_secret(client.paths.secret)
+    assert secret is not None and stat.S_IMODE(os.stat(client.paths.secret).st_mode) == 0o600
+    wrong = np.zeros(384, dtype=np.float32)
+    wrong[0] = 1.0  # a perfectly plausible unit vector: the "wrong memory at cos 1.000"
+    fake = FakeWorker(client.paths.socket, wrong, secret=None)
+    try:
+        assert client.embed("which database did we pick?") is None  # unsigned: ignored
+        assert fake.served == 1
+    finally:
+        fake.close()
+    client.paths.socket.unlink()
+    client.paths.secret.unlink()  # no secret at all: whatever listens is not asked
+    fake = FakeWorker(client.paths.socket, wrong, secret=None)
+    try:
+        assert client.embed("q") is None and client.absent and fake.served == 0
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("bad", [np.full(384, np.nan), np.full(384, 10.0), np.zeros(384)])
+def test_a_signed_but_insane_vector_is_neither_used_nor_cached(tmp_path, workers, bad):
+    cache = QueryVectorCache(tmp_path / "q.db")
+    embedder = FastEmbedder(tmp_path / "no-model-here", BUNDLED_MODEL_ID, 384, query_cache=cache,
+                            query_worker_idle=60)
+    client = workers.client(tmp_path / "no-model-here")
+    embedder.query_worker = client
+    qw.settings.private_dir(client.paths.directory)
+    fake = FakeWorker(client.paths.socket, bad.astype(np.float32), qw._ensure_secret(client.paths.secret))
+    try:
+        with pytest.raises(memstore.ModelError):  # refused: the model (missing here) is needed
+            embedder.embed_query("which database did we pick?")
+        with pytest.raises(memstore.ModelError):
+            embedder.embed(["a capture"])
+        assert fake.served == 2
+        assert cache.get(BUNDLED_MODEL_ID, "which database did we pick?") is None
+    finally:
+        fake.close()

@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -461,16 +461,23 @@ TEXT_INDEXES = ("memories_fts", "memories_cjk")
 
 
 def keyword_search(
-    conn: sqlite3.Connection, match: str, flt: Filter, limit: int, index: str = "memories_fts"
+    conn: sqlite3.Connection, match: str, flt: Filter, limit: int, index: str = "memories_fts",
+    ranked: Ranking | None = None,
 ) -> list[tuple[int, float]]:
     """(seq, bm25) of memories matching an FTS5 expression, best first, filter applied.
 
     FTS5 computes bm25 for every match whatever the LIMIT, and joining each match to
     ``memories`` for the filter doubled that cost; so the full-text index ranks alone and
     only the best few are checked against the filter. When the filter drops too many of
-    them (a narrow namespace, say), the joined query answers instead."""
+    them (a narrow namespace, say), the joined query answers instead. ``ranked(n, flt)``,
+    when given, is the derived keyword index's answer for the first ``n`` of FTS5's ranking
+    and whether it applied ``flt`` itself (None: it cannot answer, FTS5 does)."""
     if index not in TEXT_INDEXES:
         raise ValueError(f"unknown text index {index!r}")
+    if ranked is not None:
+        found = _filtered_ranking(conn, ranked, flt, limit)
+        if found is not None:
+            return found
     fetch = limit * 2
     for _attempt in range(2):
         ranked = conn.execute(
@@ -496,6 +503,29 @@ def keyword_search(
 #: Bounds of the CJK substring scan: memories read (newest first), characters of each.
 SCAN_ROWS = 5000
 SCAN_CHARS = 1000
+
+#: The derived keyword index's ranking: (first ``n`` rows, whether ``flt`` is applied) or None.
+Ranking = Callable[[int, Filter], "tuple[list[tuple[int, float]], bool] | None"]
+
+
+def _filtered_ranking(conn: sqlite3.Connection, ranked: Ranking, flt: Filter, limit: int
+                      ) -> list[tuple[int, float]] | None:
+    """The first ``limit`` of a ranking passing ``flt``, reading deeper until found or exhausted."""
+    fetch, checked, kept = limit * 2, 0, []
+    while True:
+        answer = ranked(fetch, flt)
+        if answer is None:
+            return None
+        rows, filtered = answer
+        if filtered:
+            return rows[:limit]
+        fresh = rows[checked:]
+        passing = seqs_passing(conn, flt, [seq for seq, _ in fresh])
+        kept += [(seq, bm25) for seq, bm25 in fresh if seq in passing]
+        checked = len(rows)
+        if len(kept) >= limit or len(rows) < fetch:
+            return kept[:limit]
+        fetch *= 8
 
 
 def substring_search(

@@ -7,13 +7,19 @@ also searches the trigram index (``memories_cjk``) and, for what trigrams cannot
 the query's CJK bigrams as substrings. Each memory's *strength* is its bm25 relative to the
 best bm25 of the same index for this query (in [0, 1]); a memory found in several sources
 keeps its strongest. Substring-only matches rank below every indexed match.
+
+The word index's ranking may come from the derived keyword index (``keyword_index.py``),
+which gives FTS5's own bm25 and order at a fraction of the cost; FTS5 answers whatever it
+cannot.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
+from ...timeutil import format_ts
 from ..base import Filter, KeywordMatch
 from ..terms import (
     CJK_RUN,
@@ -26,6 +32,10 @@ from ..terms import (
     keyword_terms,
 )
 from . import db
+from .keyword_index import is_default
+
+if TYPE_CHECKING:
+    from .keyword_index import KeywordIndex
 
 __all__ = ["KeywordLeg", "cjk_match", "fts_match"]
 
@@ -65,10 +75,12 @@ class KeywordLeg:
     score memories the vector leg found (so fusion knows both legs' evidence for every
     candidate)."""
 
-    def __init__(self, conn: sqlite3.Connection, query: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, query: str, words: KeywordIndex | None = None) -> None:
         self._conn = conn
+        self._words = words
+        self._terms = keyword_terms(query)
         self._matches: list[tuple[str, str]] = []
-        words = fts_match(keyword_terms(query))
+        words = fts_match(self._terms)
         if words is not None:
             self._matches.append(("memories_fts", words))
         self._substrings: list[str] = []
@@ -88,7 +100,9 @@ class KeywordLeg:
         either way) and keeps those beyond ``depth`` as evidence for ``evidence_for``."""
         found: dict[int, KeywordMatch] = {}
         for index, match in self._matches:
-            rows = db.keyword_search(self._conn, match, flt, depth * EVIDENCE_FACTOR, index=index)
+            derived = index == "memories_fts" and self._words is not None
+            rows = db.keyword_search(self._conn, match, flt, depth * EVIDENCE_FACTOR, index=index,
+                                     ranked=self._word_ranking if derived else None)
             if rows:
                 best = rows[0][1]
                 self._keep(found, ((seq, bm25, keyword_strength(bm25, best)) for seq, bm25 in rows))
@@ -111,6 +125,15 @@ class KeywordLeg:
             rows = db.substring_search(self._conn, self._substrings, Filter(), len(seqs), seqs=seqs)
             self._keep(found, ((seq, None, self._substring_strength(n)) for seq, n in rows))
         return found
+
+    def _word_ranking(self, count: int, flt: Filter) -> tuple[list[tuple[int, float]], bool] | None:
+        """The derived index's ranking; with the default filter applied by the index itself
+        where it holds the rows' live state (a long-lived process)."""
+        words = self._words
+        assert words is not None
+        default = words.filters_live and is_default(flt)
+        rows = words.search(self._terms, count, format_ts(flt.now) if default and flt.now else None)
+        return None if rows is None else (rows, default)
 
     def _substring_strength(self, count: int) -> float:
         """Share of the query's CJK substrings found, scaled below the weakest indexed match."""

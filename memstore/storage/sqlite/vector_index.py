@@ -49,6 +49,19 @@ FORMAT = 2
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 64
+#: (up to this many vectors, search beam): HNSW recall falls as the graph grows (recall@10
+#: against exact 0.993 at 100k, 0.970 at 1M with a beam of 64 — and the vector leg asks for
+#: 100, so the beam was 100 in effect); a search-time setting, so no rebuild is needed.
+EXPANSION_SEARCH_BY_SIZE = ((200_000, EXPANSION_SEARCH), (500_000, 256))
+EXPANSION_SEARCH_LARGEST = 512
+
+
+def expansion_search(count: int) -> int:
+    """The HNSW search beam for an index of ``count`` vectors (see EXPANSION_SEARCH_BY_SIZE)."""
+    for upto, beam in EXPANSION_SEARCH_BY_SIZE:
+        if count <= upto:
+            return beam
+    return EXPANSION_SEARCH_LARGEST
 #: Changes kept beside a memory-mapped index before it is copied into memory.
 OVERLAY_MAX = 4096
 #: load() problem when the saved index reflects commits the caller's read snapshot predates
@@ -412,7 +425,7 @@ class VectorIndex:
         index = Index.restore(str(path), view=True)
         if index is None or index.ndim != self.dimension:
             return None
-        index.expansion_search = EXPANSION_SEARCH
+        index.expansion_search = expansion_search(len(index))
         return _Hnsw(index, readonly=True)
 
     def _reset(self) -> None:
@@ -444,6 +457,8 @@ class VectorIndex:
                 keys, blobs = [], []
         if keys:
             base.add(keys, _matrix(np, blobs, self.dimension))
+        if isinstance(base, _Hnsw):
+            base.index.expansion_search = expansion_search(len(base))
         self._base = base
         self.position = position
         return len(base)

@@ -17,6 +17,8 @@ derived from it. The checks, in order:
 - ``models``   embeddings made by another model (only ``memstore reindex`` replaces them).
 - ``index``    the saved usearch index, after replaying the change log, holds exactly the
                live embeddings of the current model, with the same vectors.
+- ``keywords`` the saved derived keyword index, caught up, equals a fresh build from FTS5's
+               tables (no saved index is fine: it is built on first use).
 
 A database that fails ``sqlite`` is reported and never modified: the other checks are skipped
 and repair refuses. Otherwise repair rebuilds what SQLite can give back: FTS 'rebuild', the
@@ -355,6 +357,40 @@ def _compare_index(
     return tuple(problems)
 
 
+def check_keywords(t: Target) -> Check:
+    """Load the saved keyword index as the next recall would, catch it up, compare it with
+    a fresh build from FTS5's tables. Skipped (ok) when none is saved."""
+    from .keyword_index import NEWER as KEYWORDS_NEWER
+    from .keyword_index import KeywordIndex
+
+    conn = t.conn
+    index = KeywordIndex(t.index_dir)
+    for last_try in (False, True):
+        conn.execute("BEGIN")  # one snapshot for the log, the rows and FTS5's tables
+        try:
+            head, floor = db.log_head(conn), db.log_floor(conn)
+            problem = index.load(t.store_id, floor, head)
+            if problem == KEYWORDS_NEWER and not last_try:
+                continue
+            if problem:
+                return Check("keywords", False, "the saved keyword index is unusable (it is rebuilt "
+                             "automatically on next use)", (problem,))
+            if not index.loaded:
+                return Check("keywords", True, "no saved keyword index (built on first use)")
+            touched = [s for s, in conn.execute(
+                "SELECT DISTINCT seq FROM vector_log WHERE op > ?", (index.position,))]
+            problem = index.catch_up(conn, touched, head)
+            problems = [problem] if problem else index.differences(conn)
+            if problems:
+                return Check("keywords", False, "the saved keyword index disagrees with the "
+                             "full-text index", tuple(problems))
+            return Check("keywords", True, f"saved keyword index matches the full-text index "
+                         f"({index.docs:,} rows)")
+        finally:
+            conn.execute("COMMIT")
+    raise AssertionError("unreachable")
+
+
 def run_checks(t: Target, *, quick: bool = False) -> list[Check]:
     """Every check; only ``sqlite`` when the database itself is damaged."""
     first = check_sqlite(t.conn, quick=quick)
@@ -363,11 +399,12 @@ def run_checks(t: Target, *, quick: bool = False) -> list[Check]:
         if guard is not None:  # every process refuses writes from now on
             guard.mark_damaged(first.summary)
         skipped = [Check(n, False, "skipped: the database is damaged", skipped=True)
-                   for n in ("commits", "fts", "rows", "tags", "vectors", "models", "index")]
+                   for n in ("commits", "fts", "rows", "tags", "vectors", "models", "index", "keywords")]
         return [first, *skipped]
     checks = [first, check_commits(t.conn)]
     for fn in (lambda: check_fts(t.conn), lambda: check_rows(t.conn), lambda: check_tags(t.conn),
-               lambda: check_vectors(t), lambda: check_models(t), lambda: check_index(t)):
+               lambda: check_vectors(t), lambda: check_models(t), lambda: check_index(t),
+               lambda: check_keywords(t)):
         checks.append(fn())
     return checks
 
@@ -381,6 +418,7 @@ def repair(
     *,
     embed: Callable[[Sequence[str]], np.ndarray],
     rebuild_index: Callable[[], int],
+    rebuild_keywords: Callable[[], int | None] | None = None,
 ) -> list[str]:
     """Fix what SQLite can give back; returns one line per action. Never called when the
     ``sqlite`` check failed."""
@@ -416,6 +454,10 @@ def repair(
     if failed & {"vectors", "index"}:
         count = rebuild_index()
         done.append(f"rebuilt and saved the vector index ({count:,} vectors)")
+    if rebuild_keywords is not None and failed & {"fts", "keywords"}:
+        rows = rebuild_keywords()
+        if rows is not None:
+            done.append(f"rebuilt and saved the keyword index ({rows:,} rows)")
     return done
 
 

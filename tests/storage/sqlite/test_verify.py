@@ -47,7 +47,7 @@ def test_a_healthy_store_passes_every_check(home):
         report = s.verify()
     assert report.ok
     assert [c.name for c in report.checks] == [
-        "sqlite", "commits", "fts", "rows", "tags", "vectors", "models", "index",
+        "sqlite", "commits", "fts", "rows", "tags", "vectors", "models", "index", "keywords",
     ]
     assert report.found is None and report.repaired == []
     assert json.loads(json.dumps(report.to_dict()))["ok"] is True
