@@ -1,0 +1,1 @@
+"""Storage backends: the embedded SQLite default and the PostgreSQL team store."""
