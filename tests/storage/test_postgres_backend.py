@@ -145,3 +145,24 @@ def test_forgotten_memories_leave_both_legs_and_purge_removes_text(backend):
     with psycopg.connect(backend.url) as conn:
         assert conn.execute("SELECT count(*) FROM memories WHERE text LIKE '%launch%'").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 0
+
+
+def test_term_frequency_read_back_from_ts_rank_is_exact(backend):
+    """BM25's tf comes from ts_rank (memstore_tf): exact for every count a tsvector holds."""
+    with backend.reading() as conn:
+        wrong = conn.execute(
+            "SELECT n FROM generate_series(1, 300) n WHERE memstore_tf("
+            "to_tsvector('memstore_text', repeat('word ', n) || 'end'), 'word'::tsquery) <> least(n, 255)"
+        ).fetchall()
+    assert wrong == []
+
+
+def test_bm25_prefers_rare_terms_and_short_documents(backend):
+    with backend.transaction() as conn:
+        common = [backend.insert_memory(conn, _row(f"common filler {i}")) for i in range(20)]
+        rare = backend.insert_memory(conn, _row("common zebra"))
+        long = backend.insert_memory(conn, _row("zebra " + " ".join(f"pad{i}" for i in range(40))))
+    with backend.reading() as conn:
+        hits = backend.keyword_search(conn, ["common", "zebra"], Filter(), 30)
+    assert [s for s, _ in hits[:2]] == [rare, long]
+    assert set(common) <= {s for s, _ in hits}

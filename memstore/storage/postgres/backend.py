@@ -302,8 +302,9 @@ class PostgresBackend:
         if ranking in ("ts_rank_cd", "ts_rank"):
             rows = conn.execute(
                 f"WITH lex AS ({lexemes}), q AS ({query}) "
-                f"SELECT m.seq, {ranking}(m.tsv, q.q, 1) AS score FROM memories m, q "
-                f"WHERE m.tsv @@ q.q AND {where_named} ORDER BY score DESC, m.seq DESC LIMIT %(limit)s",
+                f"SELECT m.seq, {ranking}(m.tsv, (SELECT q FROM q), 1) AS score FROM memories m "
+                f"WHERE m.tsv @@ (SELECT q FROM q) AND {where_named} "
+                "ORDER BY score DESC, m.seq DESC LIMIT %(limit)s",
                 args,
             ).fetchall()
             return [(int(r[0]), float(r[1])) for r in rows]
@@ -316,12 +317,12 @@ class PostgresBackend:
             WITH lex AS ({lexemes}), q AS ({query}),
             hits AS MATERIALIZED (
                 SELECT m.seq, m.tsv, m.doc_len, ({where_named}) AS passes
-                FROM memories m, q WHERE m.tsv @@ q.q AND {_LIVE}
+                FROM memories m WHERE m.tsv @@ (SELECT q FROM q) AND {_LIVE}
             ),
+            terms AS MATERIALIZED (SELECT lexeme, quote_literal(lexeme)::tsquery AS lq FROM lex),
             tf AS (
-                SELECT h.seq, h.doc_len, h.passes, u.lexeme,
-                       coalesce(array_length(u.positions, 1), 1) AS tf
-                FROM hits h, unnest(h.tsv) u WHERE u.lexeme IN (SELECT lexeme FROM lex)
+                SELECT h.seq, h.doc_len, h.passes, t.lexeme, memstore_tf(h.tsv, t.lq) AS tf
+                FROM hits h JOIN terms t ON h.tsv @@ t.lq
             ),
             df AS (SELECT lexeme, count(*) AS df FROM tf GROUP BY lexeme)
             SELECT tf.seq, sum(

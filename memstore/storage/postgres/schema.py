@@ -104,6 +104,15 @@ def m001_initial(cur: psycopg.Cursor, ctx: SchemaContext) -> None:
         CREATE TRIGGER memories_text BEFORE INSERT OR UPDATE OF text, tags ON memories
             FOR EACH ROW EXECUTE FUNCTION memstore_text_columns();
 
+        -- How often a lexeme occurs in a tsvector (its term frequency, for BM25), read back from
+        -- ts_rank: for one unweighted lexeme and normalisation 0 it is 0.1·H2(tf)/(pi^2/6) with
+        -- H2(n) = sum 1/k^2, k <= n, so tf = round(1/(pi^2/6 - H2) - 1/2), exact for every tf a
+        -- tsvector can hold (1..255; tests/storage check it). ~50x cheaper than unnest(tsvector).
+        CREATE FUNCTION memstore_tf(doc tsvector, lexeme tsquery) RETURNS integer
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        RETURN greatest(1, round(1.0 / (pi() ^ 2 / 6 - ts_rank(doc, lexeme, 0)::float8 * 16.4493406685)
+                                 - 0.5))::integer;
+
         CREATE TABLE embeddings (
             seq bigint PRIMARY KEY REFERENCES memories (seq) ON DELETE CASCADE,
             model text NOT NULL,
