@@ -14,6 +14,8 @@ and changes nothing in the store::
      ├── ModelError               the embedding model cannot be loaded or does not match
      │    └── ModelMismatchError      vectors in the store come from another model: run reindex
      └── GitError                 git is missing, a path is not in a repository, or git failed
+
+    ModelMismatchWarning (a UserWarning): some vectors are from another model; keyword only
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "MemstoreError",
     "ModelError",
     "ModelMismatchError",
+    "ModelMismatchWarning",
     "NotFoundError",
     "SchemaTooNewError",
     "StoreError",
@@ -85,3 +88,7 @@ class ModelMismatchError(ModelError):
 
 class GitError(MemstoreError):
     """git is not installed, the path is not in a repository, or a git command failed."""
+
+
+class ModelMismatchWarning(UserWarning):
+    """Some memories carry vectors from another model; they are left out of the vector leg."""

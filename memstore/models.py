@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["CaptureResult", "Hit", "ImportResult", "Memory", "PurgeResult", "PurgedMemory"]
+__all__ = [
+    "CaptureResult", "Check", "Hit", "ImportResult", "Memory", "PurgeResult", "PurgedMemory", "VerifyReport",
+]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -197,3 +199,39 @@ class Hit:
             bm25=self.bm25,
         )
         return data
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: whether it passed, a one-line summary, and each problem on one line."""
+
+    name: str
+    ok: bool
+    summary: str
+    problems: tuple[str, ...] = ()
+    skipped: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "skipped": self.skipped,
+                "summary": self.summary, "problems": list(self.problems)}
+
+
+@dataclass
+class VerifyReport:
+    """The checks as they stand, and (after ``repair=True``) what was found and done."""
+
+    checks: list[Check]
+    repaired: list[str] = field(default_factory=list)
+    found: list[Check] | None = None  # the checks before repair, when repair ran
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checks": [c.to_dict() for c in self.checks],
+            "repaired": list(self.repaired),
+            "found": [c.to_dict() for c in self.found] if self.found is not None else None,
+        }

@@ -1,79 +1,44 @@
-"""MemoryStore: the one orchestrator of capture and recall.
+"""MemoryStore: the facade users hold, over one backend and one embedder.
 
-It owns one SQLite connection (the truth), one embedder (resolved lazily) and
-one usearch index (a cache it keeps in step with SQLite through the vector
-change log). Every public method validates its input first, so bad input
-changes nothing.
+Every public method validates its input first (so bad input changes nothing), then
+delegates: :mod:`.capture` writes memories and versions, :mod:`.recall` runs and fuses the
+legs, :mod:`.transfer` exports and imports, :mod:`.batch_embed` embeds in batches; the
+backend (:mod:`.storage`) does the storage. Notices are gathered per call
+(:mod:`.notices`): ``CaptureResult.notices``, ``Hits.notices``, and ``store.notices`` —
+those of this thread's calls since it opened.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
-import sqlite3
 import threading
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from datetime import date, datetime, timedelta
-from typing import IO, TYPE_CHECKING, Any, Literal
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
-from . import config, db, exchange
-from .db import Filter, transaction
+from . import config, exchange
+from .batch_embed import BATCH_SIZE, Embedding, Progress
+from .capture import Capture, TimeLike, TtlLike, clean_id
 from .embedder import Embedder, ModelInfo, resolve_embedder
-from .errors import (
-    ConflictError,
-    InvalidInputError,
-    ModelError,
-    ModelMismatchError,
-    NotFoundError,
-    StoreError,
-    StoreNotWritableError,
-)
-from .identity import content_hash, new_id, states_other_numbers
-from .keyword import KeywordLeg, KeywordMatch
-from .models import CaptureResult, Hit, ImportResult, Memory, PurgedMemory, PurgeResult
-from .search import LEG_DEPTH, fuse
-from .settings import SETTINGS, Settings, load_settings
-from .timeutil import format_ts, now, parse_duration, parse_time
-from .validate import (
-    clean_limit,
-    clean_metadata,
-    clean_name,
-    clean_namespaces,
-    clean_query,
-    clean_tags,
-    clean_text,
-)
-from .vectors import NEWER, VectorIndex
+from .errors import InvalidInputError, ModelError, ModelMismatchWarning, NotFoundError
+from .models import CaptureResult, ImportResult, Memory, PurgedMemory, PurgeResult, VerifyReport
+from .notices import collecting
+from .recall import Hits, Mode
+from .recall import recall as run_recall
+from .settings import Settings, load_settings
+from .storage import open_backend
+from .storage.base import Backend, Filter
+from .timeutil import format_ts, now, parse_time
+from .validate import clean_limit, clean_name, clean_namespaces, clean_query, clean_tags
 
-if TYPE_CHECKING:
-    import numpy as np
+__all__ = ["KEEP", "MemoryStore", "ModelMismatchWarning", "Progress", "open_store"]
 
-    from .verify import VerifyReport
+#: Pending (deferred) embeddings a recall computes before its vector leg, newest first.
+RECALL_EMBED_PENDING = 16
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-__all__ = ["MemoryStore", "ModelMismatchWarning", "Progress", "open_store"]
-
-Mode = Literal["hybrid", "keyword", "semantic"]
-MODES = ("hybrid", "keyword", "semantic")
-TimeLike = str | datetime | date | None
-TtlLike = str | timedelta | None
-#: progress(done, total) callback used by bulk operations
-Progress = Callable[[int, int], None]
-
-#: Below this many candidates a filtered vector search is exact over the candidates.
-EXACT_FILTER_MAX = 5000
-#: Up to this many vectors the index is a flat matrix searched exactly: faster than HNSW
-#: in a fresh process (no usearch import, no graph) and within ~3 ms of it warm; above it,
-#: HNSW. Measured by scripts/bench.py (docs/performance.md).
-EXACT_INDEX_MAX = 20_000
-#: An HNSW index turns flat again only below this, so a store at the edge does not flap.
-FLAT_AGAIN_BELOW = EXACT_INDEX_MAX // 2
-#: Default texts per embedding batch in bulk capture and reindex.
-BATCH_SIZE = 256
-#: Nearest memories a capture is compared with when looking for a near-duplicate.
-NEAR_DUPLICATE_CANDIDATES = 5
 
 class _Keep:
     """Marker default: "leave this field as it is" (None already means "clear it")."""
@@ -83,24 +48,31 @@ class _Keep:
 
 
 KEEP: Any = _Keep()
-#: Pending (deferred) embeddings a recall computes before its vector leg, newest first.
-RECALL_EMBED_PENDING = 16
-#: Vector-log ops kept behind a saved index, so processes holding a slightly older index in
-#: memory catch up instead of rebuilding; the log is trimmed once twice that has piled up.
-LOG_KEEP = 10_000
 
 
-class ModelMismatchWarning(UserWarning):
-    """Some memories carry vectors from another model; they are left out of the vector leg."""
+def _call(fn: _F) -> _F:
+    """A public method: its notices are gathered and kept for this thread (``store.notices``)
+    and, where the result has room for them (``Hits``), attached to the result."""
+
+    @functools.wraps(fn)
+    def wrapper(self: MemoryStore, *args: Any, **kwargs: Any) -> Any:
+        with collecting() as notes:
+            try:
+                value = fn(self, *args, **kwargs)
+            finally:
+                self._thread_notices().extend(notes)
+        if isinstance(value, Hits) and notes:
+            value.notices = tuple(notes)
+        return value
+
+    return wrapper  # type: ignore[return-value]
 
 
-@db.translate_errors
 class MemoryStore:
-    """A memory store in one directory: ``memstore.db`` plus the ``index/`` cache.
+    """A memory store: a directory (``memstore.db`` plus the ``index/`` cache) by default.
 
-    Use :func:`memstore.open` to get one; close it (or use ``with``) to save the
-    vector index. One instance may be shared between threads; several processes
-    may open the same directory at once.
+    Use :func:`memstore.open` to get one; close it (or use ``with``) to save caches. One
+    instance may be shared between threads; several processes may open the same store.
     """
 
     def __init__(
@@ -110,6 +82,7 @@ class MemoryStore:
         embedder: Embedder | None = None,
         model_dir: str | os.PathLike[str] | None = None,
         settings: Settings | None = None,
+        backend: Backend | None = None,
     ) -> None:
         if settings is None:
             settings = load_settings(
@@ -118,30 +91,28 @@ class MemoryStore:
             )
         self.settings = settings
         self.home = config.home_dir(settings.get("home"))
-        self._prepare_home()
-        self.db_path = self.home / config.DB_FILENAME
-        self.index_dir = self.home / "index"
-        self._conn = db.connect(self.db_path)
-        self._store_id = db.store_id(self._conn)
-        self._embedder = embedder
+        self.backend: Backend = backend if backend is not None else open_backend(self.home)
+        self.db_path: Path | None = getattr(self.backend, "db_path", None)
+        self.index_dir: Path | None = getattr(self.backend, "index_dir", None)
         self._embedder_injected = embedder is not None
         self._model_dir = settings.get("model_dir")
-        self._index: VectorIndex | None = None
-        self._lock = threading.RLock()
-        self._last_query_vector: tuple[str, str, np.ndarray] | None = None
-        self._closed = False
-        #: one-line notices about repairs done on the way (index rebuilt, …)
-        self.notices: list[str] = []
+        self._embedding = Embedding(lambda: embedder or resolve_embedder(
+            self._model_dir, self.settings.get("embedder"), self.settings.get("model"),
+            query_worker_idle=self.settings.get("query_worker.idle_seconds", 0),
+        ))
+        self._capture = Capture(self.backend, self._embedding, settings)
+        self._local = threading.local()
 
-    def _prepare_home(self) -> None:
-        try:
-            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreNotWritableError(f"cannot create store directory {self.home}: {exc}") from exc
-        if not self.home.is_dir():
-            raise StoreError(f"store path {self.home} is not a directory")
-        if not os.access(self.home, os.W_OK | os.X_OK):
-            raise StoreNotWritableError(f"store directory {self.home} is not writable")
+    def _thread_notices(self) -> list[str]:
+        notes = getattr(self._local, "notices", None)
+        if notes is None:
+            notes = self._local.notices = []
+        return notes
+
+    @property
+    def notices(self) -> list[str]:
+        """One-line notices of this thread's calls since the store opened (index rebuilt, …)."""
+        return self._thread_notices()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -151,36 +122,17 @@ class MemoryStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @_call
     def close(self) -> None:
-        """Save the vector index if it moved on, and close the database. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            try:
-                index = self._index
-                if index is not None and (  # as _sync_index: small changes replay cheaply
-                    index.position - index.saved_position >= _save_threshold(len(index))
-                ):
-                    self._save_index()
-            finally:
-                self._conn.close()
-                self._closed = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError("the store is closed")
+        """Save caches and close the backend. Idempotent."""
+        self.backend.close()
 
     # -- the model ---------------------------------------------------------------------------
 
     @property
     def embedder(self) -> Embedder:
         """The embedder in use (resolved on first use)."""
-        if self._embedder is None:
-            self._embedder = resolve_embedder(
-                self._model_dir, self.settings.get("embedder"), self.settings.get("model"),
-                query_worker_idle=self.settings.get("query_worker.idle_seconds", 0),
-            )
-        return self._embedder
+        return self._embedding.embedder
 
     def model_info(self) -> ModelInfo:
         """Which model this store embeds with, where it came from, its dimension."""
@@ -193,60 +145,9 @@ class MemoryStore:
         status = getattr(emb, "query_worker_status", None)
         return replace(info, query_worker=status()) if status is not None else info
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        import numpy as np
-
-        vectors = np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
-        expected = (len(texts), self.embedder.dimension)
-        if vectors.shape != expected:
-            raise ModelError(f"embedder returned shape {vectors.shape}, expected {expected}")
-        return vectors
-
     # -- capture -----------------------------------------------------------------------------
 
-    def _prepare(
-        self,
-        text: Any,
-        *,
-        namespace: str | None = None,
-        tags: Iterable[str] | str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        source: str | None = None,
-        project: str | None = None,
-        branch: str | None = None,
-        expires_at: TimeLike = None,
-        ttl: TtlLike = None,
-        created_at: TimeLike = None,
-        redact: bool | None = None,
-    ) -> dict[str, Any]:
-        text = clean_text(text)
-        meta = clean_metadata(metadata)
-        redacted: tuple[str, ...] = ()
-        if self._redacting(redact):  # before hashing and embedding: no secret reaches SQLite
-            text, meta, redacted = _redact_secrets(text, meta)
-        ns = clean_name(namespace, "namespace") or self.settings.get(
-            "default_namespace", config.DEFAULT_NAMESPACE
-        )
-        project = clean_name(project, "project")
-        expires = _expiry(expires_at, ttl)
-        created = parse_time(created_at, field="created_at") if created_at is not None else None
-        stamp = format_ts(now())
-        return {
-            "id": new_id(),
-            "text": text,
-            "namespace": ns,
-            "tags": json.dumps(list(clean_tags(tags)), ensure_ascii=False),
-            "source": clean_name(source, "source"),
-            "metadata": json.dumps(meta, ensure_ascii=False),
-            "content_hash": content_hash(text, ns, project),
-            "project": project,
-            "branch": clean_name(branch, "branch"),
-            "created_at": format_ts(created) if created else stamp,
-            "updated_at": stamp,
-            "expires_at": format_ts(expires) if expires else None,
-            "_redacted": redacted,  # not a column: db.insert_memory skips "_" keys
-        }
-
+    @_call
     def capture(
         self,
         text: str,
@@ -284,30 +185,13 @@ class MemoryStore:
         Secrets in the text and metadata values are replaced by ``[REDACTED:<kind>]`` first
         (listed in ``result.redacted``) unless ``redact=False`` (default: the ``redact`` setting).
         """
-        if supersedes is not None:
-            old = self._current_version(_clean_id(supersedes))
-            row = self._prepare(
-                text, namespace=namespace or old.namespace, tags=tags, metadata=metadata,
-                source=source, project=project if project is not None else old.project,
-                branch=branch if branch is not None else old.branch, expires_at=expires_at, ttl=ttl,
-                redact=redact,
-            )
-            return _with_redactions(self._write_version(old, row), row["_redacted"])
-        row = self._prepare(
-            text, namespace=namespace, tags=tags, metadata=metadata, source=source,
-            project=project, branch=branch, expires_at=expires_at, ttl=ttl, created_at=created_at,
-            redact=redact,
+        return self._capture.capture(
+            text, supersedes=supersedes, allow_duplicate=allow_duplicate, embed=embed,
+            namespace=namespace, tags=tags, metadata=metadata, source=source, project=project,
+            branch=branch, expires_at=expires_at, ttl=ttl, created_at=created_at, redact=redact,
         )
-        near = None if allow_duplicate else self._near_duplicate_threshold()
-        return _with_redactions(self._capture_rows([row], near=near, embed=embed)[0], row["_redacted"])
 
-    def _redacting(self, redact: bool | None) -> bool:
-        if redact is None:
-            return bool(self.settings.get("redact", True))
-        if not isinstance(redact, bool):
-            raise InvalidInputError(f"redact must be True, False or None, not {redact!r}")
-        return redact
-
+    @_call
     def capture_many(
         self,
         items: Iterable[str | Mapping[str, Any]],
@@ -330,100 +214,12 @@ class MemoryStore:
         progress bar on stderr. ``redact`` as in :meth:`capture`. Returns one result per
         item, in order.
         """
-        if batch_size is None:
-            batch_size = int(self.settings.get("batch_size", BATCH_SIZE))
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError("batch_size must be a positive integer")
-        redact = self._redacting(redact)
-        rows = []
-        allowed = {
-            "text", "namespace", "tags", "metadata", "source", "project", "branch", "expires_at", "ttl",
-            "created_at",
-        }
-        for position, item in enumerate(items):
-            try:
-                if isinstance(item, (str, bytes)):
-                    fields: dict[str, Any] = {"text": item}
-                elif isinstance(item, Mapping):
-                    unknown = set(item) - allowed
-                    if unknown:
-                        raise InvalidInputError(f"unknown field(s) {', '.join(sorted(unknown))}")
-                    if "text" not in item:
-                        raise InvalidInputError("missing field 'text'")
-                    fields = dict(item)
-                else:
-                    raise InvalidInputError(f"expected a string or a mapping, not {type(item).__name__}")
-                fields.setdefault("namespace", namespace)
-                fields.setdefault("tags", tags)
-                rows.append(self._prepare(**fields, redact=redact))
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"item {position}: {exc}") from None
-        redacted = [row["_redacted"] for row in rows]
-        callback = _progress_callback(progress, len(rows), "capturing")
-        results: list[CaptureResult] = []
-        try:
-            for start in range(0, len(rows), batch_size):
-                results.extend(self._capture_rows(rows[start : start + batch_size], sync=False, embed=embed))
-                if callback:
-                    callback(len(results), len(rows))
-        finally:
-            if callback is not None and hasattr(callback, "close"):
-                callback.close()
-            with self._lock:
-                if self._index is not None:
-                    self._sync_index()
-        return [_with_redactions(r, k) for r, k in zip(results, redacted, strict=True)]
+        return self._capture.capture_many(
+            items, namespace=namespace, tags=tags, batch_size=batch_size, progress=progress,
+            embed=embed, redact=redact,
+        )
 
-    def _capture_rows(
-        self, rows: list[dict[str, Any]], sync: bool = True, *, near: float | None = None,
-        embed: bool = True,
-    ) -> list[CaptureResult]:
-        with self._lock:
-            self._check_open()
-            results: dict[int, CaptureResult] = {}
-            fresh: list[int] = []
-            first_of: dict[str, int] = {}
-            repeats: list[int] = []
-            for i, row in enumerate(rows):
-                existing = db.find_live_by_hash(self._conn, row["content_hash"])
-                if existing is not None:
-                    results[i] = _result(existing, created=False)
-                elif row["content_hash"] in first_of:
-                    repeats.append(i)
-                else:
-                    first_of[row["content_hash"]] = i
-                    fresh.append(i)
-            vectors = None
-            notices: tuple[str, ...] = ()
-            if fresh and embed:
-                try:
-                    vectors = self._embed([rows[i]["text"] for i in fresh])
-                except ModelError as exc:
-                    notices = (f"stored without a vector ({exc}); run `memstore reindex` later",)
-            if near is not None and vectors is not None:
-                fresh, vectors = self._skip_near_duplicates(rows, fresh, vectors, near, results)
-            model = self.embedder.model_id if vectors is not None else None
-            with transaction(self._conn):
-                for n, i in enumerate(fresh):
-                    row = rows[i]
-                    again = db.find_live_by_hash(self._conn, row["content_hash"])
-                    if again is not None:  # another process stored it since we looked
-                        results[i] = _result(again, created=False)
-                        continue
-                    seq = db.insert_memory(self._conn, row)
-                    if vectors is not None and model is not None:
-                        db.put_embedding(
-                            self._conn, seq, model, row["content_hash"], vectors[n].astype("<f4").tobytes()
-                        )
-                    found = db.get_memory(self._conn, row["id"])
-                    assert found is not None
-                    results[i] = _result(found[1], created=True, notices=notices)
-            for i in repeats:
-                results[i] = _result(results[first_of[rows[i]["content_hash"]]], created=False)
-            if sync and self._index is not None:
-                self._sync_index()
-            return [results[i] for i in range(len(rows))]
-
+    @_call
     def import_jsonl(
         self,
         source: str | os.PathLike[str] | IO[str],
@@ -438,13 +234,16 @@ class MemoryStore:
         captured as new memories; ``namespace`` is their default; ``redact`` as in
         :meth:`capture` — an export is restored as it was). The whole file is checked
         before anything is written."""
+        from .transfer import import_export
+
         head, items = exchange.parse(exchange.read_lines(source))
         if head is not None:
             if namespace is not None:
                 raise InvalidInputError(
                     "namespace applies to plain JSONL; an export keeps the namespaces it records"
                 )
-            return self._import_export(list(exchange.records(items)), progress)
+            return import_export(self.backend, self._embedding, list(exchange.records(items)), progress,
+                                 int(self.settings.get("batch_size", BATCH_SIZE)))
         for number, item in items:
             if not isinstance(item, (str, dict)):
                 raise InvalidInputError(f"line {number}: expected an object or a string")
@@ -453,7 +252,7 @@ class MemoryStore:
                     f"line {number}: this looks like a memstore export without its header line; "
                     "export again (the header is needed to restore ids and history)"
                 )
-        results = self.capture_many(
+        results = self._capture.capture_many(
             [item for _, item in items], namespace=namespace, progress=progress, redact=redact
         )
         created = sum(r.created for r in results)
@@ -464,15 +263,15 @@ class MemoryStore:
 
     # -- read --------------------------------------------------------------------------------
 
+    @_call
     def get(self, memory_id: str) -> Memory:
         """The memory with this id (forgotten and superseded ones included)."""
-        with self._lock:
-            self._check_open()
-            found = db.get_memory(self._conn, _clean_id(memory_id))
-            if found is None:
-                raise NotFoundError(memory_id)
-            return found[1]
+        found = self.backend.get(clean_id(memory_id))
+        if found is None:
+            raise NotFoundError(memory_id)
+        return found
 
+    @_call
     def list(
         self,
         *,
@@ -495,28 +294,17 @@ class MemoryStore:
         flt = _scoped(self._filter(namespace, tags, since, until), project, branch)
         flt.only_deleted = deleted
         if expired:
-            flt.include_expired = True
-            flt.extra.append(
-                ("({m}.expires_at IS NOT NULL AND {m}.expires_at <= ?)", [format_ts(flt.now or now())])
-            )
+            flt.include_expired = flt.only_expired = True
         if source is not None:
-            flt.extra.append(("{m}.source = ?", [clean_name(source, "source")]))
-        for key, value in _clean_meta_filter(metadata):
-            flt.extra.append(("json_extract({m}.metadata, ?) = ?", [key, value]))
+            flt.source = clean_name(source, "source")
+        flt.metadata = _clean_meta_filter(metadata)
         limit = clean_limit(limit, maximum=100_000)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInputError("offset must be a non-negative integer")
-        with self._lock:
-            self._check_open()
-            return db.list_memories(self._conn, flt, limit, offset)
+        return self.backend.list(flt, limit, offset)
 
-    def _filter(
-        self,
-        namespace: str | Iterable[str] | None,
-        tags: Iterable[str] | str | None,
-        since: TimeLike,
-        until: TimeLike,
-    ) -> Filter:
+    def _filter(self, namespace: str | Iterable[str] | None, tags: Iterable[str] | str | None,
+                since: TimeLike, until: TimeLike) -> Filter:
         return Filter(
             namespaces=clean_namespaces(namespace),
             tags=clean_tags(tags),
@@ -527,6 +315,7 @@ class MemoryStore:
 
     # -- recall ------------------------------------------------------------------------------
 
+    @_call
     def recall(
         self,
         query: str,
@@ -539,66 +328,22 @@ class MemoryStore:
         mode: Mode = "hybrid",
         project: str | Iterable[str | None] | None = None,
         branch: str | None = None,
-    ) -> list[Hit]:
+    ) -> Hits:
         """Memories most relevant to ``query``, best first.
 
-        ``mode`` is ``hybrid`` (keyword and vector legs fused, see ``search.fuse``),
-        ``keyword`` (FTS5 bm25 only) or ``semantic`` (cosine only). Filters apply to
-        both legs. Each Hit carries the fused score and the per-leg evidence.
-        ``project`` is one project or several (``None`` in the list means memories with no
-        project; ``project=None`` means every project); ``branch`` keeps one branch's.
+        ``mode`` is ``hybrid`` (keyword and vector legs fused by score, see
+        ``memstore.recall.fuse``), ``keyword`` (full-text bm25 only) or ``semantic`` (cosine
+        only). Filters apply to both legs. Each Hit carries the fused score and the per-leg
+        evidence. ``project`` is one project or several (``None`` in the list means memories
+        with no project; ``project=None`` means every project); ``branch`` keeps one branch's.
+        The result is a list (``Hits``) whose ``notices`` say what the call did on the way.
         """
         query = clean_query(query)
         limit = clean_limit(limit)
-        if mode not in MODES:
-            raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         flt = _scoped(self._filter(namespace, tags, since, until), project, branch)
-        if mode != "keyword":
+        if mode in ("hybrid", "semantic"):
             self._embed_pending_before_recall()
-        depth = max(limit, LEG_DEPTH)
-        with self._lock:
-            self._check_open()
-            leg = KeywordLeg(self._conn, query)
-            keyword: list[KeywordMatch] = []
-            vector: list[tuple[int, float]] = []
-            if mode in ("hybrid", "keyword"):
-                keyword = leg.search(flt, depth)
-            if mode in ("hybrid", "semantic"):
-                vector = self._vector_leg(query, flt, depth, required=mode == "semantic")
-            matches = {m.seq: m for m in keyword}
-            similarity = dict(vector)
-            if mode == "hybrid":  # both legs' evidence for every candidate either leg found
-                matches.update(leg.evidence_for(s for s in similarity if s not in matches))
-                if vector and self._index is not None:  # (the vector leg synced the index)
-                    unseen = [m.seq for m in keyword if m.seq not in similarity]
-                    similarity.update(
-                        self._index.search(self._query_vector(query), len(unseen), among=unseen)
-                    )
-            fused = fuse(
-                {seq: m.strength for seq, m in matches.items()},
-                similarity,
-                [m.seq for m in keyword] + [s for s, _ in vector],
-            )[:limit]
-            kw_rank = {m.seq: r for r, m in enumerate(keyword, start=1)}
-            vec_rank = {s: r for r, (s, _) in enumerate(vector, start=1)}
-            memories = db.memories_by_seq(self._conn, [s for s, _ in fused])
-        hits = []
-        for seq, score in fused:
-            memory = memories.get(seq)
-            if memory is None or memory.deleted or memory.superseded_by is not None:
-                continue  # forgotten or updated by another process since the legs ran
-            match = matches.get(seq)
-            hits.append(
-                Hit(
-                    memory=memory,
-                    score=score,
-                    keyword_rank=kw_rank.get(seq),
-                    vector_rank=vec_rank.get(seq),
-                    similarity=similarity.get(seq),
-                    bm25=match.bm25 if match else None,
-                )
-            )
-        return hits
+        return run_recall(self.backend, self._embedding, query, limit, flt, mode)
 
     def _embed_pending_before_recall(self) -> None:
         """Vectors for memories captured with deferred embedding, before a vector search.
@@ -612,309 +357,52 @@ class MemoryStore:
         try:
             self.embed_pending(limit)
         except ModelError as exc:
-            self.notices.append(f"could not embed pending memories ({exc})")
+            from .notices import notify
 
+            notify(f"could not embed pending memories ({exc})")
+
+    @_call
     def embed_pending(self, limit: int | None = None, *, progress: Progress | bool | None = None) -> int:
         """Embed memories stored without a vector (``capture(..., embed=False)``, or the model
         failed at capture), newest first, at most ``limit`` (all when None). Returns how many."""
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise InvalidInputError("limit must be a non-negative integer or None")
-        with self._lock:
-            self._check_open()
-            seqs = db.pending_seqs(self._conn, limit)
-            if not seqs:
-                return 0
-            done = self._embed_seqs(seqs, BATCH_SIZE, progress)
-            if self._index is not None:
-                self._sync_index()
-            return done
+        keys = self.backend.needing_vectors("", pending_only=True, limit=limit)
+        if not keys:
+            return 0
+        return self._embedding.embed_keys(self.backend, keys, BATCH_SIZE, progress)
 
-    def _embed_seqs(self, seqs: Sequence[int], batch_size: int, progress: Progress | bool | None) -> int:
-        """Embed these memories' current text with the current model, one transaction per
-        batch (a crash keeps the batches done), reporting progress. Returns how many."""
-        model = self.embedder.model_id
-        callback = _progress_callback(progress, len(seqs), "embedding")
-        done = 0
-        try:
-            for start in range(0, len(seqs), batch_size):
-                batch = db.texts_for(self._conn, seqs[start : start + batch_size])
-                vectors = self._embed([text for _, text, _ in batch])
-                with transaction(self._conn):
-                    for (seq, _text, chash), vec in zip(batch, vectors, strict=True):
-                        db.put_embedding(self._conn, seq, model, chash, vec.astype("<f4").tobytes())
-                done += len(batch)
-                if callback:
-                    callback(done, len(seqs))
-        finally:
-            if callback is not None and hasattr(callback, "close"):
-                callback.close()
-        return done
+    # -- forget, restore, purge --------------------------------------------------------------
 
-    def _vector_leg(
-        self, query: str, flt: Filter, depth: int, *, required: bool
-    ) -> list[tuple[int, float]]:
-        index = self._synced_index()
-        if len(index) == 0:
-            # (Another process may have added vectors since the index synced: only vectors of
-            # other models and none of ours mean a model mismatch.)
-            models = db.embedding_models(self._conn)
-            if required and models and self.embedder.model_id not in models:
-                raise ModelMismatchError(
-                    f"no memory has a vector from the current model {self.embedder.model_id}; "
-                    "run `memstore reindex`"
-                )
-            return []
-        qvec = self._query_vector(query)
-        if flt.is_selective():
-            candidates = db.filtered_seqs(self._conn, flt, EXACT_FILTER_MAX)
-            if len(candidates) <= EXACT_FILTER_MAX:
-                return _by_similarity(index.search(qvec, depth * 2, among=candidates))[:depth]
-        exact = len(index) <= EXACT_INDEX_MAX
-        count = min(len(index), depth * 2)
-        while True:
-            # Asked for every vector, search exactly: as cheap, and HNSW may miss some.
-            found = index.search(qvec, count, exact=exact or count >= len(index))
-            passing = db.seqs_passing(self._conn, flt, [s for s, _ in found])
-            kept = [(s, sim) for s, sim in found if s in passing]
-            if len(kept) >= depth or count >= len(index):
-                return _by_similarity(kept)[:depth]
-            count = min(len(index), count * 4)
-
-    def _query_vector(self, query: str) -> np.ndarray:
-        import numpy as np
-
-        memo = self._last_query_vector
-        if memo is not None and memo[0] == query and memo[1] == self.embedder.model_id:
-            return memo[2]  # recall asks twice: the vector leg, then filling in evidence
-        vec = np.asarray(self.embedder.embed_query(query), dtype=np.float32)
-        if vec.shape != (self.embedder.dimension,):
-            raise ModelError(f"embedder returned a query vector of shape {vec.shape}")
-        self._last_query_vector = (query, self.embedder.model_id, vec)
-        return vec
-
-    def _exact_over(self, qvec: np.ndarray, seqs: Sequence[int], depth: int) -> list[tuple[int, float]]:
-        import numpy as np
-
-        size = self.embedder.dimension * 4
-        rows = [r for r in db.live_vectors(self._conn, self.embedder.model_id, seqs) if len(r[1]) == size]
-        if not rows:
-            return []
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
-            len(rows), self.embedder.dimension
-        )
-        sims = matrix @ qvec
-        order = np.argsort(-sims, kind="stable")[: depth * 2]
-        return _by_similarity([(rows[i][0], float(sims[i])) for i in order])[:depth]
-
-    # -- the vector index --------------------------------------------------------------------
-
-    def _synced_index(self) -> VectorIndex:
-        """The vector index, loaded or rebuilt on first use, caught up with the database."""
-        if self._index is None:
-            emb = self.embedder
-            self._index = VectorIndex(self.index_dir, emb.model_id, emb.dimension)
-            self._warn_other_models()
-        self._sync_index()
-        return self._index
-
-    def _warn_other_models(self) -> None:
-        if not db.has_other_models(self._conn, self.embedder.model_id):
-            return
-        models = db.embedding_models(self._conn)
-        others = {m: n for m, n in models.items() if m != self.embedder.model_id}
-        if others:
-            total = sum(others.values())
-            warnings.warn(
-                f"memstore: {total} memories have vectors from another model "
-                f"({', '.join(sorted(others))}); they are found by keyword only until you run "
-                "`memstore reindex`",
-                ModelMismatchWarning,
-                stacklevel=4,
-            )
-
-    def _sync_index(self) -> None:
-        index = self._index
-        assert index is not None
-        conn = self._conn
-        conn.execute("BEGIN")  # one read snapshot for head, floor and the changes
-        try:
-            look_again = self._catch_up(index)
-        finally:
-            conn.execute("COMMIT")
-        if look_again:  # the saved index is newer than our snapshot: take a fresh one
-            conn.execute("BEGIN")
-            try:
-                self._catch_up(index, last_try=True)
-            finally:
-                conn.execute("COMMIT")
-        if _index_kind(len(index), index.kind) != index.kind:
-            # grown past (or shrunk well below) EXACT_INDEX_MAX: rebuild as the other kind
-            conn.execute("BEGIN")
-            try:
-                self._rebuild_from_db(index, db.log_head(conn))
-            finally:
-                conn.execute("COMMIT")
-        if index.position - index.saved_position >= _save_threshold(len(index)):
-            self._save_index()
-
-    def _catch_up(self, index: VectorIndex, *, last_try: bool = False) -> bool:
-        """Bring the index to the log head of the current snapshot; True when the saved
-        index turned out newer than the snapshot (the caller looks again)."""
-        conn = self._conn
-        head = db.log_head(conn)
-        if index.position == head:
-            return False
-        floor = db.log_floor(conn)
-        if not index.loaded:
-            problem = index.load(self._store_id, floor, head)
-            if problem == NEWER and not last_try:
-                return True
-            if problem:
-                self.notices.append(f"{problem}; rebuilt it from the database")
-            if index.loaded and index.position == head:
-                return False
-        if not index.loaded or not floor <= index.position <= head:
-            self._rebuild_from_db(index, head)
-            return False
-        touched, _ = db.changed_seqs(conn, index.position)
-        current = dict(db.live_vectors(conn, index.model_id, touched))
-        index.apply(touched, current, head)
-        return False
-
-    def _rebuild_from_db(self, index: VectorIndex, head: int) -> int:
-        """Rebuild ``index`` from SQLite as of ``head`` (the caller holds the read snapshot),
-        flat or HNSW by size, and mark it unsaved."""
-        count = db.embedding_models(self._conn).get(index.model_id, 0)
-        size = index.rebuild(db.live_vectors(self._conn, index.model_id), head,
-                             _index_kind(count, index.kind))
-        index.saved_position = -1
-        return size
-
-    def _save_index(self, *, force: bool = False) -> None:
-        index = self._index
-        if index is None or not index.loaded:
-            return
-        try:
-            saved = index.save(self._store_id, force=force)
-        except (OSError, TimeoutError) as exc:  # a cache: failing to save loses nothing
-            self.notices.append(f"could not save the vector index ({exc})")
-            return
-        if saved:
-            self._trim_log(index.position)
-
-    def _trim_log(self, saved: int) -> None:
-        """Drop vector-log ops older than ``LOG_KEEP`` behind the index just saved at
-        ``saved``: the log would otherwise grow by one row per change for ever. An index
-        older than what is left is rebuilt from SQLite when next used (correct, slower).
-        Skipped when another writer holds the database: the next save tries again."""
-        upto = saved - LOG_KEEP
-        if upto - db.log_floor(self._conn) < LOG_KEEP:
-            return
-        try:
-            with transaction(self._conn):
-                db.compact_log(self._conn, upto)
-        except (sqlite3.Error, StoreError):  # busy, read-only, damaged: nothing is lost
-            pass
-
-    # -- forget, purge, reindex --------------------------------------------------------------
-
+    @_call
     def forget(self, memory_id: str) -> Memory:
         """Tombstone a memory: hidden from recall and list until purged. Returns it."""
-        memory_id = _clean_id(memory_id)
-        with self._lock:
-            self._check_open()
-            with transaction(self._conn):
-                found = db.get_memory(self._conn, memory_id)
-                if found is None:
-                    raise NotFoundError(memory_id)
-                stamp = format_ts(now())
-                self._conn.execute(
-                    "UPDATE memories SET deleted = 1, deleted_at = ?, updated_at = ? "
-                    "WHERE seq = ? AND deleted = 0",
-                    (stamp, stamp, found[0]),
-                )
-            if self._index is not None:
-                self._sync_index()
-            return self.get(memory_id)
+        memory_id = clean_id(memory_id)
+        with self.backend.write():
+            if self.backend.get(memory_id) is None:
+                raise NotFoundError(memory_id)
+            self.backend.set_forgotten(memory_id, True, format_ts(now()))
+        return self.get(memory_id)
 
+    @_call
     def restore(self, memory_id: str) -> Memory:
         """Undo :meth:`forget`: the memory is live again (with a vector, embedded if it lacks
         one). Restoring a memory that is not forgotten changes nothing. Raises ConflictError
         when the same text has been captured again since (``existing_id``)."""
-        memory_id = _clean_id(memory_id)
-        with self._lock:
-            self._check_open()
-            found = db.get_memory(self._conn, memory_id)
-            if found is None:
-                raise NotFoundError(memory_id)
-            seq, memory = found
-            if not memory.deleted:
-                return memory
-            vector = None
-            if memory.is_current and not db.has_current_vector(self._conn, seq, self.embedder.model_id):
-                try:
-                    vector = self._embed([memory.text])[0]
-                except ModelError as exc:
-                    self.notices.append(f"restored without a vector ({exc}); run `memstore reindex` later")
-            with transaction(self._conn):
-                found = db.get_memory(self._conn, memory_id)
-                if found is None:
-                    raise NotFoundError(memory_id)
-                seq, memory = found
-                if not memory.deleted:
-                    return memory
-                if memory.is_current:
-                    clash = db.find_live_by_hash_except(self._conn, memory.content_hash, memory_id)
-                    if clash is not None:
-                        raise ConflictError(
-                            f"cannot restore {memory_id}: memory {clash.id} holds the same text in "
-                            f"namespace {clash.namespace!r} now (forget that one first, or keep it)",
-                            memory_id=memory_id, existing_id=clash.id,
-                        )
-                self._conn.execute(
-                    "UPDATE memories SET deleted = 0, deleted_at = NULL, updated_at = ? WHERE seq = ?",
-                    (format_ts(now()), seq),
-                )
-                if vector is not None:
-                    db.put_embedding(
-                        self._conn, seq, self.embedder.model_id, memory.content_hash,
-                        vector.astype("<f4").tobytes(),
-                    )
-            if self._index is not None:
-                self._sync_index()
-            return self.get(memory_id)
+        return self._capture.restore(memory_id)
 
+    @_call
     def purge(self, *, dry_run: bool = False) -> PurgeResult:
         """Delete for good every forgotten memory, every expired one, and the older versions
-        of those (a memory's history goes with it) — rows, FTS entries and vectors, with
-        SQLite's secure delete so the text does not linger in free pages. A forgotten *old*
-        version is removed alone and its chain reconnected around it. ``dry_run`` only says
-        what would go."""
-        with self._lock:
-            self._check_open()
-            if dry_run:
-                return PurgeResult(True, tuple(
-                    PurgedMemory(m, reason) for _, m, reason in db.purge_candidates(self._conn, now())
-                ))
-            previous = self._conn.execute("PRAGMA secure_delete").fetchone()[0]
-            self._conn.execute("PRAGMA secure_delete = ON")
-            try:
-                with transaction(self._conn):
-                    plan = db.purge_candidates(self._conn, now())
-                    db.delete_memories(self._conn, [seq for seq, _, _ in plan])
-                    if plan:
-                        db.compact_text_index(self._conn)
-                if plan:
-                    # Move the freed pages out of the WAL into the (zeroed) main file.
-                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            finally:
-                self._conn.execute(f"PRAGMA secure_delete = {int(previous)}")
-            if self._index is not None:
-                self._sync_index()
-            return PurgeResult(False, tuple(PurgedMemory(m, reason) for _, m, reason in plan))
+        of those (a memory's history goes with it) — rows, full-text entries and vectors, so
+        the text does not linger in free pages. A forgotten *old* version is removed alone and
+        its chain reconnected around it. ``dry_run`` only says what would go."""
+        plan = self.backend.purge_plan(now()) if dry_run else self.backend.purge(now())
+        return PurgeResult(dry_run, tuple(PurgedMemory(m, reason) for m, reason in plan))
 
     # -- versions ----------------------------------------------------------------------------
 
+    @_call
     def update(
         self,
         memory_id: str,
@@ -937,174 +425,25 @@ class MemoryStore:
         ConflictError for a forgotten or superseded memory, or when the new text is already
         live as another memory in the same scope (``existing_id``).
         """
-        memory_id = _clean_id(memory_id)
-        old = self._current_version(memory_id)
         if ttl is not None or expires_at is not KEEP:
             expiry: dict[str, Any] = {"expires_at": None if expires_at is KEEP else expires_at, "ttl": ttl}
         else:
             expiry = {}
-        kinds: tuple[str, ...] = ()
-        if self._redacting(redact) and (text is not None or metadata is not None):
-            text, metadata, kinds = _redact_secrets(
-                None if text is None else clean_text(text),
-                None if metadata is None else clean_metadata(metadata),
-            )
-        row = self._prepare(
-            old.text if text is None else text,
-            namespace=old.namespace,
-            tags=old.tags if tags is None else tags,
-            metadata=old.metadata if metadata is None else metadata,
-            source=old.source if source is None else source,
-            project=old.project,
-            branch=old.branch,
-            redact=False,
-            **expiry,
-        )
-        if not expiry:
-            row["expires_at"] = format_ts(old.expires_at) if old.expires_at else None
-        unchanged = (
-            row["text"] == old.text
-            and row["tags"] == json.dumps(list(old.tags), ensure_ascii=False)
-            and json.loads(row["metadata"]) == old.metadata
-            and row["source"] == old.source
-            and row["expires_at"] == (format_ts(old.expires_at) if old.expires_at else None)
-        )
-        if unchanged:
-            return _result(old, created=False, notices=("nothing to change",))
-        return _with_redactions(self._write_version(old, row), kinds)
+        return self._capture.update(memory_id, text, tags=tags, metadata=metadata, source=source,
+                                    expiry_fields=expiry, redact=redact)
 
+    @_call
     def history(self, memory_id: str) -> list[Memory]:
         """Every version of the memory, oldest first (from any version's id). The current
         one is the version whose ``superseded_by`` is None."""
-        memory_id = _clean_id(memory_id)
-        with self._lock:
-            self._check_open()
-            versions = db.chain(self._conn, memory_id)
+        versions = self.backend.chain(clean_id(memory_id))
         if not versions:
             raise NotFoundError(memory_id)
-        return [memory for _, memory in versions]
-
-    def _current_version(self, memory_id: str) -> Memory:
-        """The memory, which must be live and current (not forgotten, not superseded)."""
-        with self._lock:
-            self._check_open()
-            found = db.get_memory(self._conn, memory_id)
-            if found is None:
-                raise NotFoundError(memory_id)
-            _check_current(found[1], self._conn)
-            return found[1]
-
-    def _write_version(self, old: Memory, row: dict[str, Any]) -> CaptureResult:
-        """Insert ``row`` as the version after ``old``, in one transaction."""
-        if row["expires_at"] is not None and row["expires_at"] <= format_ts(now()):
-            raise ConflictError(
-                f"memory {old.id} expired at {row['expires_at']}; give a new ttl or expires_at=None "
-                "to update it", memory_id=old.id,
-            )
-        with self._lock:
-            self._check_open()
-            model = self.embedder.model_id
-            vector: bytes | None = None
-            notices: tuple[str, ...] = ()
-            if row["content_hash"] == old.content_hash:
-                found = db.get_memory(self._conn, old.id)
-                stored = db.embeddings_for(self._conn, [found[0]]).get(found[0]) if found else None
-                if stored is not None and stored[0] == model:
-                    vector = stored[1]  # same text in the same scope: same vector
-            if vector is None:
-                try:
-                    vector = self._embed([row["text"]])[0].astype("<f4").tobytes()
-                except ModelError as exc:
-                    notices = (f"stored without a vector ({exc}); run `memstore reindex` later",)
-            with transaction(self._conn):
-                found = db.get_memory(self._conn, old.id)
-                if found is None:
-                    raise NotFoundError(old.id)
-                _check_current(found[1], self._conn)
-                clash = db.find_live_by_hash_except(self._conn, row["content_hash"], old.id)
-                if clash is not None:
-                    raise ConflictError(
-                        f"memory {clash.id} already holds this text in namespace {clash.namespace!r}; "
-                        f"update or forget that one instead", memory_id=old.id, existing_id=clash.id,
-                    )
-                self._conn.execute(
-                    "UPDATE memories SET superseded_by = ?, updated_at = ? WHERE seq = ?",
-                    (row["id"], row["updated_at"], found[0]),
-                )
-                seq = db.insert_memory(self._conn, {**row, "supersedes": old.id})
-                if vector is not None:
-                    db.put_embedding(self._conn, seq, model, row["content_hash"], vector)
-                created = db.get_memory(self._conn, row["id"])
-                assert created is not None
-            if self._index is not None:
-                self._sync_index()
-            return _result(created[1], created=True, notices=notices)
-
-    # -- near-duplicates ---------------------------------------------------------------------
-
-    def _near_duplicate_threshold(self) -> float:
-        name = "near_duplicate.threshold"
-        return float(self.settings.get(name, SETTINGS[name].default))
-
-    def _skip_near_duplicates(
-        self,
-        rows: list[dict[str, Any]],
-        fresh: list[int],
-        vectors: np.ndarray,
-        threshold: float,
-        results: dict[int, CaptureResult],
-    ) -> tuple[list[int], np.ndarray]:
-        """Drop from ``fresh`` the rows that nearly duplicate a live memory of their scope,
-        recording that memory as their result. Returns the rows (and vectors) still to store."""
-        keep: list[int] = []
-        for n, i in enumerate(fresh):
-            found = self._near_duplicate(vectors[n], rows[i], threshold)
-            if found is None:
-                keep.append(n)
-                continue
-            memory, similarity = found
-            results[i] = _result(
-                memory, created=False, near_duplicate_of=memory.id, similarity=similarity,
-                notices=(
-                    f"not stored: near-duplicate of {memory.id} (cosine {similarity:.3f} >= "
-                    f"{threshold:g}); if it corrects that memory, update it (or capture with "
-                    "supersedes); to keep both, allow duplicates",
-                ),
-            )
-        return [fresh[n] for n in keep], vectors[keep]
-
-    def _near_duplicate(
-        self, vector: np.ndarray, row: Mapping[str, Any], threshold: float
-    ) -> tuple[Memory, float] | None:
-        """The most similar live, unexpired memory of the row's namespace and project with
-        cosine >= ``threshold`` that does not state other numbers (an embedding barely tells
-        "at 2am" from "at 4am"). Exact over the scope's candidates; HNSW, post-filtered, for
-        scopes too big for that."""
-        flt = Filter(namespaces=(row["namespace"],), projects=(row["project"],), now=now())
-        candidates = db.filtered_seqs(self._conn, flt, EXACT_FILTER_MAX)
-        if not candidates:
-            return None
-        if len(candidates) <= EXACT_FILTER_MAX:
-            found = self._exact_over(vector, candidates, NEAR_DUPLICATE_CANDIDATES)
-        else:
-            index = self._synced_index()
-            count, found = min(len(index), 64), []
-            while count:
-                hits = index.search(vector, count, exact=count >= len(index))
-                passing = db.seqs_passing(self._conn, flt, [s for s, _ in hits])
-                found = _by_similarity([(s, sim) for s, sim in hits if s in passing])
-                if len(found) >= NEAR_DUPLICATE_CANDIDATES or count >= len(index):
-                    break
-                count = min(len(index), count * 8)
-        close = [(seq, sim) for seq, sim in found[:NEAR_DUPLICATE_CANDIDATES] if sim >= threshold]
-        memories = db.memories_by_seq(self._conn, [seq for seq, _ in close])
-        for seq, similarity in close:
-            if not states_other_numbers(row["text"], memories[seq].text):
-                return memories[seq], similarity
-        return None
+        return versions
 
     # -- export ------------------------------------------------------------------------------
 
+    @_call
     def export_jsonl(
         self,
         dest: str | os.PathLike[str] | IO[str],
@@ -1125,6 +464,8 @@ class MemoryStore:
         the whole version chain of each one picked. ``current_only`` exports just the live,
         unexpired current versions, without history links. ``with_vectors`` adds each
         memory's stored vector, so an import with the same model need not re-embed."""
+        from .transfer import export_jsonl
+
         flt = self._filter(namespace, tags, since, until)
         if project is not None:
             flt.projects = (clean_name(project, "project"),)
@@ -1138,197 +479,47 @@ class MemoryStore:
                 ("project", project), ("current_only", current_only),
             ) if value
         }
-        from . import __version__
+        return export_jsonl(self.backend, dest, flt, filters, current_only=current_only,
+                            with_vectors=with_vectors)
 
-        with self._lock:
-            self._check_open()
-            self._conn.execute("BEGIN")  # one snapshot for the whole file
-            try:
-                if current_only:
-                    seqs = sorted(db.filtered_seqs(self._conn, flt, 1 << 62))
-                else:
-                    seqs = db.export_seqs(self._conn, flt if filters else None)
-                with _text_sink(dest) as out:
-                    head = exchange.header(
-                        len(seqs), vectors=with_vectors, filters=filters, version=__version__
-                    )
-                    out.write(json.dumps(head, ensure_ascii=False) + "\n")
-                    for start in range(0, len(seqs), 500):
-                        chunk = seqs[start : start + 500]
-                        memories = db.memories_by_seq(self._conn, chunk)
-                        vectors = db.embeddings_for(self._conn, chunk) if with_vectors else {}
-                        for seq in chunk:
-                            record = exchange.encode_memory(memories[seq], vectors.get(seq))
-                            if current_only:
-                                record["supersedes"] = record["superseded_by"] = None
-                            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            finally:
-                self._conn.execute("COMMIT")
-        return len(seqs)
+    # -- maintenance -------------------------------------------------------------------------
 
-    def _import_export(
-        self, records: list[exchange.ExportRecord], progress: Progress | bool | None
-    ) -> ImportResult:
-        """Restore export records: new ids are inserted as they were; known ids are left alone
-        unless the file holds a newer state (forgotten/restored/superseded, by updated_at)."""
-        seen: set[str] = set()
-        for record in records:
-            if record.id in seen:
-                raise InvalidInputError(f"memory {record.id} appears twice in the export")
-            seen.add(record.id)
-            v = record.values
-            v["content_hash"] = content_hash(v["text"], v["namespace"], v["project"])
-        batch_size = int(self.settings.get("batch_size", BATCH_SIZE))
-        counts = {"created": 0, "unchanged": 0, "updated": 0, "merged": 0, "embedded": 0}
-        conflicts: list[str] = []
-        with self._lock:
-            self._check_open()
-            stored = db.memories_by_id(self._conn, [r.id for r in records])
-            for record in records:
-                if record.id in stored:
-                    _check_same_version(record, stored[record.id][1])
-            callback = _progress_callback(progress, len(records), "importing")
-            try:
-                for start in range(0, len(records), batch_size):
-                    chunk = records[start : start + batch_size]
-                    vectors = self._import_vectors([r for r in chunk if r.id not in stored])
-                    counts["embedded"] += len(vectors)
-                    with transaction(self._conn):
-                        for record in chunk:
-                            if record.id in stored:
-                                seq = stored[record.id][0]
-                                outcome = db.apply_newer_state(self._conn, seq, record.values)
-                                if outcome == "conflict":
-                                    conflicts.append(record.id)
-                                    outcome = "unchanged"
-                                counts[outcome] += 1
-                            else:
-                                counts["merged"] += self._insert_record(record, vectors.get(record.id))
-                                counts["created"] += 1
-                    if callback:
-                        callback(min(start + batch_size, len(records)), len(records))
-            finally:
-                if callback is not None and hasattr(callback, "close"):
-                    callback.close()
-                if self._index is not None:
-                    self._sync_index()
-        return ImportResult(format=exchange.FORMAT, read=len(records), conflicts=tuple(conflicts), **counts)
-
-    def _import_vectors(self, fresh: list[exchange.ExportRecord]) -> dict[str, bytes]:
-        """Vectors (current model) for new live records whose file vector is missing or from
-        another model. Empty, with a notice, when the model cannot run."""
-        model, dimension = self.embedder.model_id, self.embedder.dimension
-        todo = [
-            r for r in fresh
-            if not r.values["deleted"] and r.values["superseded_by"] is None
-            and not (r.vector_model == model and r.vector_dimension == dimension)
-        ]
-        if not todo:
-            return {}
-        try:
-            matrix = self._embed([r.values["text"] for r in todo])
-        except ModelError as exc:
-            self.notices.append(f"imported without vectors ({exc}); run `memstore reindex` later")
-            return {}
-        return {r.id: v.astype("<f4").tobytes() for r, v in zip(todo, matrix, strict=True)}
-
-    def _insert_record(self, record: exchange.ExportRecord, vector: bytes | None) -> int:
-        """Insert one new export record (inside a transaction). Returns 1 when its text was
-        already live under another id, so it was stored as superseded by that memory."""
-        values = dict(record.values)
-        merged = 0
-        if not values["deleted"] and values["superseded_by"] is None:
-            clash = db.find_live_by_hash(self._conn, values["content_hash"])
-            if clash is not None:
-                values["superseded_by"] = clash.id
-                merged = 1
-        seq = db.insert_memory(self._conn, values)
-        if vector is not None:
-            db.put_embedding(self._conn, seq, self.embedder.model_id, values["content_hash"], vector)
-        elif record.vector is not None and record.vector_model is not None:
-            db.put_embedding(self._conn, seq, record.vector_model, values["content_hash"], record.vector)
-        return merged
-
+    @_call
     def reindex(self, *, force: bool = False, progress: Progress | bool | None = None) -> dict[str, Any]:
         """Embed every memory that lacks a vector from the current model (all with ``force``),
-        then rebuild the vector index from SQLite."""
-        with self._lock:
-            self._check_open()
-            model = self.embedder.model_id
-            if force:
-                seqs = [r[0] for r in self._conn.execute(
-                    "SELECT seq FROM memories WHERE deleted = 0 AND superseded_by IS NULL ORDER BY seq"
-                )]
-            else:
-                seqs = db.seqs_needing_embedding(self._conn, model)
-            done = self._embed_seqs(seqs, int(self.settings.get("batch_size", BATCH_SIZE)), progress)
-            count = self._rebuild_index()
-            return {"embedded": done, "indexed": count, "model": model}
+        then rebuild the vector index from the stored vectors."""
+        model = self._embedding.model_id
+        keys = self.backend.needing_vectors(model, force=force)
+        done = self._embedding.embed_keys(
+            self.backend, keys, int(self.settings.get("batch_size", BATCH_SIZE)), progress
+        )
+        count = self.backend.rebuild_index(model, self._embedding.dimension)
+        return {"embedded": done, "indexed": count, "model": model}
 
-    def _rebuild_index(self) -> int:
-        """Rebuild the vector index from SQLite and save it over whatever is on disk."""
-        model = self.embedder.model_id
-        index = self._index or VectorIndex(self.index_dir, model, self.embedder.dimension)
-        self._index = index
-        self._conn.execute("BEGIN")
-        try:
-            count = self._rebuild_from_db(index, db.log_head(self._conn))
-        finally:
-            self._conn.execute("COMMIT")
-        self._save_index(force=True)
-        return count
-
+    @_call
     def verify(self, *, repair: bool = False, quick: bool = False) -> VerifyReport:
-        """Check the database (PRAGMA integrity_check, or quick_check with ``quick``), the
-        full-text index, the tag table, the embeddings, their models and the saved vector
-        index against each other. With ``repair``, rebuild what SQLite can give back, then
-        check again; a database failing integrity_check is never modified."""
-        from . import verify as checks
+        """Check the database's integrity (quick_check with ``quick``), the full-text index,
+        the tags, the embeddings, their models and any vector index against each other. With
+        ``repair``, rebuild what the database can give back, then check again; a database
+        failing its integrity check is never modified."""
+        return self.backend.verify(model=self._embedding.model_id, dimension=self._embedding.dimension,
+                                   quick=quick, repair=repair, embed=self._embedding.embed)
 
-        with self._lock:
-            self._check_open()
-            emb = self.embedder
-            target = checks.Target(self._conn, self._store_id, emb.model_id, emb.dimension, self.index_dir)
-            found = checks.run_checks(target, quick=quick)
-            report = checks.VerifyReport(found)
-            if not repair or report.ok or not found[0].ok:
-                return report
-            done = checks.repair(target, found, embed=self._embed, rebuild_index=self._rebuild_index)
-            return checks.VerifyReport(checks.run_checks(target, quick=quick), done, found)
-
-    # -- stats -------------------------------------------------------------------------------
-
+    @_call
     def stats(self) -> dict[str, Any]:
         """Counts, sizes, model and index state."""
-        with self._lock:
-            self._check_open()
-            data = db.counts(self._conn)
-            models = db.embedding_models(self._conn)
-            model_id = self.embedder.model_id
-            data["embeddings"] = models
-            data["without_current_vector"] = len(db.seqs_needing_embedding(self._conn, model_id))
-            data["pending_embeddings"] = db.pending_count(self._conn)
-            data["model"] = self.model_info().to_dict()
-            index = VectorIndex(self.index_dir, model_id, self.embedder.dimension)
-            state = index.read_state()
-            data["index"] = {
-                "kind": state.kind if state else None,
-                "file": str(index.directory / state.file) if state else None,
-                "vectors": state.count if state else 0,
-                "reflects_op": state.position if state else None,
-                "log_head": db.log_head(self._conn),
-                "bytes": state.size if state else 0,
-            }
-            data["home"] = str(self.home)
-            data["database_bytes"] = sum(
-                p.stat().st_size for p in self.home.glob(config.DB_FILENAME + "*") if p.is_file()
-            )
-            return data
+        backend = self.backend
+        model_id = self._embedding.model_id
+        data = backend.counts()
+        data["embeddings"] = backend.models()
+        data["without_current_vector"] = len(backend.needing_vectors(model_id))
+        data["pending_embeddings"] = backend.pending_count()
+        data["model"] = self.model_info().to_dict()
+        data.update(backend.describe(model_id, self._embedding.dimension))
+        return data
 
 
-def _scoped(
-    flt: Filter, project: str | Iterable[str | None] | None, branch: str | None
-) -> Filter:
+def _scoped(flt: Filter, project: str | Iterable[str | None] | None, branch: str | None) -> Filter:
     """Narrow a filter to projects (None in the list: memories without one) and a branch."""
     if project is not None:
         values = [project] if isinstance(project, str) else list(project)
@@ -1341,10 +532,10 @@ def _scoped(
     return flt
 
 
-def _clean_meta_filter(metadata: Mapping[str, str] | None) -> list[tuple[str, str]]:
-    """Metadata equality filters as (JSON path, value) pairs."""
+def _clean_meta_filter(metadata: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """Metadata equality filters as (key, value) pairs."""
     if metadata is None:
-        return []
+        return ()
     if not isinstance(metadata, Mapping):
         raise InvalidInputError(f"metadata filter must be a mapping, not {type(metadata).__name__}")
     pairs = []
@@ -1353,162 +544,8 @@ def _clean_meta_filter(metadata: Mapping[str, str] | None) -> list[tuple[str, st
             raise InvalidInputError(f"metadata filter key {key!r} is not a plain name")
         if not isinstance(value, str):
             raise InvalidInputError(f"metadata filter value for {key!r} must be a string")
-        pairs.append((f'$."{key}"', value))
-    return pairs
-
-
-def _result(memory: Memory, *, created: bool, notices: tuple[str, ...] = (), **flags: Any) -> CaptureResult:
-    fields = {name: getattr(memory, name) for name in Memory.__dataclass_fields__}
-    return CaptureResult(**fields, created=created, notices=notices, **flags)
-
-
-def _redact_secrets(text: Any, meta: Any) -> tuple[Any, Any, tuple[str, ...]]:
-    from .redact import redact_fields
-
-    return redact_fields(text, meta)
-
-
-def _with_redactions(result: CaptureResult, kinds: tuple[str, ...]) -> CaptureResult:
-    if not kinds:
-        return result
-    from .redact import notice
-
-    return replace(result, redacted=kinds, notices=(*result.notices, notice(kinds)))
-
-
-def _by_similarity(found: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """Best first; equal similarities (to float32 precision) in insertion order, so results
-    do not depend on how the index happened to be built."""
-    return sorted(found, key=lambda item: (-round(item[1], 5), item[0]))
-
-
-def _clean_id(memory_id: Any) -> str:
-    if not isinstance(memory_id, str) or not memory_id.strip():
-        raise InvalidInputError("memory id must be a non-empty string")
-    return memory_id.strip()
-
-
-def _index_kind(size: int, current: str | None = None) -> Literal["flat", "hnsw"]:
-    """Flat (exact) up to EXACT_INDEX_MAX vectors, HNSW above; an HNSW index stays HNSW
-    down to FLAT_AGAIN_BELOW."""
-    if size > EXACT_INDEX_MAX or (current == "hnsw" and size >= FLAT_AGAIN_BELOW):
-        return "hnsw"
-    return "flat"
-
-
-def _save_threshold(size: int) -> int:
-    """Ops to accumulate before rewriting the index file: small stores save at once."""
-    return 1 if size <= 5000 else max(1, size // 200)
-
-
-def _progress_callback(progress: Progress | bool | None, total: int, label: str) -> Any:
-    if progress is True:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=label, unit="memory", leave=False)
-
-        def update(done: int, _total: int) -> None:
-            bar.update(done - bar.n)
-
-        update.close = bar.close  # type: ignore[attr-defined]
-        return update
-    return progress or None
-
-
-def _expiry(expires_at: TimeLike, ttl: TtlLike) -> datetime | None:
-    """When a new memory expires: ``ttl`` from now, or ``expires_at`` (which must be ahead)."""
-    if ttl is not None and expires_at is not None:
-        raise InvalidInputError("give expires_at or ttl, not both")
-    if ttl is not None:
-        if isinstance(ttl, timedelta):
-            delta = ttl
-        elif isinstance(ttl, str):
-            delta = parse_duration(ttl)
-        else:
-            raise InvalidInputError(
-                f"ttl must be a duration such as '7d' or a timedelta, not {type(ttl).__name__}"
-            )
-        if delta.total_seconds() <= 0:
-            raise InvalidInputError("ttl must be positive")
-        return now() + delta
-    if expires_at is None:
-        return None
-    if isinstance(expires_at, str):
-        try:
-            parse_duration(expires_at)
-        except InvalidInputError:
-            pass
-        else:
-            raise InvalidInputError(
-                f"expires_at {expires_at!r} is a duration: use ttl={expires_at!r} for 'that long from now'"
-            )
-    when = parse_time(expires_at, field="expires_at")
-    assert when is not None
-    if when <= now():
-        raise InvalidInputError(f"expires_at {format_ts(when)} is in the past")
-    return when
-
-
-def _check_current(memory: Memory, conn: Any) -> None:
-    """Raise ConflictError unless the memory is live and current (update/supersede targets)."""
-    if memory.deleted:
-        raise ConflictError(
-            f"memory {memory.id} is forgotten; restore it first (`memstore restore {memory.id}`)",
-            memory_id=memory.id,
-        )
-    if memory.superseded_by is not None:
-        versions = db.chain(conn, memory.id)
-        head = next((m.id for _, m in reversed(versions) if m.superseded_by is None), memory.superseded_by)
-        raise ConflictError(
-            f"memory {memory.id} is an old version; the current version is {head}",
-            memory_id=memory.id, existing_id=head,
-        )
-
-
-def _check_same_version(record: exchange.ExportRecord, stored: Memory) -> None:
-    """A version never changes in place: an imported id must carry the stored content."""
-    v = record.values
-    same = (
-        v["text"] == stored.text
-        and v["namespace"] == stored.namespace
-        and json.loads(v["tags"]) == list(stored.tags)
-        and json.loads(v["metadata"]) == stored.metadata
-        and v["source"] == stored.source
-        and v["project"] == stored.project
-        and v["branch"] == stored.branch
-        and v["created_at"] == format_ts(stored.created_at)
-        and v["expires_at"] == (format_ts(stored.expires_at) if stored.expires_at else None)
-    )
-    if not same:
-        raise InvalidInputError(
-            f"memory {record.id} in the file differs from the stored memory with that id "
-            "(a version never changes in place); nothing was imported"
-        )
-
-
-@contextmanager
-def _text_sink(dest: str | os.PathLike[str] | IO[str]) -> Iterator[IO[str]]:
-    """A stream as it is, or a path written atomically (temp file, fsync, rename) on success."""
-    if not isinstance(dest, (str, os.PathLike)):
-        yield dest
-        return
-    import tempfile
-    from pathlib import Path
-
-    target = Path(dest)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise InvalidInputError(f"cannot write {target}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        pairs.append((key, value))
+    return tuple(pairs)
 
 
 def open_store(

@@ -284,7 +284,7 @@ def child_serve(args: argparse.Namespace) -> dict[str, Any]:
             with samples:
                 store.recall(q + " ?")  # not a text the model has seen in this process
         out["hybrid_model"] = samples.summary()
-        out["kind"] = store._index.kind if store._index is not None else None
+        out["kind"] = store.backend._cache.index.kind if store.backend._cache.index is not None else None
     out["rss_mb"] = maxrss_mb()
     return out
 
@@ -292,7 +292,7 @@ def child_serve(args: argparse.Namespace) -> dict[str, Any]:
 def _ann_recall(store: Any, qvecs: np.ndarray) -> float | None:
     """recall@10 of the store's vector index (searched as the vector leg does: top 100)
     against exact search over the same index; None for a flat (exact) index."""
-    index = store._index
+    index = store.backend._cache.index
     if index is None or index.kind != "hnsw":
         return None
     hits = 0
@@ -338,7 +338,7 @@ def child_ann(args: argparse.Namespace) -> dict[str, Any]:
     """Exact (flat numpy) vs HNSW on real vectors: latency, build time, recall@10/@50 vs exact."""
     from usearch.index import Index
 
-    from memstore import vectors
+    from memstore.storage.sqlite import vector_index as vectors
 
     _t, _p, pool = sample_parts(1, eval_dir=args.eval_dir)
     cache = CachingEmbedder(directory=args.cache)

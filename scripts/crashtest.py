@@ -132,7 +132,7 @@ def check(home: Path, args: argparse.Namespace, confirmed: list[tuple[str, str]]
         # The index catches up by itself: the first semantic recall loads and replays it.
         store.recall("postgres deploys", mode="semantic", limit=3)
         notices = list(store.notices)
-        in_memory = len(store._index) if store._index is not None else 0
+        in_memory = len(store.backend._cache.index) if store.backend._cache.index is not None else 0
         for memory_id, digest in confirmed:
             try:
                 memory = store.get(memory_id)

@@ -11,7 +11,7 @@ from damage import damage_page
 
 import memstore
 from memstore.embedder import HashEmbedder
-from memstore.migrations import MIGRATION_NAMES
+from memstore.storage.sqlite.migrations import MIGRATION_NAMES
 
 
 def _open(home: Path):

@@ -18,9 +18,9 @@ def open_store(path, embedder=None):
 
 def all_rows(store):
     """Every column of every memory (seq aside), and every embedding, as comparable data."""
-    cols = [r[1] for r in store._conn.execute("PRAGMA table_info(memories)") if r[1] != "seq"]
-    rows = store._conn.execute(f"SELECT {', '.join(cols)} FROM memories ORDER BY id").fetchall()
-    vectors = store._conn.execute(
+    cols = [r[1] for r in store.backend._conn.execute("PRAGMA table_info(memories)") if r[1] != "seq"]
+    rows = store.backend._conn.execute(f"SELECT {', '.join(cols)} FROM memories ORDER BY id").fetchall()
+    vectors = store.backend._conn.execute(
         "SELECT m.id, e.model, e.content_hash, e.vector FROM embeddings e "
         "JOIN memories m USING (seq) ORDER BY m.id"
     ).fetchall()
@@ -73,11 +73,11 @@ def test_import_twice_changes_nothing(tmp_path):
     with open_store(tmp_path / "b") as dst:
         dst.import_jsonl(path)
         before = all_rows(dst)
-        head = dst._conn.execute("SELECT max(op) FROM vector_log").fetchone()
+        head = dst.backend._conn.execute("SELECT max(op) FROM vector_log").fetchone()
         again = dst.import_jsonl(path)
         assert (again.created, again.unchanged, again.updated, again.embedded) == (0, 8, 0, 0)
         assert all_rows(dst) == before
-        assert dst._conn.execute("SELECT max(op) FROM vector_log").fetchone() == head
+        assert dst.backend._conn.execute("SELECT max(op) FROM vector_log").fetchone() == head
     with open_store(tmp_path / "a") as src:  # into the very store it came from
         before = all_rows(src)
         assert src.import_jsonl(path).unchanged == 8
@@ -96,7 +96,7 @@ def test_with_vectors_skips_embedding_for_the_same_model(tmp_path, monkeypatch):
     assert record["embedding"]["model"] == HashEmbedder.model_id and record["embedding"]["dimension"] == 384
     assert len(base64.b64decode(record["embedding"]["data"])) == 384 * 4
     with open_store(tmp_path / "b") as dst:
-        monkeypatch.setattr(dst, "_embed", lambda texts: pytest.fail("should not embed"))
+        monkeypatch.setattr(dst._embedding, "embed", lambda texts: pytest.fail("should not embed"))
         result = dst.import_jsonl(path)
         assert result.embedded == 0
         assert all_rows(dst)[1] == vectors

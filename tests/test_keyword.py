@@ -9,7 +9,7 @@ import pytest
 
 import memstore
 from memstore.embedder import HashEmbedder
-from memstore.search import KEYWORD_WEIGHT, VECTOR_WEIGHT
+from memstore.recall import KEYWORD_WEIGHT, VECTOR_WEIGHT
 
 CJK = {
     "zh": "我们决定使用数据库迁移工具来升级生产环境",
@@ -136,7 +136,7 @@ def test_existing_store_gets_the_trigram_index_on_open(tmp_path):
 
 
 def test_hybrid_fills_in_both_legs_evidence(store, monkeypatch):
-    monkeypatch.setattr("memstore.store.LEG_DEPTH", 1)  # each leg lists one candidate only
+    monkeypatch.setattr("memstore.recall.LEG_DEPTH", 1)  # each leg lists one candidate only
     store.capture_many([
         "alpha beta gamma release notes", "alpha release checklist", "beta gamma delta summary",
         "gamma ray burst observed", "alpha particles and gamma rays", "release the kraken",
@@ -169,8 +169,8 @@ def test_keyword_search_ranks_and_filters_like_the_joined_query(store, namespace
     """The index ranks alone and only its best are filtered, refetching deeper (and at last
     falling back to the joined query) when the filter drops too many: same answer as the
     joined query for a filter passing most, some, or almost none of the matches."""
-    from memstore import db
-    from memstore.db import Filter
+    from memstore.storage.sqlite import db
+    from memstore.storage.base import Filter
     from memstore.timeutil import now
 
     rows = [{"text": f"release notes {i} for the deploy {'pipeline' * (i % 3)}",
@@ -179,15 +179,15 @@ def test_keyword_search_ranks_and_filters_like_the_joined_query(store, namespace
     store.capture_many(rows)
     store.forget(store.recall("release notes 40", mode="keyword", namespace="mid")[0].memory.id)
     flt = Filter(namespaces=(namespace,) if namespace else (), now=now())
-    where, params = flt.sql("m")
+    where, params = db.where(flt, "m")
     for limit in (5, 200):
-        joined = store._conn.execute(
+        joined = store.backend._conn.execute(
             "SELECT m.seq, bm25(memories_fts) AS rank FROM memories_fts "
             "JOIN memories m ON m.seq = memories_fts.rowid "
             f"WHERE memories_fts MATCH ? AND {where} ORDER BY rank, m.seq LIMIT ?",
             ["release OR deploy", *params, limit],
         ).fetchall()
-        assert db.keyword_search(store._conn, "release OR deploy", flt, limit) == [
+        assert db.keyword_search(store.backend._conn, "release OR deploy", flt, limit) == [
             (seq, float(rank)) for seq, rank in joined
         ]
         assert len(joined) == min(limit, {"wide": 1170, "mid": 14, "narrow": 15, None: 1199}[namespace])

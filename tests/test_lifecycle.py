@@ -50,8 +50,8 @@ def test_history_from_any_version(store):
 def test_update_of_tags_only_reuses_the_vector(store, monkeypatch):
     m = store.capture("Use ruff for linting")
     calls = []
-    original = store._embed
-    monkeypatch.setattr(store, "_embed", lambda texts: calls.append(texts) or original(texts))
+    original = store._embedding.embed
+    monkeypatch.setattr(store._embedding, "embed", lambda texts: calls.append(texts) or original(texts))
     new = store.update(m.id, tags=["tooling"], metadata={"why": "fast"})
     assert calls == []
     assert new.content_hash == m.content_hash
@@ -172,7 +172,7 @@ def test_restore_conflicts_with_a_recaptured_text(store):
 
 def test_restore_embeds_a_memory_without_vector(store):
     m = store.capture("vectorless memory")
-    store._conn.execute("DELETE FROM embeddings")
+    store.backend._conn.execute("DELETE FROM embeddings")
     store.forget(m.id)
     store.restore(m.id)
     assert store.stats()["without_current_vector"] == 0
@@ -184,7 +184,7 @@ def test_restore_embeds_a_memory_without_vector(store):
 
 def expire(store, memory_id):
     """Move a memory's expiry into the past (time travel without sleeping)."""
-    store._conn.execute(
+    store.backend._conn.execute(
         "UPDATE memories SET expires_at = '2000-01-01T00:00:00.000000Z' WHERE id = ?", (memory_id,)
     )
 
@@ -266,7 +266,7 @@ def test_purge_removes_fts_rows_vectors_and_the_text_from_the_file(tmp_path):
         s.recall("zebra", mode="semantic")
         s.forget(m.id)
         s.purge()
-        conn = s._conn
+        conn = s.backend._conn
         fts = "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH 'quokka'"
         assert conn.execute(fts).fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 50

@@ -64,7 +64,7 @@ def test_forgotten_superseded_and_expired_memories_do_not_count(store):
     store.update(b.id, "Use black for formatting the Python code")
     c = store.capture("use ruff for linting the python code")
     assert c.created
-    store._conn.execute("UPDATE memories SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?", (c.id,))
+    store.backend._conn.execute("UPDATE memories SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?", (c.id,))
     assert store.capture("USE RUFF FOR LINTING THE PYTHON CODE").created
 
 
@@ -95,7 +95,7 @@ def test_supersede_and_update_skip_the_check(store):
 
 
 def test_large_scope_uses_the_index(store, monkeypatch):
-    monkeypatch.setattr("memstore.store.EXACT_FILTER_MAX", 0)
+    monkeypatch.setattr("memstore.storage.sqlite.backend.EXACT_FILTER_MAX", 0)
     store.capture_many([{"text": f"filler note {i} about gardening", "namespace": "big"} for i in range(300)])
     first = store.capture(ORIGINAL, namespace="big")
     assert not store.capture(SAME_WORDS, namespace="big").created

@@ -4,17 +4,14 @@ import sqlite3
 
 import pytest
 
-from memstore.migrations import CJK_GLOB_M003, _has_cjk_sql
-from memstore.search import (
+from memstore.storage.sqlite.migrations import CJK_GLOB_M003, _has_cjk_sql
+from memstore.recall import KEYWORD_WEIGHT, VECTOR_WEIGHT, fuse
+from memstore.storage.sqlite.keyword import cjk_match, fts_match
+from memstore.storage.terms import (
     CJK_GLOB,
-    KEYWORD_WEIGHT,
     MAX_SUBSTRINGS,
     MAX_TERMS,
-    VECTOR_WEIGHT,
-    cjk_match,
     cjk_substrings,
-    fts_match,
-    fuse,
     has_cjk,
     keyword_strength,
     keyword_terms,

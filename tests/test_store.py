@@ -10,7 +10,7 @@ import pytest
 
 import memstore
 from memstore.embedder import HashEmbedder
-from memstore.search import KEYWORD_WEIGHT, VECTOR_WEIGHT
+from memstore.recall import KEYWORD_WEIGHT, VECTOR_WEIGHT
 from memstore.timeutil import now
 
 
@@ -78,8 +78,8 @@ def test_namespace_filter_holds_on_both_legs(store):
 
 def test_namespace_filter_on_unselective_hnsw_path(store, monkeypatch):
     # Force the approximate path: post-filtering must still hold.
-    monkeypatch.setattr("memstore.store.EXACT_FILTER_MAX", 0)
-    monkeypatch.setattr("memstore.store.EXACT_INDEX_MAX", 0)
+    monkeypatch.setattr("memstore.storage.sqlite.backend.EXACT_FILTER_MAX", 0)
+    monkeypatch.setattr("memstore.storage.sqlite.vector_cache.EXACT_INDEX_MAX", 0)
     store.capture_many([{"text": f"shared words item {i}", "namespace": "a"} for i in range(200)])
     store.capture_many([{"text": f"shared words other {i}", "namespace": "b"} for i in range(5)])
     hits = store.recall("shared words item", namespace="b", mode="semantic", limit=10)
@@ -267,7 +267,7 @@ def test_store_files_are_private(tmp_path):
 
 
 def test_recall_leaves_out_a_memory_forgotten_while_it_ran(tmp_path, monkeypatch):
-    from memstore import db
+    from memstore.storage.sqlite import db
 
     home = tmp_path / "race"
     with memstore.open(home, embedder=HashEmbedder()) as s, \

@@ -14,7 +14,7 @@ import pytest
 
 import memstore
 from memstore.embedder import HashEmbedder
-from memstore.vectors import VectorIndex
+from memstore.storage.sqlite.vector_index import VectorIndex
 
 TEXTS = [f"memory {i} about {topic}" for i, topic in enumerate(
     ["postgres", "deploys", "cats", "ci flakiness", "ruff", "jsonb", "canary", "hooks"] * 5
@@ -61,8 +61,8 @@ def _index_files(home: Path) -> tuple[Path, Path]:
 @pytest.fixture(params=["flat", "hnsw"])
 def kind(request, monkeypatch) -> str:
     if request.param == "hnsw":
-        monkeypatch.setattr("memstore.store.EXACT_INDEX_MAX", 0)
-        monkeypatch.setattr("memstore.store.FLAT_AGAIN_BELOW", 0)
+        monkeypatch.setattr("memstore.storage.sqlite.vector_cache.EXACT_INDEX_MAX", 0)
+        monkeypatch.setattr("memstore.storage.sqlite.vector_cache.FLAT_AGAIN_BELOW", 0)
     return request.param
 
 
@@ -238,31 +238,31 @@ def test_damaged_flat_file_of_the_right_size_is_refused(tmp_path):
 
 
 def test_index_turns_hnsw_past_the_threshold_and_flat_again_well_below(tmp_path, monkeypatch):
-    monkeypatch.setattr("memstore.store.EXACT_INDEX_MAX", 30)
-    monkeypatch.setattr("memstore.store.FLAT_AGAIN_BELOW", 15)
+    monkeypatch.setattr("memstore.storage.sqlite.vector_cache.EXACT_INDEX_MAX", 30)
+    monkeypatch.setattr("memstore.storage.sqlite.vector_cache.FLAT_AGAIN_BELOW", 15)
     home = tmp_path / "s"
     with memstore.open(home, embedder=HashEmbedder()) as s:
         s.capture_many(TEXTS[:25])
         s.recall("cats", mode="semantic")
-        assert s._index.kind == "flat"
+        assert s.backend._cache.index.kind == "flat"
         s.capture_many(TEXTS[25:])
-        assert s._index.kind == "hnsw" and len(s._index) == 40
+        assert s.backend._cache.index.kind == "hnsw" and len(s.backend._cache.index) == 40
         target = s.recall(TEXTS[33], mode="semantic")[0].memory
         assert target.text == TEXTS[33]
         for m in s.list(limit=20):
             if m.id != target.id:
                 s.forget(m.id)
-        assert s._index.kind == "hnsw" and len(s._index) == 21  # hysteresis
+        assert s.backend._cache.index.kind == "hnsw" and len(s.backend._cache.index) == 21  # hysteresis
         for m in s.list(limit=10, offset=1):
             if m.id != target.id:
                 s.forget(m.id)
-        assert s._index.kind == "flat"
+        assert s.backend._cache.index.kind == "flat"
         assert s.recall(TEXTS[33], mode="semantic")[0].memory.id == target.id
     assert json.loads(_index_files(home)[0].read_text())["kind"] == "flat"
 
 
 def test_vector_log_is_trimmed_behind_saved_indexes_and_old_indexes_rebuild(tmp_path, monkeypatch):
-    monkeypatch.setattr("memstore.store.LOG_KEEP", 20)
+    monkeypatch.setattr("memstore.storage.sqlite.vector_cache.LOG_KEEP", 20)
     home = tmp_path / "store"
     with memstore.open(home, embedder=HashEmbedder()) as old:
         old.capture_many(TEXTS)
@@ -271,13 +271,13 @@ def test_vector_log_is_trimmed_behind_saved_indexes_and_old_indexes_rebuild(tmp_
             for i in range(60):
                 s.capture(f"note {i} about llamas")
                 s.recall(f"llamas {i}", mode="semantic")
-            rows, floor = s._conn.execute("SELECT count(*), min(op) - 1 FROM vector_log").fetchone()
-            position = s._index.position
+            rows, floor = s.backend._conn.execute("SELECT count(*), min(op) - 1 FROM vector_log").fetchone()
+            position = s.backend._cache.index.position
         assert rows < 60 and position - floor >= 20  # trimmed, the last LOG_KEEP ops kept
         # The older in-memory index is behind the trimmed log: rebuilt, and sees everything.
-        assert old._index.position < floor
+        assert old.backend._cache.index.position < floor
         hits = old.recall("note 59 about llamas", mode="semantic", limit=3)
         assert hits[0].memory.text == "note 59 about llamas"
-        assert old._index.position == position
+        assert old.backend._cache.index.position == position
     with memstore.open(home, embedder=HashEmbedder()) as s:
         assert s.verify().ok

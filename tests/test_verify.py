@@ -14,7 +14,7 @@ from damage import damage_page
 import memstore
 from memstore.cli import cli
 from memstore.embedder import HashEmbedder
-from memstore.vectors import VectorIndex
+from memstore.storage.sqlite.vector_index import VectorIndex
 
 
 def _open(home: Path):
@@ -146,7 +146,7 @@ def test_index_with_wrong_contents_is_found(home):
 
     with _open(home) as s:
         s.recall("x", mode="semantic")
-        store_id = s._store_id
+        store_id = s.backend.store_id
     index = VectorIndex(home / "index", HashEmbedder.model_id, HashEmbedder.dimension)
     state = index.read_state()
     rng = np.random.default_rng(0)

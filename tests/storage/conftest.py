@@ -1,23 +1,28 @@
-"""Fixtures for the storage backends: a real PostgreSQL for the whole session (tests/pg.py)."""
+"""The ``backend`` fixture: one fresh, empty store per test, for each backend memstore has."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from pg import PostgresServer
+
+from memstore.storage.base import Backend
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    server = PostgresServer()
+def _sqlite(tmp_path: Path) -> Backend:
+    from memstore.storage.sqlite import SQLiteBackend
+
+    return SQLiteBackend(tmp_path / "store")
+
+
+BACKENDS = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    made = BACKENDS[request.param](tmp_path)
     try:
-        yield server
+        yield made
     finally:
-        server.stop()
-
-
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """The URL of an empty database of this test's own (dropped afterwards)."""
-    yield from postgres_server.database()
+        made.close()

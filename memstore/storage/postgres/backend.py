@@ -284,7 +284,8 @@ class PostgresBackend:
         *, ranking: str = "bm25", **extra: Any,
     ) -> list[tuple[int, float]]:
         """(seq, score) of memories matching any of ``terms`` (stemmed like the index), best
-        first, filter applied; higher is better. ``ranking``: ``bm25`` (Okapi BM25 over
+        first, filter applied. The score is negated, as SQLite's ``bm25()`` (more negative
+        is better), so ``search.keyword_strength`` and the fusion use it unchanged. ``ranking``: ``bm25`` (Okapi BM25 over
         the matching live memories, FTS5's k1/b), or ``ts_rank_cd`` / ``ts_rank``
         (PostgreSQL's own, length-normalised; measured against BM25 in docs/team-store.md)."""
         words = [t for t in terms if t]
@@ -307,7 +308,7 @@ class PostgresBackend:
                 "ORDER BY score DESC, m.seq DESC LIMIT %(limit)s",
                 args,
             ).fetchall()
-            return [(int(r[0]), float(r[1])) for r in rows]
+            return [(int(r[0]), -float(r[1])) for r in rows]
         if ranking != "bm25":
             raise ValueError(f"unknown ranking {ranking!r}")
         n, avgdl = self._corpus_stats(conn)
@@ -335,7 +336,7 @@ class PostgresBackend:
             """,
             args,
         ).fetchall()
-        return [(int(r[0]), float(r[1])) for r in rows]
+        return [(int(r[0]), -float(r[1])) for r in rows]
 
     def cjk_search(self, conn: psycopg.Connection, grams: Sequence[str], flt: Any, limit: int,
                    seqs: Sequence[int] | None = None, *, indexed: bool = True, **extra: Any

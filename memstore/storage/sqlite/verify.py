@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...models import Check, VerifyReport
 from . import db
 from .db import transaction
-from .vectors import NEWER, VectorIndex
+from .vector_index import NEWER, VectorIndex
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,42 +41,6 @@ __all__ = ["Check", "VerifyReport", "repair", "run_checks"]
 #: Problems listed per check (the count is always given in full).
 MAX_LISTED = 10
 _CHUNK = 2048
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check: whether it passed, a one-line summary, and each problem on one line."""
-
-    name: str
-    ok: bool
-    summary: str
-    problems: tuple[str, ...] = ()
-    skipped: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "skipped": self.skipped,
-                "summary": self.summary, "problems": list(self.problems)}
-
-
-@dataclass
-class VerifyReport:
-    """The checks as they stand, and (after ``repair=True``) what was found and done."""
-
-    checks: list[Check]
-    repaired: list[str] = field(default_factory=list)
-    found: list[Check] | None = None  # the checks before repair, when repair ran
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "checks": [c.to_dict() for c in self.checks],
-            "repaired": list(self.repaired),
-            "found": [c.to_dict() for c in self.found] if self.found is not None else None,
-        }
 
 
 @dataclass(frozen=True)

@@ -1,42 +1,31 @@
-"""Pure functions of recall: turning user text into safe FTS5 queries, and fusing the two legs.
+"""Query text for the keyword leg, shared by every backend: word terms, CJK runs, strength.
 
-User text never reaches FTS5 as syntax: it is split into word tokens, each
-token is double-quoted (so ``AND``, ``NEAR``, ``*``, ``:``, ``^`` and
-parentheses are just words), and the tokens are OR-ed so bm25 ranks by how
-many and how rare the matched words are.
+User text never reaches a full-text engine as syntax: it is split into word tokens here,
+and each backend quotes them in its own query language (FTS5 MATCH in
+``storage/sqlite/keyword.py``).
 
 Chinese, Japanese and Korean text has no spaces between words, so the word
 index sees a whole run of CJK characters as one token. Queries with CJK
 characters also search a trigram index of the memories that contain CJK text
 (every 3-character window of each CJK run, OR-ed); runs of 1–2 characters,
 which no trigram can match, are looked up by substring instead.
-
-Fusion is score-aware (see ``fuse``): the keyword evidence is bm25 relative to
-the query's best keyword match, the vector evidence is the cosine itself, and
-both are known for every candidate either leg found.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Mapping, Sequence
-from typing import TypeVar
 
 __all__ = [
+    "CJK_GLOB",
+    "CJK_RUN",
     "EVIDENCE_FACTOR",
-    "KEYWORD_WEIGHT",
-    "LEG_DEPTH",
-    "VECTOR_WEIGHT",
-    "cjk_match",
+    "MAX_TERMS",
+    "cjk_runs",
     "cjk_substrings",
-    "fts_match",
-    "fuse",
     "has_cjk",
     "keyword_strength",
     "keyword_terms",
 ]
-
-K = TypeVar("K", bound=Hashable)
 
 # -- Tuning constants --------------------------------------------------------------------------
 # All measured with scripts/eval_retrieval.py; the results and every ablation are in
@@ -47,13 +36,6 @@ K = TypeVar("K", bound=Hashable)
 # other leg's evidence; min-max or best-cosine normalisation; other keyword weights (0.2–0.6);
 # deeper legs; other tokenizers and stopword lists; phrase boosts (see the keyword-leg table).
 
-#: Weight of the keyword evidence (bm25 / best bm25 of the query, in [0, 1]) in the fused score.
-KEYWORD_WEIGHT = 0.35
-#: Weight of the vector evidence (cosine similarity, in [-1, 1]) in the fused score.
-VECTOR_WEIGHT = 1.0 - KEYWORD_WEIGHT
-#: Candidates each leg contributes to fusion (at least the requested limit). With both legs'
-#: evidence filled in for every candidate, 100 was no better than 50 on either dataset.
-LEG_DEPTH = 50
 #: The keyword leg reads this many times its depth in matches: those beyond the listed ones are
 #: the keyword evidence of candidates only the vector leg listed (reading them costs FTS5
 #: nothing more, as it ranks every match anyway; 4 was as good as reading all).
@@ -96,7 +78,7 @@ CJK_RANGES = (  # the most common first: a GLOB stops at the first range that ma
     "\uff66-\uff9f"  # half-width Katakana
     "\U00020000-\U0003134f"  # CJK extensions B–G
 )
-_CJK_RUN = re.compile(f"[{CJK_RANGES}]+")
+CJK_RUN = re.compile(f"[{CJK_RANGES}]+")
 #: The same class as an SQLite GLOB pattern (used by the triggers that fill the trigram index).
 CJK_GLOB = f"*[{CJK_RANGES}]*"
 
@@ -118,39 +100,13 @@ def keyword_terms(query: str) -> list[str]:
     return list(seen.values())[:MAX_TERMS]
 
 
-def _quote(term: str) -> str:
-    return '"' + term.replace('"', '""') + '"'
-
-
-def fts_match(terms: Sequence[str]) -> str | None:
-    """An FTS5 MATCH expression OR-ing the quoted terms; None when there is nothing to match."""
-    quoted = [_quote(term) for term in terms if term]
-    return " OR ".join(quoted) if quoted else None
-
-
 def has_cjk(text: str) -> bool:
     """True when the text holds at least one Chinese, Japanese or Korean character."""
-    return _CJK_RUN.search(text) is not None
+    return CJK_RUN.search(text) is not None
 
 
-def _cjk_runs(text: str) -> list[str]:
-    return list(dict.fromkeys(_CJK_RUN.findall(text)))
-
-
-def cjk_match(query: str) -> str | None:
-    """A MATCH expression for the trigram index: every 3-character window of each CJK run of
-    3+ characters, plus the query's other words of 3+ characters (matched as substrings).
-    None when the query has no CJK run long enough."""
-    grams: dict[str, None] = {}
-    for run in _cjk_runs(query):
-        for start in range(len(run) - 2):
-            grams.setdefault(run[start : start + 3])
-    if not grams:
-        return None
-    for word in keyword_terms(_CJK_RUN.sub(" ", query)):
-        if len(word) >= 3:
-            grams.setdefault(word)
-    return fts_match(list(grams)[:MAX_TERMS])
+def cjk_runs(text: str) -> list[str]:
+    return list(dict.fromkeys(CJK_RUN.findall(text)))
 
 
 def cjk_substrings(query: str) -> list[str]:
@@ -158,7 +114,7 @@ def cjk_substrings(query: str) -> list[str]:
     2-character window (bigram) of longer runs, so "東京の天気" still finds "天気" in text
     whose trigrams differ. Distinct, in order, at most MAX_SUBSTRINGS."""
     found: dict[str, None] = {}
-    for run in _cjk_runs(query):
+    for run in cjk_runs(query):
         if len(run) == 1:
             found.setdefault(run)
         for start in range(len(run) - 1):
@@ -170,27 +126,3 @@ def keyword_strength(bm25: float, best: float) -> float:
     """A keyword match's strength in [0, 1]: its bm25 relative to the best match for the same
     query (SQLite's bm25 is negative, more negative is better)."""
     return bm25 / best if best < 0 else 0.0
-
-
-def fuse(
-    keyword: Mapping[K, float],
-    similarity: Mapping[K, float],
-    order: Sequence[K],
-    *,
-    keyword_weight: float = KEYWORD_WEIGHT,
-    vector_weight: float = VECTOR_WEIGHT,
-) -> list[tuple[K, float]]:
-    """Score-aware fusion of the two legs over the candidates in ``order``:
-
-        score = keyword_weight · strength + vector_weight · cosine
-
-    ``keyword`` maps a candidate to its keyword strength (``keyword_strength``), ``similarity``
-    to its cosine; a candidate missing from one counts 0 there. Returns (key, score) best
-    first; ties keep ``order``. Unlike rank fusion, a weak leg's poor candidates cannot push
-    the strong leg's good ones down just by being ranked.
-    """
-    scored = [
-        (key, keyword_weight * keyword.get(key, 0.0) + vector_weight * similarity.get(key, 0.0))
-        for key in dict.fromkeys(order)
-    ]
-    return sorted(scored, key=lambda item: -item[1])

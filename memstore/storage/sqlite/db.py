@@ -1,4 +1,4 @@
-"""The SQLite side: connections, schema checks, and every SQL statement the store runs.
+"""The SQLite side: connections, schema checks, and the SQL statements of the backend.
 
 SQLite is the single source of truth. Writes happen in ``BEGIN IMMEDIATE``
 transactions (one per capture or per batch) so concurrent writers queue on
@@ -8,30 +8,28 @@ vector change log in the same transaction as the row they describe.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from .errors import CorruptDatabaseError, SchemaTooNewError, StoreError, StoreNotWritableError
+from ...errors import CorruptDatabaseError, SchemaTooNewError, StoreError, StoreNotWritableError
+from ...models import Memory
+from ...timeutil import format_ts, parse_ts
+from ..base import Filter
 from .migrations import MIGRATION_NAMES, MIGRATION_SET, build_migrations
-from .models import Memory
-from .timeutil import format_ts, parse_ts
 
 __all__ = [
     "MEMORY_COLUMNS",
-    "Filter",
     "connect",
+    "mapped_errors",
     "transaction",
-    "translate_errors",
+    "where",
 ]
 
 BUSY_TIMEOUT_MS = 60_000
@@ -120,35 +118,20 @@ def _raise_for(exc: sqlite3.DatabaseError, path: Path | None, *, opening: bool =
     raise StoreError(f"cannot use database {path}: {exc}") from exc
 
 
-_C = TypeVar("_C", bound=type)
-
-
-def translate_errors(cls: _C) -> _C:
-    """Class decorator: an sqlite3 error escaping ``__init__`` or a public method becomes a
-    MemstoreError naming the file — CorruptDatabaseError for damage SQLite only finds when
-    a query reaches a bad page (the file header and schema can be intact)."""
-    for name, fn in list(vars(cls).items()):
-        if inspect.isfunction(fn) and (name == "__init__" or not name.startswith("_")):
-            setattr(cls, name, _translating(fn))
-    return cls
-
-
-def _translating(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+@contextmanager
+def mapped_errors(path: Path | None, conn: sqlite3.Connection | None = None) -> Iterator[None]:
+    """Turn an sqlite3 error into a MemstoreError naming the file — CorruptDatabaseError for
+    damage SQLite only finds when a query reaches a bad page (the file header and schema can
+    be intact); from then on ``conn`` refuses writes (see :func:`transaction`)."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
         try:
-            return fn(self, *args, **kwargs)
-        except sqlite3.DatabaseError as exc:
-            try:
-                _raise_for(exc, getattr(self, "db_path", None), opening=False)
-            except CorruptDatabaseError:
-                conn = getattr(self, "_conn", None)
-                if isinstance(conn, Connection):
-                    conn.damaged = True
-                raise
+            _raise_for(exc, path, opening=False)
+        except CorruptDatabaseError:
+            if isinstance(conn, Connection):
+                conn.damaged = True
             raise
-
-    return wrapper
 
 
 def _applied_migrations(conn: sqlite3.Connection) -> list[str]:
@@ -259,75 +242,58 @@ def row_to_memory(row: Sequence[Any]) -> Memory:
     )
 
 
-@dataclass
-class Filter:
-    """Which memories a recall or list may return. Applied in SQL on both recall legs."""
-
-    namespaces: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    since: datetime | None = None
-    until: datetime | None = None
-    projects: tuple[str | None, ...] | None = None
-    branch: str | None = None
-    include_deleted: bool = False
-    only_deleted: bool = False
-    include_superseded: bool = False
-    include_expired: bool = False
-    now: datetime | None = None
-    extra: list[tuple[str, list[Any]]] = field(default_factory=list)
-
-    def is_selective(self) -> bool:
-        """True when something beyond the live/current/unexpired defaults narrows the set."""
-        return bool(
-            self.namespaces or self.tags or self.since or self.until
-            or self.projects is not None or self.branch or self.extra
+def where(flt: Filter, alias: str = "m") -> tuple[str, list[Any]]:
+    """A WHERE clause body over ``alias`` for the filter, and its parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flt.only_deleted:
+        clauses.append(f"{alias}.deleted = 1")
+    elif not flt.include_deleted:
+        clauses.append(f"{alias}.deleted = 0")
+    if not flt.include_superseded:
+        clauses.append(f"{alias}.superseded_by IS NULL")
+    if not flt.include_expired and flt.now is not None:
+        clauses.append(f"({alias}.expires_at IS NULL OR {alias}.expires_at > ?)")
+        params.append(format_ts(flt.now))
+    if flt.namespaces:
+        clauses.append(f"{alias}.namespace IN ({', '.join('?' * len(flt.namespaces))})")
+        params.extend(flt.namespaces)
+    if flt.tags:
+        clauses.append(
+            f"{alias}.seq IN (SELECT seq FROM memory_tags WHERE tag IN "
+            f"({', '.join('?' * len(flt.tags))}) GROUP BY seq HAVING count(*) = ?)"
         )
+        params.extend(flt.tags)
+        params.append(len(flt.tags))
+    if flt.since is not None:
+        clauses.append(f"{alias}.created_at >= ?")
+        params.append(format_ts(flt.since))
+    if flt.until is not None:
+        clauses.append(f"{alias}.created_at < ?")
+        params.append(format_ts(flt.until))
+    if flt.projects is not None:
+        named = [p for p in flt.projects if p is not None]
+        parts = []
+        if named:
+            parts.append(f"{alias}.project IN ({', '.join('?' * len(named))})")
+            params.extend(named)
+        if None in flt.projects:
+            parts.append(f"{alias}.project IS NULL")
+        clauses.append("(" + " OR ".join(parts or ["0"]) + ")")
+    if flt.branch is not None:
+        clauses.append(f"{alias}.branch = ?")
+        params.append(flt.branch)
+    if flt.only_expired:
+        clauses.append(f"({alias}.expires_at IS NOT NULL AND {alias}.expires_at <= ?)")
+        params.append(format_ts(flt.now))
+    if flt.source is not None:
+        clauses.append(f"{alias}.source = ?")
+        params.append(flt.source)
+    for key, value in flt.metadata:
+        clauses.append(f"json_extract({alias}.metadata, ?) = ?")
+        params.extend((f'$."{key}"', value))
+    return (" AND ".join(clauses) or "1"), params
 
-    def sql(self, alias: str = "m") -> tuple[str, list[Any]]:
-        """A WHERE clause body over ``alias`` and its parameters."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if self.only_deleted:
-            clauses.append(f"{alias}.deleted = 1")
-        elif not self.include_deleted:
-            clauses.append(f"{alias}.deleted = 0")
-        if not self.include_superseded:
-            clauses.append(f"{alias}.superseded_by IS NULL")
-        if not self.include_expired and self.now is not None:
-            clauses.append(f"({alias}.expires_at IS NULL OR {alias}.expires_at > ?)")
-            params.append(format_ts(self.now))
-        if self.namespaces:
-            clauses.append(f"{alias}.namespace IN ({', '.join('?' * len(self.namespaces))})")
-            params.extend(self.namespaces)
-        if self.tags:
-            clauses.append(
-                f"{alias}.seq IN (SELECT seq FROM memory_tags WHERE tag IN "
-                f"({', '.join('?' * len(self.tags))}) GROUP BY seq HAVING count(*) = ?)"
-            )
-            params.extend(self.tags)
-            params.append(len(self.tags))
-        if self.since is not None:
-            clauses.append(f"{alias}.created_at >= ?")
-            params.append(format_ts(self.since))
-        if self.until is not None:
-            clauses.append(f"{alias}.created_at < ?")
-            params.append(format_ts(self.until))
-        if self.projects is not None:
-            named = [p for p in self.projects if p is not None]
-            parts = []
-            if named:
-                parts.append(f"{alias}.project IN ({', '.join('?' * len(named))})")
-                params.extend(named)
-            if None in self.projects:
-                parts.append(f"{alias}.project IS NULL")
-            clauses.append("(" + " OR ".join(parts or ["0"]) + ")")
-        if self.branch is not None:
-            clauses.append(f"{alias}.branch = ?")
-            params.append(self.branch)
-        for clause, clause_params in self.extra:
-            clauses.append(clause.replace("{m}", alias))
-            params.extend(clause_params)
-        return (" AND ".join(clauses) or "1"), params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,9 +349,9 @@ def list_memories(
     conn: sqlite3.Connection, flt: Filter, limit: int, offset: int = 0
 ) -> list[Memory]:
     """Memories passing the filter, newest first."""
-    where, params = flt.sql("m")
+    clause, params = where(flt, "m")
     rows = conn.execute(
-        f"SELECT {_prefixed('m')} FROM memories m WHERE {where} "
+        f"SELECT {_prefixed('m')} FROM memories m WHERE {clause} "
         "ORDER BY m.created_at DESC, m.seq DESC LIMIT ? OFFSET ?",
         [*params, limit, offset],
     )
@@ -394,24 +360,24 @@ def list_memories(
 
 def filtered_seqs(conn: sqlite3.Connection, flt: Filter, limit: int) -> list[int]:
     """Seqs passing the filter, at most ``limit`` (+1 so callers can tell when it overflowed)."""
-    where, params = flt.sql("m")
+    clause, params = where(flt, "m")
     return [
         row[0]
         for row in conn.execute(
-            f"SELECT m.seq FROM memories m WHERE {where} LIMIT ?", [*params, limit + 1]
+            f"SELECT m.seq FROM memories m WHERE {clause} LIMIT ?", [*params, limit + 1]
         )
     ]
 
 
 def seqs_passing(conn: sqlite3.Connection, flt: Filter, seqs: Sequence[int]) -> set[int]:
     """The subset of ``seqs`` that passes the filter."""
-    where, params = flt.sql("m")
+    clause, params = where(flt, "m")
     passing: set[int] = set()
     for start in range(0, len(seqs), 500):
         chunk = list(seqs[start : start + 500])
         rows = conn.execute(
             f"SELECT m.seq FROM memories m WHERE m.seq IN ({', '.join('?' * len(chunk))}) "
-            f"AND {where}",
+            f"AND {clause}",
             [*chunk, *params],
         )
         passing.update(row[0] for row in rows)
@@ -445,11 +411,11 @@ def keyword_search(
         if len(kept) >= limit or len(ranked) < fetch:
             return kept[:limit]
         fetch *= 8
-    where, params = flt.sql("m")
+    clause, params = where(flt, "m")
     rows = conn.execute(
         f"SELECT m.seq, bm25({index}) AS rank FROM {index} "
         f"JOIN memories m ON m.seq = {index}.rowid "
-        f"WHERE {index} MATCH ? AND {where} ORDER BY rank, m.seq LIMIT ?",
+        f"WHERE {index} MATCH ? AND {clause} ORDER BY rank, m.seq LIMIT ?",
         [match, *params, limit],
     )
     return [(row[0], float(row[1])) for row in rows]
@@ -465,7 +431,7 @@ def substring_search(
     A scan (no index can find 1–2 character CJK words): kept for what trigrams cannot do."""
     if not substrings:
         return []
-    where, params = flt.sql("m")
+    clause, params = where(flt, "m")
     count = " + ".join("(instr(m.text, ?) > 0)" for _ in substrings)
     restrict = ""
     if seqs is not None:
@@ -473,7 +439,7 @@ def substring_search(
             return []
         restrict = f" AND m.seq IN ({', '.join('?' * len(seqs))})"
     rows = conn.execute(
-        f"SELECT m.seq, {count} AS found FROM memories m WHERE {where}{restrict} AND found > 0 "
+        f"SELECT m.seq, {count} AS found FROM memories m WHERE {clause}{restrict} AND found > 0 "
         "ORDER BY found DESC, m.seq DESC LIMIT ?",
         [*substrings, *params, *(seqs or ()), limit],
     )
@@ -745,11 +711,11 @@ def export_seqs(conn: sqlite3.Connection, flt: Filter | None) -> list[int]:
     version linked to them, so exported history never points outside the file."""
     if flt is None:
         return [row[0] for row in conn.execute("SELECT seq FROM memories ORDER BY seq")]
-    where, params = flt.sql("m")
+    clause, params = where(flt, "m")
     rows = conn.execute(
         f"""
         WITH RECURSIVE
-          picked(id) AS (SELECT m.id FROM memories m WHERE {where}),
+          picked(id) AS (SELECT m.id FROM memories m WHERE {clause}),
           linked(id) AS (
             SELECT id FROM picked
             UNION
@@ -832,3 +798,88 @@ def apply_newer_state(conn: sqlite3.Connection, seq: int, values: dict[str, Any]
     except sqlite3.IntegrityError:
         return "conflict"
     return "updated"
+
+
+# ---------------------------------------------------------------------------------------------
+# Statements the backend runs for the facade's operations
+
+
+def chunks(items: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
+    """``items`` in slices small enough for one ``IN (...)`` (SQLite caps bound parameters)."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def marks(values: Sequence[Any]) -> str:
+    """``?, ?, …`` for an ``IN (...)`` over ``values``."""
+    return ", ".join("?" * len(values))
+
+
+def row_values(row: Any) -> dict[str, Any]:
+    """A NewMemory as column values (tags and metadata as JSON text)."""
+    values = {name: getattr(row, name) for name in row.__dataclass_fields__}
+    values["tags"] = json.dumps(list(values["tags"]), ensure_ascii=False)
+    values["metadata"] = json.dumps(values["metadata"], ensure_ascii=False)
+    values["deleted"] = int(values["deleted"])
+    return values
+
+
+def mark_superseded(conn: sqlite3.Connection, seq: int, new_id: str, stamp: str) -> None:
+    conn.execute("UPDATE memories SET superseded_by = ?, updated_at = ? WHERE seq = ?", (new_id, stamp, seq))
+
+
+def set_forgotten(conn: sqlite3.Connection, seq: int, forgotten: bool, stamp: str) -> bool:
+    """Tombstone or restore one row; False when it was already in that state."""
+    if forgotten:
+        cursor = conn.execute(
+            "UPDATE memories SET deleted = 1, deleted_at = ?, updated_at = ? WHERE seq = ? AND deleted = 0",
+            (stamp, stamp, seq),
+        )
+    else:
+        cursor = conn.execute(
+            "UPDATE memories SET deleted = 0, deleted_at = NULL, updated_at = ? "
+            "WHERE seq = ? AND deleted = 1",
+            (stamp, seq),
+        )
+    return cursor.rowcount > 0
+
+
+def live_seqs(conn: sqlite3.Connection) -> list[int]:
+    """Every live, current memory's seq, oldest first."""
+    return [r[0] for r in conn.execute(
+        "SELECT seq FROM memories WHERE deleted = 0 AND superseded_by IS NULL ORDER BY seq"
+    )]
+
+
+def seqs_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, int]:
+    """id → seq for those of ``ids`` that exist."""
+    found: dict[str, int] = {}
+    for chunk in chunks(ids):
+        found.update(conn.execute(f"SELECT id, seq FROM memories WHERE id IN ({marks(chunk)})", chunk))
+    return found
+
+
+@contextmanager
+def secure_delete(conn: sqlite3.Connection) -> Iterator[None]:
+    """SQLite's secure_delete for the block (deleted text is zeroed, not left in free pages),
+    then the freed pages moved out of the WAL into the (zeroed) main file."""
+    previous = conn.execute("PRAGMA secure_delete").fetchone()[0]
+    conn.execute("PRAGMA secure_delete = ON")
+    try:
+        yield
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {int(previous)}")
+
+
+def embeddings_by_id(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[str, str, bytes]]:
+    """id → (model, content hash it was made from, vector bytes) for those that have one."""
+    found: dict[str, tuple[str, str, bytes]] = {}
+    for chunk in chunks(ids):
+        for mid, model, chash, vector in conn.execute(
+            "SELECT m.id, e.model, e.content_hash, e.vector FROM embeddings e "
+            f"JOIN memories m ON m.seq = e.seq WHERE m.id IN ({marks(chunk)})",
+            chunk,
+        ):
+            found[mid] = (model, chash, vector)
+    return found

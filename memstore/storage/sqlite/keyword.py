@@ -12,32 +12,52 @@ keeps its strongest. Substring-only matches rank below every indexed match.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 
-from . import db
-from .db import Filter
-from .search import (
+from ..base import Filter, KeywordMatch
+from ..terms import (
+    CJK_RUN,
     EVIDENCE_FACTOR,
-    cjk_match,
+    MAX_TERMS,
+    cjk_runs,
     cjk_substrings,
-    fts_match,
     has_cjk,
     keyword_strength,
     keyword_terms,
 )
+from . import db
 
-__all__ = ["KeywordLeg", "KeywordMatch"]
+__all__ = ["KeywordLeg", "cjk_match", "fts_match"]
+
+# User text never reaches FTS5 as syntax: each token is double-quoted (so ``AND``, ``NEAR``,
+# ``*``, ``:``, ``^`` and parentheses are just words), and the tokens are OR-ed so bm25
+# ranks by how many and how rare the matched words are.
 
 
-@dataclass(frozen=True)
-class KeywordMatch:
-    """One memory the keyword leg found: its bm25 (None for a substring-only match) and
-    strength in [0, 1]."""
+def _quote(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
 
-    seq: int
-    bm25: float | None
-    strength: float
+
+def fts_match(terms: Sequence[str]) -> str | None:
+    """An FTS5 MATCH expression OR-ing the quoted terms; None when there is nothing to match."""
+    quoted = [_quote(term) for term in terms if term]
+    return " OR ".join(quoted) if quoted else None
+
+
+def cjk_match(query: str) -> str | None:
+    """A MATCH expression for the trigram index: every 3-character window of each CJK run of
+    3+ characters, plus the query's other words of 3+ characters (matched as substrings).
+    None when the query has no CJK run long enough."""
+    grams: dict[str, None] = {}
+    for run in cjk_runs(query):
+        for start in range(len(run) - 2):
+            grams.setdefault(run[start : start + 3])
+    if not grams:
+        return None
+    for word in keyword_terms(CJK_RUN.sub(" ", query)):
+        if len(word) >= 3:
+            grams.setdefault(word)
+    return fts_match(list(grams)[:MAX_TERMS])
 
 
 class KeywordLeg:
@@ -78,7 +98,7 @@ class KeywordLeg:
             rows = db.substring_search(self._conn, self._substrings, flt, depth)
             self._keep(found, ((seq, None, self._substring_strength(n)) for seq, n in rows))
         ranked = sorted(found.values(), key=lambda m: -m.strength)
-        self._beyond = {m.seq: m for m in ranked[depth:]}
+        self._beyond = {m.key: m for m in ranked[depth:]}
         return ranked[:depth]
 
     def evidence_for(self, seqs: Iterable[int]) -> dict[int, KeywordMatch]:

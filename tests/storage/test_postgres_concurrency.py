@@ -1,0 +1,70 @@
+"""Several processes capturing into one team store, many of them the same texts: every text
+stored exactly once, nothing lost (the partial unique index + ON CONFLICT decide)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+
+from memstore.identity import content_hash, new_id
+from memstore.storage.postgres import open_backend
+from memstore.timeutil import format_ts, now
+
+WRITERS = 6
+TEXTS = 30
+
+
+def _texts(writer: int) -> list[str]:
+    shared = [f"shared decision number {i}" for i in range(TEXTS // 2)]
+    own = [f"writer {writer} note {i}" for i in range(TEXTS - len(shared))]
+    return shared + own
+
+
+def _write(url: str, writer: int, start, results) -> None:  # noqa: ANN001 - multiprocessing objects
+    backend = open_backend(url)
+    start.wait()
+    outcomes = []
+    for text in _texts(writer):
+        stamp = format_ts(now())
+        row = {"id": new_id(), "text": text, "namespace": "default", "tags": json.dumps([writer % 2 and "odd" or "even"]),
+               "metadata": "{}", "content_hash": content_hash(text, "default"),
+               "created_at": stamp, "updated_at": stamp, "author": f"user{writer}"}
+        with backend.transaction() as conn:
+            seq = backend.insert_memory(conn, row)
+            if seq is None:
+                existing = backend.find_live_by_hash(conn, row["content_hash"])
+                outcomes.append(("existing", text, existing.id if existing else None))
+            else:
+                outcomes.append(("created", text, row["id"]))
+    backend.close()
+    results.put((writer, outcomes))
+
+
+def test_concurrent_writers_lose_nothing_and_duplicate_nothing(postgres_url):
+    open_backend(postgres_url).close()  # schema first: the writers race on rows, not on DDL
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(WRITERS)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_write, args=(postgres_url, w, start, results)) for w in range(WRITERS)]
+    for p in procs:
+        p.start()
+    outcomes = dict(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:
+        rows = conn.execute("SELECT text, id FROM memories").fetchall()
+    stored = {}
+    for text, id_ in rows:
+        assert text not in stored, f"duplicate: {text}"
+        stored[text] = id_
+    expected = {t for w in range(WRITERS) for t in _texts(w)}
+    assert set(stored) == expected
+    for writer_outcomes in outcomes.values():
+        for _kind, text, id_ in writer_outcomes:
+            assert stored[text] == id_  # every writer was told the id that is stored
+    created = sum(kind == "created" for o in outcomes.values() for kind, _, _ in o)
+    assert created == len(expected)
