@@ -28,7 +28,9 @@ from .notices import collecting
 from .recall import Hits, Mode
 from .recall import recall as run_recall
 from .settings import Settings, load_settings
+from .author import author_name
 from .storage import open_backend
+from .storage.postgres.urls import is_postgres_url
 from .storage.base import Backend, Filter
 from .timeutil import format_ts, now, parse_time
 from .validate import clean_limit, clean_name, clean_namespaces, clean_query, clean_tags
@@ -83,15 +85,26 @@ class MemoryStore:
         model_dir: str | os.PathLike[str] | None = None,
         settings: Settings | None = None,
         backend: Backend | None = None,
+        pool_size: int | None = None,
     ) -> None:
+        explicit = os.fspath(home) if home is not None else None
+        url = explicit if explicit is not None and is_postgres_url(explicit) else None
         if settings is None:
             settings = load_settings(
-                {"home": os.fspath(home) if home else None,
+                {"home": os.fspath(home) if home and not url else None, "database_url": url,
                  "model_dir": os.fspath(model_dir) if model_dir else None}
             )
         self.settings = settings
         self.home = config.home_dir(settings.get("home"))
-        self.backend: Backend = backend if backend is not None else open_backend(self.home)
+        if url is None and settings.get("database_url") and (
+            settings.sources.get("database_url") == "argument"
+            or (explicit is None and settings.sources.get("home") != "argument")
+        ):  # a store directory given as an argument wins over a configured team store
+            url = settings.get("database_url")
+        if backend is None:
+            backend = (open_backend(url, author=author_name(settings), pool_size=pool_size) if url
+                       else open_backend(self.home))
+        self.backend: Backend = backend
         self.db_path: Path | None = getattr(self.backend, "db_path", None)
         self.index_dir: Path | None = getattr(self.backend, "index_dir", None)
         self._embedder_injected = embedder is not None

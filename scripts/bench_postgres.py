@@ -30,13 +30,13 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench import pct  # noqa: E402
 from corpus import sample  # noqa: E402
+from memstore.db import Filter  # noqa: E402
+from memstore.search import EVIDENCE_FACTOR, LEG_DEPTH, fuse, keyword_strength, keyword_terms  # noqa: E402
 from pgserver import in_schema, server  # noqa: E402
 
 import memstore  # noqa: E402
-from memstore.db import Filter  # noqa: E402
 from memstore.embedder import HashEmbedder  # noqa: E402
 from memstore.identity import content_hash, new_id  # noqa: E402
-from memstore.search import EVIDENCE_FACTOR, LEG_DEPTH, fuse, keyword_strength, keyword_terms  # noqa: E402
 from memstore.storage.postgres import backend as pgb  # noqa: E402
 from memstore.storage.postgres import open_backend  # noqa: E402
 from memstore.timeutil import format_ts, now  # noqa: E402

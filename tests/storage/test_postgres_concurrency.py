@@ -3,10 +3,10 @@ stored exactly once, nothing lost (the partial unique index + ON CONFLICT decide
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 
 from memstore.identity import content_hash, new_id
+from memstore.storage.base import NewMemory
 from memstore.storage.postgres import open_backend
 from memstore.timeutil import format_ts, now
 
@@ -21,21 +21,15 @@ def _texts(writer: int) -> list[str]:
 
 
 def _write(url: str, writer: int, start, results) -> None:  # noqa: ANN001 - multiprocessing objects
-    backend = open_backend(url)
+    backend = open_backend(url, author=f"user{writer}")
     start.wait()
     outcomes = []
     for text in _texts(writer):
         stamp = format_ts(now())
-        row = {"id": new_id(), "text": text, "namespace": "default", "tags": json.dumps([writer % 2 and "odd" or "even"]),
-               "metadata": "{}", "content_hash": content_hash(text, "default"),
-               "created_at": stamp, "updated_at": stamp, "author": f"user{writer}"}
-        with backend.transaction() as conn:
-            seq = backend.insert_memory(conn, row)
-            if seq is None:
-                existing = backend.find_live_by_hash(conn, row["content_hash"])
-                outcomes.append(("existing", text, existing.id if existing else None))
-            else:
-                outcomes.append(("created", text, row["id"]))
+        new = NewMemory(id=new_id(), text=text, namespace="default", tags=(), metadata={},
+                        content_hash=content_hash(text, "default"), created_at=stamp, updated_at=stamp)
+        stored = backend.insert(new)
+        outcomes.append(("created" if stored.id == new.id else "existing", text, stored.id))
     backend.close()
     results.put((writer, outcomes))
 

@@ -99,9 +99,9 @@ def test_least_privilege_role_uses_a_store_created_by_the_owner(postgres_url):
         conn.execute("GRANT USAGE ON SCHEMA public TO team_user")
         conn.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO team_user")
     user = open_backend(url)
-    from memstore.db import Filter
+    from memstore.storage.base import Filter
+    from memstore.timeutil import now
 
-    with user.reading() as conn:
-        assert user.counts(conn)["memories"] == 0
-        assert user.keyword_search(conn, ["x"], Filter(), 5) == []
+    assert user.counts()["memories"] == 0
+    assert user.keyword_leg("x").search(Filter(now=now()), 5) == []
     user.close()

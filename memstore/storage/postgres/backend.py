@@ -1,661 +1,392 @@
-"""The team store: memstore's storage operations over PostgreSQL + pgvector.
+"""The team store: the backend contract (``storage.base``) over PostgreSQL + pgvector.
 
-Every SQL statement of the PostgreSQL backend lives here (and in ``schema.py``). The
-operations mirror the SQLite backend's (rows are addressed by the private ``seq``), so the
-shared capture/recall code runs unchanged. What differs:
-
-- **Duplicates under concurrent writers**: ``insert_memory`` is ``INSERT … ON CONFLICT DO
-  NOTHING`` against the partial unique index of live current hashes; the near-duplicate
-  decision runs under ``lock_scope`` (a transaction-level advisory lock per namespace and
-  project), so two writers of nearly the same text cannot both miss each other.
-- **Vectors** are a ``vector(d)`` column with an HNSW (cosine) index; filtered searches use
-  pgvector's iterative index scans, and an exact search over the filtered rows when the
-  filter leaves few (``EXACT_FILTER_MAX``), so filters hold on the vector leg too.
-- **Keyword leg**: a tsvector (trigger-kept, same statement as the row) with a GIN index,
-  ranked by Okapi BM25 computed in SQL over the matching rows (``keyword_search``); CJK text
-  through a pg_trgm index and substring counts.
+The statements live in ``sql.py``; this class composes them into the contract's operations
+and owns the sessions. ``write()`` is one transaction (READ COMMITTED, so a statement sees
+what other writers committed: ON CONFLICT and the advisory locks decide races); ``read()``
+is one REPEATABLE READ snapshot. Both bind a connection to the calling thread, so nested
+calls join them; a pool (``pool_size``) serves processes that keep the store open and share
+it between threads. Keys are ``seq`` values and never leave the backend.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import dataclasses
+import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConflictError, StoreError
-from ...models import Memory
-from ...timeutil import parse_ts
+from ...errors import ModelMismatchError, ModelMismatchWarning, StoreError
+from ...models import Memory, VerifyReport
+from ..base import EmbedJob, Filter, Key, NewMemory, StateOutcome
+from . import sql
 from .connection import ConnectionSource, errors_mapped, open_source
-from .filters import filter_sql
-from .schema import TEXT_CONFIG, ensure_schema
+from .schema import SCHEMA_VERSION, ensure_schema
 from .urls import redact_url
 
 if TYPE_CHECKING:
     import numpy as np
     import psycopg
 
-__all__ = ["EXACT_FILTER_MAX", "PostgresBackend"]
+__all__ = ["PostgresBackend"]
 
-#: At most this many filtered rows, the vector leg compares with each of them exactly
-#: instead of walking the HNSW graph (scripts/bench_postgres.py measures the crossover).
-EXACT_FILTER_MAX = 5000
-#: HNSW candidate list: ≥ the leg depth; with iterative scans pgvector extends it on demand.
-EF_SEARCH = 100
-#: BM25 parameters (SQLite FTS5's defaults).
-BM25_K1 = 1.2
-BM25_B = 0.75
-#: How long corpus statistics for BM25 (N, average length) are reused before re-reading.
-STATS_TTL_S = 30.0
-
-MEMORY_COLUMNS = (
-    "seq, id, text, namespace, tags, source, metadata, content_hash, project, branch, "
-    "created_at, updated_at, expires_at, deleted, supersedes, superseded_by, deleted_at, author"
-)
-_LIVE = "NOT m.deleted AND m.superseded_by IS NULL"
-_HAS_AUTHOR = "author" in getattr(Memory, "__dataclass_fields__", {})
-
-
-def _prefixed(alias: str) -> str:
-    return ", ".join(f"{alias}.{c.strip()}" for c in MEMORY_COLUMNS.split(","))
-
-
-def row_to_memory(row: Sequence[Any]) -> Memory:
-    """A ``SELECT MEMORY_COLUMNS`` row as a Memory (seq dropped; author kept when Memory has it)."""
-    (
-        _seq, id_, text, namespace, tags, source, metadata, chash, project, branch,
-        created, updated, expires, deleted, supersedes, superseded_by, deleted_at, author,
-    ) = row
-    extra = {"author": author} if _HAS_AUTHOR else {}
-    return Memory(
-        id=id_, text=text, namespace=namespace, tags=tuple(tags), source=source,
-        metadata=dict(metadata), content_hash=chash, created_at=created, updated_at=updated,
-        project=project, branch=branch, expires_at=expires, deleted=bool(deleted),
-        supersedes=supersedes, superseded_by=superseded_by, deleted_at=deleted_at, **extra,
-    )
-
-
-def _ts(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return parse_ts(str(value))
-
-
-def _column_values(values: dict[str, Any]) -> dict[str, Any]:
-    """A row as the store prepares it (SQLite encodings: JSON text, ISO strings, 0/1) in
-    PostgreSQL's types. Keys starting with "_" are the caller's notes, not columns."""
-    from psycopg.types.json import Jsonb
-
-    row = {k: v for k, v in values.items() if not k.startswith("_")}
-    if isinstance(row.get("tags"), str):
-        row["tags"] = json.loads(row["tags"])
-    if "tags" in row:
-        row["tags"] = list(row["tags"])
-    if "metadata" in row:
-        meta = row["metadata"]
-        row["metadata"] = Jsonb(json.loads(meta) if isinstance(meta, str) else dict(meta or {}))
-    for key in ("created_at", "updated_at", "expires_at", "deleted_at"):
-        if key in row:
-            row[key] = _ts(row[key])
-    if "deleted" in row:
-        row["deleted"] = bool(row["deleted"])
-    return row
-
-
-def _vector(data: bytes | np.ndarray) -> Any:
-    import numpy as np
-    from pgvector import Vector
-
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        data = np.frombuffer(bytes(data), dtype="<f4")
-    return Vector(np.asarray(data, dtype=np.float32))
-
-
-def _vector_bytes(value: Any) -> bytes:
-    import numpy as np
-
-    array = value.to_numpy() if hasattr(value, "to_numpy") else np.asarray(value)
-    return np.asarray(array, dtype="<f4").tobytes()
-
-
-def _like_pattern(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+#: Rows read per round trip when exporting.
+EXPORT_CHUNK = 500
 
 
 class PostgresBackend:
-    """One team store: a PostgreSQL database holding memstore's schema.
+    """One team store: a PostgreSQL database (or schema) holding memstore's tables.
 
-    ``dimension`` is the embedding size used when the schema is first created (the
-    ``vector(d)`` column); ``pool_size`` keeps a connection pool for long-lived processes."""
+    ``dimension`` sizes the ``vector(d)`` column when the schema is first created;
+    ``author`` is recorded on every memory this backend inserts; ``pool_size`` keeps a
+    connection pool instead of one connection."""
 
     kind = "postgres"
 
-    def __init__(self, url: str, *, dimension: int = 384, pool_size: int | None = None) -> None:
+    def __init__(self, url: str, *, dimension: int = 384, author: str | None = None,
+                 pool_size: int | None = None) -> None:
         self.url = url
         self.location = redact_url(url)
+        self.author = author
+        self._local = threading.local()
+        self._stats = sql.CorpusStats()
+        self._closed = False
+        self._warned: set[str] = set()
         self._source: ConnectionSource = open_source(url, pool_size=pool_size)
-        self._stats: tuple[float, float, float] | None = None  # (read at, N, avgdl)
         try:
             with self._source.connection() as conn, errors_mapped(url):
                 if ensure_schema(conn, dimension, self.location):
                     self._source.reconfigure()
                 meta = dict(conn.execute("SELECT key, value FROM memstore_meta").fetchall())
-                self.store_id = meta["store_id"]
+                self.store_id = str(meta["store_id"])
                 self.dimension = int(meta["dimension"])
                 row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-                self.pgvector_version = tuple(int(p) for p in str(row[0]).split(".")[:2]) if row else (0, 0)
+                version = tuple(int(p) for p in str(row[0]).split(".")[:2]) if row else (0, 0)
+                self.pgvector_version = version
         except BaseException:
             self._source.close()
             raise
 
-    # -- connections and transactions ---------------------------------------------------------
-
-    def close(self) -> None:
-        self._source.close()
+    # -- sessions ----------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection]:
-        """One atomic write: everything in the block commits together or not at all."""
-        with self._source.connection() as conn, errors_mapped(self.url), conn.transaction():
-            yield conn
-
-    @contextmanager
-    def snapshot(self) -> Iterator[psycopg.Connection]:
-        """A consistent read: every query in the block sees the same committed state."""
-        with self._source.connection() as conn, errors_mapped(self.url), conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield conn
-
-    @contextmanager
-    def reading(self) -> Iterator[psycopg.Connection]:
-        """A connection for a few independent reads (autocommit)."""
+    def _op(self) -> Iterator[psycopg.Connection]:
+        """The thread's session connection, or one for this operation alone (autocommit)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with errors_mapped(self.url):
+                yield conn
+            return
+        if self._closed:
+            raise StoreError("the store is closed")
         with self._source.connection() as conn, errors_mapped(self.url):
             yield conn
 
-    def lock_scope(self, conn: psycopg.Connection, namespace: str, project: str | None) -> None:
-        """Serialise near-duplicate decisions in one namespace/project until the transaction
-        ends (other scopes and exact-duplicate captures do not wait)."""
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            ("memstore:near-duplicates\x00" + namespace + "\x00" + (project or ""),),
-        )
+    @contextmanager
+    def _session(self, *, snapshot: bool) -> Iterator[psycopg.Connection]:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            if snapshot or not getattr(self._local, "snapshot", False):
+                yield conn
+                return
+            raise StoreError("cannot write inside a read snapshot")  # a programming error
+        if self._closed:
+            raise StoreError("the store is closed")
+        with self._source.connection() as conn, errors_mapped(self.url), conn.transaction():
+            if snapshot:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            self._local.conn, self._local.snapshot = conn, snapshot
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+                self._local.snapshot = False
 
-    # -- memories -----------------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._session(snapshot=False):
+            yield
 
-    def insert_memory(self, conn: psycopg.Connection, values: dict[str, Any]) -> int | None:
-        """Insert one memory; its seq, or None when a live current memory already has its
-        content hash (the unique index decides: no check-then-insert race)."""
-        row = _column_values(values)
-        columns = ", ".join(row)  # keys are the store's column names, never user text
-        placeholders = ", ".join(["%s"] * len(row))
-        live = not row.get("deleted") and row.get("superseded_by") is None
-        conflict = (
-            " ON CONFLICT (content_hash) WHERE NOT deleted AND superseded_by IS NULL DO NOTHING"
-            if live else ""
-        )
-        found = conn.execute(
-            f"INSERT INTO memories ({columns}) VALUES ({placeholders}){conflict} RETURNING seq",
-            list(row.values()),
-        ).fetchone()
-        return int(found[0]) if found else None
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._session(snapshot=True):
+            yield
 
-    def find_live_by_hash(self, conn: psycopg.Connection, chash: str, *, except_id: str | None = None
-                          ) -> Memory | None:
-        """The current, not forgotten memory with this content hash (other than ``except_id``)."""
-        row = conn.execute(
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE content_hash = %s "
-            "AND NOT deleted AND superseded_by IS NULL AND id IS DISTINCT FROM %s",
-            (chash, except_id),
-        ).fetchone()
-        return row_to_memory(row) if row else None
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._source.close()
 
-    def get_memory(self, conn: psycopg.Connection, memory_id: str) -> tuple[int, Memory] | None:
-        row = conn.execute(f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = %s", (memory_id,)).fetchone()
-        return (int(row[0]), row_to_memory(row)) if row else None
+    def lock_scope(self, namespace: str, project: str | None) -> None:
+        """Serialise near-duplicate decisions in one scope until the write transaction ends."""
+        with self._op() as conn:
+            sql.lock_scope(conn, namespace, project)
 
-    def memories_by_seq(self, conn: psycopg.Connection, seqs: Sequence[int]) -> dict[int, Memory]:
-        rows = conn.execute(
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE seq = ANY(%s)", (list(seqs),)
-        ).fetchall()
-        return {int(r[0]): row_to_memory(r) for r in rows}
+    # -- memories ----------------------------------------------------------------------------
 
-    def memories_by_id(self, conn: psycopg.Connection, ids: Sequence[str]) -> dict[str, tuple[int, Memory]]:
-        rows = conn.execute(
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id = ANY(%s)", (list(ids),)
-        ).fetchall()
-        return {r[1]: (int(r[0]), row_to_memory(r)) for r in rows}
+    def _put(self, conn: psycopg.Connection, seq: int, model: str, chash: str, vector: bytes) -> None:
+        """Store one vector; the first vector of a store without any sizes the column."""
+        size = len(vector) // 4
+        if size != self.dimension:
+            sql.set_dimension(conn, self.dimension, size)  # refuses while other vectors exist
+            self.dimension = size
+        sql.put_embedding(conn, seq, model, chash, vector, self.dimension)
 
-    def list_memories(self, conn: psycopg.Connection, flt: Any, limit: int, offset: int = 0,
-                      **extra: Any) -> list[Memory]:
-        """Memories passing the filter, newest first."""
-        where, params = filter_sql(flt, "m", **extra)
-        rows = conn.execute(
-            f"SELECT {_prefixed('m')} FROM memories m WHERE {where} "
-            "ORDER BY m.created_at DESC, m.seq DESC LIMIT %s OFFSET %s",
-            [*params, limit, offset],
-        ).fetchall()
-        return [row_to_memory(r) for r in rows]
+    def _values(self, row: NewMemory) -> dict[str, Any]:
+        values = {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
+        if values.get("author") is None and self.author is not None:
+            values["author"] = self.author
+        return values
 
-    def filtered_seqs(self, conn: psycopg.Connection, flt: Any, limit: int, **extra: Any) -> list[int]:
-        """Seqs passing the filter, at most ``limit`` + 1 (so callers can tell it overflowed)."""
-        where, params = filter_sql(flt, "m", **extra)
-        rows = conn.execute(f"SELECT m.seq FROM memories m WHERE {where} LIMIT %s", [*params, limit + 1])
-        return [int(r[0]) for r in rows]
+    def insert(self, row: NewMemory, vector: tuple[str, bytes] | None = None) -> Memory:
+        """Store a new version; when a live memory already has its content hash (another
+        writer got there first), that memory is returned instead and nothing is written."""
+        with self.write(), self._op() as conn:
+            seq = sql.insert_memory(conn, self._values(row))
+            if seq is None:
+                existing = sql.find_live_by_hash(conn, row.content_hash)
+                if existing is None:  # the other writer's row is gone again: a real conflict
+                    raise StoreError(f"memory {row.id} could not be stored (its text was being changed "
+                                     "concurrently); run the command again")
+                return existing
+            if vector is not None:
+                self._put(conn, seq, vector[0], row.content_hash, vector[1])
+            found = sql.get_memory(conn, row.id)
+        assert found is not None
+        return found[1]
 
-    def seqs_passing(self, conn: psycopg.Connection, flt: Any, seqs: Sequence[int], **extra: Any) -> set[int]:
-        where, params = filter_sql(flt, "m", **extra)
-        rows = conn.execute(
-            f"SELECT m.seq FROM memories m WHERE m.seq = ANY(%s) AND {where}", [list(seqs), *params]
-        )
-        return {int(r[0]) for r in rows}
+    def get(self, memory_id: str) -> Memory | None:
+        with self._op() as conn:
+            found = sql.get_memory(conn, memory_id)
+        return found[1] if found else None
 
-    def set_state(self, conn: psycopg.Connection, seq: int, **state: Any) -> None:
-        """Change a version's life-cycle columns (deleted, deleted_at, superseded_by, updated_at).
-        Making a memory live again when another live memory has its text: ConflictError."""
+    def get_many(self, ids: Sequence[str]) -> dict[str, Memory]:
+        with self._op() as conn:
+            return {mid: m for mid, (_, m) in sql.memories_by_id(conn, list(ids)).items()}
+
+    def find_live(self, content_hash: str, *, except_id: str | None = None) -> Memory | None:
+        with self._op() as conn:
+            return sql.find_live_by_hash(conn, content_hash, except_id=except_id)
+
+    def list(self, flt: Filter, limit: int, offset: int = 0) -> list[Memory]:
+        with self._op() as conn:
+            return sql.list_memories(conn, flt, limit, offset)
+
+    def export_keys(self, flt: Filter | None, *, with_history: bool) -> list[Key]:
+        with self._op() as conn:
+            if flt is not None and not with_history:
+                return sorted(sql.filtered_seqs(conn, flt, 1 << 62))
+            return list(sql.export_seqs(conn, flt))
+
+    def export_rows(self, keys: Sequence[Key], *, with_vectors: bool
+                    ) -> Iterator[tuple[Memory, tuple[str, bytes] | None]]:
+        keys = list(keys)
+        for start in range(0, len(keys), EXPORT_CHUNK):
+            chunk = [int(k) for k in keys[start:start + EXPORT_CHUNK]]  # type: ignore[call-overload]
+            with self._op() as conn:
+                memories = sql.memories_by_seq(conn, chunk)
+                vectors = sql.embeddings_for(conn, chunk) if with_vectors else {}
+            for seq in chunk:
+                yield memories[seq], vectors.get(seq)
+
+    def supersede(self, old_id: str, row: NewMemory, vector: tuple[str, bytes] | None) -> Memory:
+        with self.write(), self._op() as conn:
+            found = sql.get_memory(conn, old_id)
+            if found is None:
+                raise StoreError(f"memory {old_id} vanished during the update")
+            sql.set_state(conn, found[0], superseded_by=row.id, updated_at=row.updated_at)
+            return self.insert(row, vector)
+
+    def set_forgotten(self, memory_id: str, forgotten: bool, stamp: str,
+                      vector: tuple[str, bytes] | None = None) -> bool:
+        with self.write(), self._op() as conn:
+            found = sql.get_memory(conn, memory_id)
+            if found is None or found[1].deleted == forgotten:
+                return False
+            if forgotten:
+                sql.set_state(conn, found[0], deleted=True, deleted_at=stamp, updated_at=stamp)
+            else:
+                sql.set_state(conn, found[0], deleted=False, deleted_at=None, updated_at=stamp)
+                if vector is not None:
+                    self._put(conn, found[0], vector[0], found[1].content_hash, vector[1])
+            return True
+
+    def chain(self, memory_id: str) -> list[Memory]:
+        with self._op() as conn:
+            return [m for _, m in sql.chain(conn, memory_id)]
+
+    def purge_plan(self, now: datetime) -> list[tuple[Memory, str]]:
+        with self._op() as conn:
+            return [(m, reason) for _, m, reason in sql.purge_candidates(conn, now)]
+
+    def purge(self, now: datetime) -> list[tuple[Memory, str]]:
+        """Delete the plan in one transaction, then VACUUM the tables so the dead rows (and
+        their index entries) are removed from the data files, not just hidden."""
+        with self.write(), self._op() as conn:
+            plan = sql.purge_candidates(conn, now)
+            sql.delete_memories(conn, [seq for seq, _, _ in plan])
+        if plan and getattr(self._local, "conn", None) is None:
+            self._vacuum()
+        return [(m, reason) for _, m, reason in plan]
+
+    def _vacuum(self) -> None:
         from psycopg import errors as pgerr
 
-        allowed = {"deleted", "deleted_at", "superseded_by", "updated_at", "expires_at"}
-        unknown = set(state) - allowed
-        if unknown:
-            raise ValueError(f"not state columns: {sorted(unknown)}")
-        values = _column_values(state)
-        sets = ", ".join(f"{k} = %s" for k in values)
-        try:
-            with conn.transaction():  # a savepoint: the caller's transaction survives a clash
-                conn.execute(f"UPDATE memories SET {sets} WHERE seq = %s", [*values.values(), seq])
-        except pgerr.UniqueViolation:
-            raise ConflictError("another live memory has the same text") from None
+        with self._op() as conn:
+            for table in ("memories", "embeddings", "pending_embeddings"):
+                try:
+                    conn.execute(f"VACUUM {table}")  # table: a fixed name
+                except pgerr.InsufficientPrivilege:  # only the owner may: the rows are deleted
+                    return
 
-    # -- keyword leg ----------------------------------------------------------------------------
+    def apply_state(self, memory_id: str, values: dict[str, Any]) -> StateOutcome:
+        with self.write(), self._op() as conn:
+            found = sql.get_memory(conn, memory_id)
+            if found is None:
+                raise StoreError(f"memory {memory_id} vanished during the import")
+            return sql.apply_newer_state(conn, found[0], values)  # type: ignore[return-value]
 
-    def _corpus_stats(self, conn: psycopg.Connection) -> tuple[float, float]:
-        """(live memories, their mean indexed length) for BM25: re-read every STATS_TTL_S."""
-        if self._stats is None or time.monotonic() - self._stats[0] > STATS_TTL_S:
-            row = conn.execute(
-                "SELECT count(*), coalesce(avg(doc_len), 0) FROM memories m WHERE " + _LIVE
-            ).fetchone()
-            self._stats = (time.monotonic(), float(row[0]), float(row[1]))
-        return self._stats[1], self._stats[2]
+    def insert_exported(self, values: dict[str, Any], vector: tuple[str, bytes] | None) -> None:
+        columns = {k: v for k, v in values.items() if k in _COLUMNS}
+        with self.write(), self._op() as conn:
+            seq = sql.insert_memory(conn, columns)
+            if seq is None:
+                raise StoreError(f"memory {values.get('id')} duplicates a live memory; not imported")
+            if vector is not None:
+                self._put(conn, seq, vector[0], columns["content_hash"], vector[1])
 
-    def keyword_search(
-        self, conn: psycopg.Connection, terms: Sequence[str], flt: Any, limit: int,
-        *, ranking: str = "bm25", **extra: Any,
-    ) -> list[tuple[int, float]]:
-        """(seq, score) of memories matching any of ``terms`` (stemmed like the index), best
-        first, filter applied. The score is negated, as SQLite's ``bm25()`` (more negative
-        is better), so ``search.keyword_strength`` and the fusion use it unchanged. ``ranking``: ``bm25`` (Okapi BM25 over
-        the matching live memories, FTS5's k1/b), or ``ts_rank_cd`` / ``ts_rank``
-        (PostgreSQL's own, length-normalised; measured against BM25 in docs/team-store.md)."""
-        words = [t for t in terms if t]
-        if not words:
-            return []
-        where, params = filter_sql(flt, "m", **extra)
-        lexemes = "SELECT DISTINCT lexeme FROM unnest(%(words)s::text[]) w, " \
-                  f"unnest(tsvector_to_array(to_tsvector('{TEXT_CONFIG}', w))) AS lexeme"
-        query = "SELECT coalesce(string_agg(quote_literal(lexeme), ' | '), '')::tsquery AS q FROM lex"
-        named = {f"p{i}": v for i, v in enumerate(params)}
-        where_named = where
-        for i in range(len(params)):
-            where_named = where_named.replace("%s", f"%(p{i})s", 1)
-        args = {"words": words, "limit": limit, **named}
-        if ranking in ("ts_rank_cd", "ts_rank"):
+    # -- vectors -----------------------------------------------------------------------------
+
+    def put_vectors(self, model: str, items: Sequence[tuple[Key, str, bytes]]) -> None:
+        with self.write(), self._op() as conn:
+            for seq, chash, vector in items:
+                self._put(conn, int(seq), model, chash, vector)  # type: ignore[call-overload]
+
+    def vectors_of(self, ids: Sequence[str]) -> dict[str, tuple[str, str, bytes]]:
+        with self._op() as conn:
             rows = conn.execute(
-                f"WITH lex AS ({lexemes}), q AS ({query}) "
-                f"SELECT m.seq, {ranking}(m.tsv, (SELECT q FROM q), 1) AS score FROM memories m "
-                f"WHERE m.tsv @@ (SELECT q FROM q) AND {where_named} "
-                "ORDER BY score DESC, m.seq DESC LIMIT %(limit)s",
-                args,
+                "SELECT m.id, e.model, e.content_hash, e.vector FROM embeddings e "
+                "JOIN memories m ON m.seq = e.seq WHERE m.id = ANY(%s)", (list(ids),)
             ).fetchall()
-            return [(int(r[0]), -float(r[1])) for r in rows]
-        if ranking != "bm25":
-            raise ValueError(f"unknown ranking {ranking!r}")
-        n, avgdl = self._corpus_stats(conn)
-        args.update(n=max(n, 1.0), avgdl=max(avgdl, 1.0), k1=BM25_K1, b=BM25_B)
-        rows = conn.execute(
-            f"""
-            WITH lex AS ({lexemes}), q AS ({query}),
-            hits AS MATERIALIZED (
-                SELECT m.seq, m.tsv, m.doc_len, ({where_named}) AS passes
-                FROM memories m WHERE m.tsv @@ (SELECT q FROM q) AND {_LIVE}
-            ),
-            terms AS MATERIALIZED (SELECT lexeme, quote_literal(lexeme)::tsquery AS lq FROM lex),
-            tf AS (
-                SELECT h.seq, h.doc_len, h.passes, t.lexeme, memstore_tf(h.tsv, t.lq) AS tf
-                FROM hits h JOIN terms t ON h.tsv @@ t.lq
-            ),
-            df AS (SELECT lexeme, count(*) AS df FROM tf GROUP BY lexeme)
-            SELECT tf.seq, sum(
-                ln(1 + (%(n)s - df.df + 0.5) / (df.df + 0.5))
-                * tf.tf * (%(k1)s + 1)
-                / (tf.tf + %(k1)s * (1 - %(b)s + %(b)s * tf.doc_len / %(avgdl)s))
-            ) AS score
-            FROM tf JOIN df USING (lexeme) WHERE tf.passes
-            GROUP BY tf.seq ORDER BY score DESC, tf.seq DESC LIMIT %(limit)s
-            """,
-            args,
-        ).fetchall()
-        return [(int(r[0]), -float(r[1])) for r in rows]
+        return {r[0]: (r[1], r[2], sql._vector_bytes(r[3])) for r in rows}
 
-    def cjk_search(self, conn: psycopg.Connection, grams: Sequence[str], flt: Any, limit: int,
-                   seqs: Sequence[int] | None = None, *, indexed: bool = True, **extra: Any
-                   ) -> list[tuple[int, int]]:
-        """(seq, how many of ``grams`` its text contains) for memories holding any, most first,
-        newest first among equals, filter applied (only ``seqs`` when given). ``indexed``:
-        search CJK memories through the trigram index (grams of 3+ characters); otherwise
-        scan (1–2 character words no trigram can find)."""
-        grams = [g for g in dict.fromkeys(grams) if g]
-        if not grams or (seqs is not None and not seqs):
-            return []
-        where, params = filter_sql(flt, "m", **extra)
-        restrict, restrict_params = "", []
-        if seqs is not None:
-            restrict, restrict_params = " AND m.seq = ANY(%s)", [list(seqs)]
-        if indexed:
-            rows = conn.execute(
-                "SELECT m.seq, (SELECT count(*) FROM unnest(%s::text[]) g "
-                "WHERE strpos(m.text, g) > 0) AS found "
-                f"FROM memories m WHERE m.has_cjk AND m.text LIKE ANY(%s) AND {where}{restrict} "
-                "ORDER BY found DESC, m.seq DESC LIMIT %s",
-                [grams, [_like_pattern(g) for g in grams], *params, *restrict_params, limit],
-            ).fetchall()
-        else:
-            rows = conn.execute(
-                "SELECT * FROM (SELECT m.seq, (SELECT count(*) FROM unnest(%s::text[]) g "
-                f"WHERE strpos(m.text, g) > 0) AS found FROM memories m WHERE {where}{restrict}) s "
-                "WHERE found > 0 ORDER BY found DESC, seq DESC LIMIT %s",
-                [grams, *params, *restrict_params, limit],
-            ).fetchall()
-        return [(int(r[0]), int(r[1])) for r in rows]
+    def needing_vectors(self, model: str, *, pending_only: bool = False, force: bool = False,
+                        limit: int | None = None) -> list[Key]:
+        with self._op() as conn:
+            if pending_only:
+                return list(sql.pending_seqs(conn, limit))
+            if force:
+                return [int(r[0]) for r in conn.execute(
+                    "SELECT seq FROM memories WHERE NOT deleted AND superseded_by IS NULL ORDER BY seq")]
+            return list(sql.seqs_needing_embedding(conn, model))
 
-    # -- vectors ----------------------------------------------------------------------------------
+    def embed_jobs(self, keys: Sequence[Key]) -> list[EmbedJob]:
+        with self._op() as conn:
+            return [EmbedJob(seq, text, chash) for seq, text, chash in sql.texts_for(conn, list(keys))]  # type: ignore[arg-type]
 
-    def put_embedding(self, conn: psycopg.Connection, seq: int, model: str, chash: str,
-                      vector: bytes | np.ndarray) -> None:
-        """Store (or replace) a memory's embedding (little-endian float32 bytes or an array)."""
-        vec = _vector(vector)
-        if len(vec.to_list()) != self.dimension:
-            raise StoreError(
-                f"a {len(vec.to_list())}-dimensional vector cannot be stored in this team store "
-                f"(made for {self.dimension}); run `memstore reindex` with the store's model"
+    def models(self) -> dict[str, int]:
+        with self._op() as conn:
+            return sql.embedding_models(conn)
+
+    def pending_count(self) -> int:
+        with self._op() as conn:
+            return sql.pending_count(conn)
+
+    # -- recall legs -------------------------------------------------------------------------
+
+    def keyword_leg(self, query: str) -> _KeywordLegType:
+        from .keyword import KeywordLeg
+
+        return KeywordLeg(self, query)
+
+    def vector_search(self, query: np.ndarray, flt: Filter, depth: int, *, model: str,
+                      required: bool = False) -> list[tuple[Key, float]]:
+        with self._op() as conn:
+            if model not in self._warned and sql.has_other_models(conn, model):
+                self._warn_other_models(conn, model)
+            found = sql.vector_search(conn, query, model, flt, depth,
+                                      iterative=self.pgvector_version >= (0, 8))
+            if not found and required:
+                models = sql.embedding_models(conn)
+                if models and model not in models:
+                    raise ModelMismatchError(
+                        f"no memory has a vector from the current model {model}; run `memstore reindex`"
+                    )
+            return found  # type: ignore[return-value]
+
+    def _warn_other_models(self, conn: psycopg.Connection, model: str) -> None:
+        self._warned.add(model)
+        others = {m: n for m, n in sql.embedding_models(conn).items() if m != model}
+        if others:
+            warnings.warn(
+                f"memstore: {sum(others.values())} memories have vectors from another model "
+                f"({', '.join(sorted(others))}); they are found by keyword only until you run "
+                "`memstore reindex`",
+                ModelMismatchWarning,
+                stacklevel=5,
             )
-        conn.execute(
-            "INSERT INTO embeddings (seq, model, content_hash, vector) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (seq) DO UPDATE SET model = excluded.model, "
-            "content_hash = excluded.content_hash, vector = excluded.vector",
-            (seq, model, chash, vec),
-        )
 
-    def vector_search(
-        self, conn: psycopg.Connection, query: np.ndarray, model: str, flt: Any, limit: int,
-        seqs: Sequence[int] | None = None, **extra: Any,
-    ) -> list[tuple[int, float]]:
-        """(seq, cosine) of the ``limit`` nearest live memories embedded by ``model`` that pass
-        ``flt`` (among ``seqs`` when given), nearest first.
+    def similarities(self, query: np.ndarray, keys: Sequence[Key], *, model: str) -> dict[Key, float]:
+        if not keys:
+            return {}
+        with self._op() as conn:
+            anything = Filter(include_deleted=True, include_superseded=True, include_expired=True)
+            found = sql.vector_search(conn, query, model, anything, len(keys), seqs=list(keys))  # type: ignore[arg-type]
+        return dict(found)
 
-        A filter leaving at most EXACT_FILTER_MAX memories (or given ``seqs``): exact
-        distances over exactly those rows. Otherwise the HNSW index with pgvector ≥ 0.8's
-        iterative scan, which keeps walking the graph until ``limit`` rows pass the filter."""
-        qvec = _vector(query)
-        where, params = filter_sql(flt, "m", **extra)
-        if seqs is None and getattr(flt, "is_selective", lambda: True)():
-            candidates = self.filtered_seqs(conn, flt, EXACT_FILTER_MAX, **extra)
-            if len(candidates) <= EXACT_FILTER_MAX:
-                seqs = candidates
-        if seqs is not None:
-            if not seqs:
-                return []
-            rows = conn.execute(
-                "WITH c AS MATERIALIZED (SELECT e.seq, e.vector <=> %s AS d FROM embeddings e "
-                f"JOIN memories m ON m.seq = e.seq WHERE e.seq = ANY(%s) AND e.model = %s AND {where}) "
-                "SELECT seq, 1 - d FROM c ORDER BY d, seq LIMIT %s",
-                [qvec, list(seqs), model, *params, limit],
-            ).fetchall()
-            return [(int(r[0]), float(r[1])) for r in rows]
-        with conn.transaction():
-            conn.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, int(limit))}")
-            if self.pgvector_version >= (0, 8):
-                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            rows = conn.execute(
-                "WITH c AS MATERIALIZED (SELECT e.seq, e.vector <=> %s AS d FROM embeddings e "
-                f"JOIN memories m ON m.seq = e.seq WHERE e.model = %s AND {where} "
-                "ORDER BY e.vector <=> %s LIMIT %s) SELECT seq, 1 - d FROM c ORDER BY d, seq",
-                [qvec, model, *params, qvec, limit],
-            ).fetchall()
-        return [(int(r[0]), float(r[1])) for r in rows]
+    def nearest(self, vector: np.ndarray, flt: Filter, count: int, *, model: str
+                ) -> list[tuple[Memory, float]]:
+        with self._op() as conn:
+            found = sql.vector_search(conn, vector, model, flt, count,
+                                      iterative=self.pgvector_version >= (0, 8))
+            memories = sql.memories_by_seq(conn, [seq for seq, _ in found])
+        return [(memories[seq], sim) for seq, sim in found if seq in memories]
 
-    def live_vectors(self, conn: psycopg.Connection, model: str, seqs: Sequence[int] | None = None
-                     ) -> Iterator[tuple[int, bytes]]:
-        """(seq, float32 bytes) of live memories embedded by ``model``; all, or of ``seqs``."""
-        base = (f"SELECT e.seq, e.vector FROM embeddings e JOIN memories m ON m.seq = e.seq "
-                f"WHERE e.model = %s AND {_LIVE}")
-        if seqs is None:
-            cur = conn.execute(base + " ORDER BY e.seq", (model,))
-        else:
-            cur = conn.execute(base + " AND e.seq = ANY(%s)", (model, list(seqs)))
-        for seq, vec in cur:
-            yield int(seq), _vector_bytes(vec)
+    def memories_for(self, keys: Sequence[Key]) -> dict[Key, Memory]:
+        with self._op() as conn:
+            return sql.memories_by_seq(conn, list(keys))  # type: ignore[arg-type,return-value]
 
-    def embeddings_for(self, conn: psycopg.Connection, seqs: Sequence[int]) -> dict[int, tuple[str, bytes]]:
-        rows = conn.execute(
-            "SELECT seq, model, vector FROM embeddings WHERE seq = ANY(%s)", (list(seqs),)
-        ).fetchall()
-        return {int(r[0]): (r[1], _vector_bytes(r[2])) for r in rows}
+    # -- maintenance -------------------------------------------------------------------------
 
-    def embedding_models(self, conn: psycopg.Connection) -> dict[str, int]:
-        rows = conn.execute(
-            f"SELECT e.model, count(*) FROM embeddings e JOIN memories m ON m.seq = e.seq "
-            f"WHERE {_LIVE} GROUP BY e.model"
-        )
-        return {r[0]: int(r[1]) for r in rows}
+    def counts(self) -> dict[str, Any]:
+        with self._op() as conn:
+            return sql.counts(conn)
 
-    def has_other_models(self, conn: psycopg.Connection, model: str) -> bool:
-        row = conn.execute("SELECT 1 FROM embeddings WHERE model <> %s LIMIT 1", (model,)).fetchone()
-        return row is not None
+    def describe(self, model: str, dimension: int) -> dict[str, Any]:
+        with self._op() as conn:
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+            vectors = conn.execute("SELECT count(*) FROM embeddings WHERE model = %s", (model,)).fetchone()[0]
+            server = conn.execute("SHOW server_version").fetchone()[0]
+        return {
+            "index": {"kind": "hnsw (pgvector)", "vectors": int(vectors), "dimension": self.dimension},
+            "database": self.location,
+            "database_bytes": int(size),
+            "server_version": str(server),
+            "pgvector_version": ".".join(map(str, self.pgvector_version)),
+            "schema_version": SCHEMA_VERSION,
+        }
 
-    def has_current_vector(self, conn: psycopg.Connection, seq: int, model: str) -> bool:
-        return conn.execute(
-            "SELECT 1 FROM embeddings e JOIN memories m ON m.seq = e.seq "
-            "WHERE e.seq = %s AND e.model = %s AND e.content_hash = m.content_hash", (seq, model)
-        ).fetchone() is not None
-
-    def seqs_needing_embedding(self, conn: psycopg.Connection, model: str) -> list[int]:
-        rows = conn.execute(
-            "SELECT m.seq FROM memories m LEFT JOIN embeddings e ON e.seq = m.seq "
-            f"WHERE {_LIVE} AND (e.seq IS NULL OR e.model <> %s OR e.content_hash <> m.content_hash) "
-            "ORDER BY m.seq", (model,),
-        )
-        return [int(r[0]) for r in rows]
-
-    def pending_seqs(self, conn: psycopg.Connection, limit: int | None = None) -> list[int]:
-        rows = conn.execute(
-            f"SELECT p.seq FROM pending_embeddings p JOIN memories m ON m.seq = p.seq WHERE {_LIVE} "
-            "ORDER BY p.seq DESC LIMIT %s", (limit,),
-        )
-        return [int(r[0]) for r in rows]
-
-    def pending_count(self, conn: psycopg.Connection) -> int:
-        row = conn.execute(
-            f"SELECT count(*) FROM pending_embeddings p JOIN memories m ON m.seq = p.seq WHERE {_LIVE}"
-        ).fetchone()
+    def rebuild_index(self, model: str, dimension: int) -> int:
+        """The HNSW index is PostgreSQL's own and always current: nothing to rebuild."""
+        with self._op() as conn:
+            row = conn.execute("SELECT count(*) FROM embeddings WHERE model = %s", (model,)).fetchone()
         return int(row[0])
 
-    def texts_for(self, conn: psycopg.Connection, seqs: Sequence[int]) -> list[tuple[int, str, str]]:
-        rows = conn.execute(
-            "SELECT seq, text, content_hash FROM memories WHERE seq = ANY(%s)", (list(seqs),)
-        ).fetchall()
-        by_seq = {int(r[0]): (int(r[0]), r[1], r[2]) for r in rows}
-        return [by_seq[s] for s in seqs if s in by_seq]
+    def verify(self, *, model: str, dimension: int, quick: bool, repair: bool, embed: Any) -> VerifyReport:
+        from . import verify as checks
 
-    def set_dimension(self, dimension: int) -> None:
-        """Re-type the vector column for a model of another size (reindex): only when no
-        vector of the old size is left; the HNSW index is rebuilt."""
-        if dimension == self.dimension:
-            return
-        with self.transaction() as conn:
-            if conn.execute("SELECT 1 FROM embeddings LIMIT 1").fetchone():
-                raise StoreError(
-                    f"the team store holds {self.dimension}-dimensional vectors; a "
-                    f"{dimension}-dimensional model needs `memstore reindex --force`"
-                )
-            conn.execute("DROP INDEX IF EXISTS embeddings_hnsw")
-            conn.execute(f"ALTER TABLE embeddings ALTER COLUMN vector TYPE vector({int(dimension)})")
-            conn.execute("CREATE INDEX embeddings_hnsw ON embeddings USING hnsw (vector vector_cosine_ops)")
-            conn.execute("UPDATE memstore_meta SET value = %s WHERE key = 'dimension'",
-                         (str(int(dimension)),))
-        self.dimension = dimension
+        with self._op() as conn:
+            found = checks.run_checks(conn, model=model, dimension=self.dimension, quick=quick)
+            report = VerifyReport(found)
+            if not repair or report.ok:
+                return report
+            done = checks.repair(conn, found, model=model, embed=embed, dimension=self.dimension)
+            return VerifyReport(checks.run_checks(conn, model=model, dimension=self.dimension, quick=quick),
+                                done, found)
 
-    def drop_embeddings(self, conn: psycopg.Connection, model: str | None = None) -> int:
-        """Delete vectors (of ``model``, or all): a forced reindex starts from none."""
-        if model is None:
-            return conn.execute("DELETE FROM embeddings").rowcount
-        return conn.execute("DELETE FROM embeddings WHERE model = %s", (model,)).rowcount
 
-    # -- counts, history, purge, export ---------------------------------------------------------------
+_COLUMNS = frozenset(c.strip() for c in sql.MEMORY_COLUMNS.split(",")) - {"seq"}
+_KeywordLegType = Any  # the leg class lives in .keyword (imported when a recall needs it)
 
-    def counts(self, conn: psycopg.Connection) -> dict[str, Any]:
-        live, deleted, superseded = conn.execute(
-            "SELECT count(*) FILTER (WHERE NOT deleted AND superseded_by IS NULL), "
-            "count(*) FILTER (WHERE deleted), "
-            "count(*) FILTER (WHERE NOT deleted AND superseded_by IS NOT NULL) FROM memories"
-        ).fetchone()
-        namespaces = dict(conn.execute(
-            "SELECT namespace, count(*) FROM memories WHERE NOT deleted AND superseded_by IS NULL "
-            "GROUP BY namespace ORDER BY namespace"
-        ).fetchall())
-        authors = dict(conn.execute(
-            "SELECT coalesce(author, ''), count(*) FROM memories WHERE NOT deleted AND superseded_by IS NULL "
-            "GROUP BY 1 ORDER BY 1"
-        ).fetchall())
-        return {"memories": int(live), "forgotten": int(deleted), "superseded": int(superseded),
-                "namespaces": {k: int(v) for k, v in namespaces.items()},
-                "authors": {k: int(v) for k, v in authors.items()}}
-
-    def chain(self, conn: psycopg.Connection, memory_id: str, max_chain: int = 100_000
-              ) -> list[tuple[int, Memory]]:
-        """Every version linked to ``memory_id`` through supersedes/superseded_by, oldest first."""
-        rows = conn.execute(
-            f"""
-            WITH RECURSIVE
-              back(id, link, depth) AS (
-                SELECT id, supersedes, 0 FROM memories WHERE id = %(id)s
-                UNION ALL
-                SELECT m.id, m.supersedes, b.depth - 1 FROM memories m JOIN back b ON m.id = b.link
-                WHERE b.depth > -%(max)s
-              ),
-              fwd(id, link, depth) AS (
-                SELECT id, superseded_by, 0 FROM memories WHERE id = %(id)s
-                UNION ALL
-                SELECT m.id, m.superseded_by, f.depth + 1 FROM memories m JOIN fwd f ON m.id = f.link
-                WHERE f.depth < %(max)s
-              ),
-              versions AS (SELECT id, min(depth) AS depth FROM
-                           (SELECT id, depth FROM back UNION SELECT id, depth FROM fwd) v GROUP BY id)
-            SELECT {_prefixed("m")} FROM memories m JOIN versions v ON v.id = m.id ORDER BY v.depth, m.seq
-            """,
-            {"id": memory_id, "max": max_chain},
-        ).fetchall()
-        return [(int(r[0]), row_to_memory(r)) for r in rows]
-
-    def purge_candidates(self, conn: psycopg.Connection, now: datetime) -> list[tuple[int, Memory, str]]:
-        """(seq, memory, reason) of what ``purge`` deletes: forgotten versions, expired current
-        memories, and every older version of a forgotten or expired current one."""
-        rows = conn.execute(
-            f"""
-            WITH RECURSIVE direct AS (
-                SELECT seq, id, supersedes, superseded_by,
-                       CASE WHEN deleted THEN 'forgotten' ELSE 'expired' END AS reason
-                FROM memories WHERE deleted OR (superseded_by IS NULL AND expires_at IS NOT NULL
-                                                AND expires_at <= %s)
-            ),
-            older(id) AS (
-                SELECT supersedes FROM direct WHERE superseded_by IS NULL AND supersedes IS NOT NULL
-                UNION
-                SELECT m.supersedes FROM memories m JOIN older o ON m.id = o.id WHERE m.supersedes IS NOT NULL
-            ),
-            found AS (
-                SELECT seq, reason FROM direct
-                UNION ALL
-                SELECT m.seq, 'history' FROM memories m JOIN older o ON o.id = m.id
-                WHERE m.seq NOT IN (SELECT seq FROM direct)
-            )
-            SELECT {_prefixed("m")}, f.reason FROM memories m JOIN found f ON f.seq = m.seq ORDER BY m.seq
-            """,
-            (now,),
-        ).fetchall()
-        seen: dict[int, tuple[int, Memory, str]] = {}
-        for r in rows:
-            seen.setdefault(int(r[0]), (int(r[0]), row_to_memory(r[:-1]), r[-1]))
-        return list(seen.values())
-
-    def delete_memories(self, conn: psycopg.Connection, seqs: Sequence[int]) -> int:
-        """Delete rows for good (cascades remove vectors and the pending queue; the tsvector
-        and trigram entries go with the row), then reconnect the version chains around the gap.
-        Call inside :meth:`transaction`."""
-        if not seqs:
-            return 0
-        links = {r[0]: (r[1], r[2]) for r in conn.execute(
-            "SELECT id, supersedes, superseded_by FROM memories WHERE seq = ANY(%s)", (list(seqs),)
-        )}
-        deleted = conn.execute("DELETE FROM memories WHERE seq = ANY(%s)", (list(seqs),)).rowcount
-
-        def survivor(link: str | None, step: int) -> str | None:
-            seen = 0
-            while link in links and seen <= len(links):
-                link = links[link][step]
-                seen += 1
-            return link
-
-        ids = list(links)
-        for seq, older, newer in conn.execute(
-            "SELECT seq, supersedes, superseded_by FROM memories "
-            "WHERE supersedes = ANY(%s) OR superseded_by = ANY(%s)", (ids, ids)
-        ).fetchall():
-            if older in links:
-                conn.execute("UPDATE memories SET supersedes = %s WHERE seq = %s", (survivor(older, 0), seq))
-            if newer in links:
-                target = survivor(newer, 1)
-                if target is not None:  # never make an old version current by accident
-                    conn.execute("UPDATE memories SET superseded_by = %s WHERE seq = %s", (target, seq))
-        return int(deleted)
-
-    def export_seqs(self, conn: psycopg.Connection, flt: Any | None, **extra: Any) -> list[int]:
-        """Seqs to export: all (``flt`` None) or those passing it plus every linked version."""
-        if flt is None:
-            return [int(r[0]) for r in conn.execute("SELECT seq FROM memories ORDER BY seq")]
-        where, params = filter_sql(flt, "m", **extra)
-        rows = conn.execute(
-            f"""
-            WITH RECURSIVE linked(id) AS (
-                SELECT m.id FROM memories m WHERE {where}
-                UNION
-                SELECT x.link FROM linked l JOIN memories m ON m.id = l.id,
-                     LATERAL (VALUES (m.supersedes), (m.superseded_by)) AS x(link)
-                WHERE x.link IS NOT NULL
-            )
-            SELECT m.seq FROM memories m JOIN linked l ON l.id = m.id ORDER BY m.seq
-            """,
-            params,
-        )
-        return [int(r[0]) for r in rows]
-
-    #: The columns that change over a version's life (everything else is fixed at capture).
-    STATE_COLUMNS = ("deleted", "deleted_at", "superseded_by", "updated_at")
-
-    def apply_newer_state(self, conn: psycopg.Connection, seq: int, values: dict[str, Any]) -> str:
-        """Take the forgotten/superseded state from ``values`` when its ``updated_at`` is newer.
-        Returns ``updated``, ``unchanged`` or ``conflict`` (two live memories would share a text)."""
-        stored = conn.execute(
-            f"SELECT {', '.join(self.STATE_COLUMNS)} FROM memories WHERE seq = %s", (seq,)
-        ).fetchone()
-        wanted = _column_values({c: values[c] for c in self.STATE_COLUMNS})
-        if wanted["updated_at"] <= stored[3] or (
-            bool(stored[0]), stored[1], stored[2]
-        ) == (wanted["deleted"], wanted["deleted_at"], wanted["superseded_by"]):
-            return "unchanged"
-        try:
-            self.set_state(conn, seq, **wanted)
-        except ConflictError:
-            return "conflict"
-        return "updated"

@@ -66,6 +66,13 @@ def filter_sql(
     if branch is not None:
         clauses.append(f"{a}.branch = %s")
         params.append(branch)
+    if getattr(flt, "only_expired", False):
+        clauses.append(f"({a}.expires_at IS NOT NULL AND {a}.expires_at <= %s)")
+        params.append(now)
+    source = getattr(flt, "source", None)
+    if source is not None:
+        clauses.append(f"{a}.source = %s")
+        params.append(source)
     pairs = list(metadata) or list(getattr(flt, "metadata", ()) or ())
     for key, value in pairs:
         clauses.append(f"{a}.metadata @> %s::jsonb")

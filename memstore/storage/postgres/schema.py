@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...errors import SchemaTooNewError, StoreError
-from ...search import CJK_RANGES
+from ..terms import CJK_RANGES
 
 if TYPE_CHECKING:
     import psycopg
