@@ -35,6 +35,8 @@ class Memory:
     supersedes: str | None = None
     superseded_by: str | None = None
     deleted_at: datetime | None = None
+    #: Who captured it (team stores record it: the user.name setting, git user.email or OS user).
+    author: str | None = None
 
     @property
     def is_current(self) -> bool:
@@ -64,6 +66,7 @@ class Memory:
             "supersedes": self.supersedes,
             "superseded_by": self.superseded_by,
             "deleted_at": _iso(self.deleted_at),
+            **({"author": self.author} if self.author is not None else {}),
         }
 
 

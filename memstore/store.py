@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from . import config, exchange
+from .author import author_name
 from .batch_embed import BATCH_SIZE, Embedding, Progress
 from .capture import Capture, TimeLike, TtlLike, clean_id
 from .embedder import Embedder, ModelInfo, resolve_embedder
@@ -28,10 +29,9 @@ from .notices import collecting
 from .recall import Hits, Mode
 from .recall import recall as run_recall
 from .settings import Settings, load_settings
-from .author import author_name
 from .storage import open_backend
-from .storage.postgres.urls import is_postgres_url
 from .storage.base import Backend, Filter
+from .storage.postgres.urls import is_postgres_url
 from .timeutil import format_ts, now, parse_time
 from .validate import clean_limit, clean_name, clean_namespaces, clean_query, clean_tags
 
@@ -300,11 +300,12 @@ class MemoryStore:
         branch: str | None = None,
         source: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        author: str | Iterable[str] | None = None,
     ) -> list[Memory]:
         """Memories newest first, filtered like recall. ``deleted=True`` lists forgotten ones,
-        ``expired=True`` the expired ones that ``purge`` has not deleted yet. ``source`` and
-        ``metadata`` (string values, all must match) narrow it further."""
-        flt = _scoped(self._filter(namespace, tags, since, until), project, branch)
+        ``expired=True`` the expired ones that ``purge`` has not deleted yet. ``source``,
+        ``metadata`` (string values, all must match) and ``author`` narrow it further."""
+        flt = _scoped(self._filter(namespace, tags, since, until, author), project, branch)
         flt.only_deleted = deleted
         if expired:
             flt.include_expired = flt.only_expired = True
@@ -317,8 +318,10 @@ class MemoryStore:
         return self.backend.list(flt, limit, offset)
 
     def _filter(self, namespace: str | Iterable[str] | None, tags: Iterable[str] | str | None,
-                since: TimeLike, until: TimeLike) -> Filter:
+                since: TimeLike, until: TimeLike, author: str | Iterable[str] | None = None) -> Filter:
+        authors = [author] if isinstance(author, str) else list(author or ())
         return Filter(
+            authors=tuple(dict.fromkeys(clean_name(a, "author", allow_none=False) for a in authors)),  # type: ignore[misc]
             namespaces=clean_namespaces(namespace),
             tags=clean_tags(tags),
             since=parse_time(since, field="since"),
@@ -341,6 +344,7 @@ class MemoryStore:
         mode: Mode = "hybrid",
         project: str | Iterable[str | None] | None = None,
         branch: str | None = None,
+        author: str | Iterable[str] | None = None,
     ) -> Hits:
         """Memories most relevant to ``query``, best first.
 
@@ -348,12 +352,13 @@ class MemoryStore:
         ``memstore.recall.fuse``), ``keyword`` (full-text bm25 only) or ``semantic`` (cosine
         only). Filters apply to both legs. Each Hit carries the fused score and the per-leg
         evidence. ``project`` is one project or several (``None`` in the list means memories
-        with no project; ``project=None`` means every project); ``branch`` keeps one branch's.
+        with no project; ``project=None`` means every project); ``branch`` keeps one branch's;
+        ``author`` one captor's or several (team stores record who captured each memory).
         The result is a list (``Hits``) whose ``notices`` say what the call did on the way.
         """
         query = clean_query(query)
         limit = clean_limit(limit)
-        flt = _scoped(self._filter(namespace, tags, since, until), project, branch)
+        flt = _scoped(self._filter(namespace, tags, since, until, author), project, branch)
         if mode in ("hybrid", "semantic"):
             self._embed_pending_before_recall()
         return run_recall(self.backend, self._embedding, query, limit, flt, mode)

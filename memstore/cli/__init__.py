@@ -71,17 +71,26 @@ def _hit_lines(rank: int, hit: Hit) -> str:
     help="Store directory (default: $MEMSTORE_HOME, the config file, or the platform data dir).",
 )
 @click.option(
+    "--db", "database_url", metavar="URL",
+    help="A team store on PostgreSQL (postgresql://user@host/db) instead of the store directory "
+         "($MEMSTORE_DATABASE_URL).",
+)
+@click.option(
     "--model-dir", type=click.Path(file_okay=False),
     help="Use the ONNX model in this directory instead of the bundled one ($MEMSTORE_MODEL_DIR).",
 )
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, model_dir: str | None) -> None:
+def cli(ctx: click.Context, home: str | None, database_url: str | None, model_dir: str | None) -> None:
     """memstore: capture memories and recall them by meaning or keyword, offline."""
     ctx.ensure_object(dict)
-    ctx.obj.update(overrides={"home": home, "model_dir": model_dir})
+    ctx.obj.update(overrides={"home": home, "database_url": database_url, "model_dir": model_dir})
 
 
 namespace_opt = click.option("-n", "--namespace", help="Namespace (default: 'default').")
+author_opt = click.option(
+    "--author", "authors", multiple=True,
+    help="Only memories captured by this author (repeatable; team stores record authors).",
+)
 tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeatable).")
 redact_opt = click.option(
     "--redact/--no-redact", default=None,
@@ -157,14 +166,15 @@ def capture(
 @tags_opt
 @click.option("--since", help="Only memories created since (2024-05-01, 7d, yesterday).")
 @click.option("--until", help="Only memories created before this time.")
+@author_opt
 @recall_scope_options
 @json_opt
 @click.pass_context
 @handle_errors
 def recall(
     ctx: click.Context, query: str, limit: int | None, mode: str | None, namespaces: tuple[str, ...],
-    tags: tuple[str, ...], since: str | None, until: str | None, projects: tuple[str, ...],
-    branch: str | None, all_projects: bool, as_json: bool,
+    tags: tuple[str, ...], since: str | None, until: str | None, authors: tuple[str, ...],
+    projects: tuple[str, ...], branch: str | None, all_projects: bool, as_json: bool,
 ) -> None:
     """Find memories by meaning and keyword. Inside a git repository: its project's memories
     and those with no project (see --project, --branch, --all-projects)."""
@@ -174,7 +184,7 @@ def recall(
         mode = mode or store.settings["recall.mode"]
         hits = store.recall(
             query, limit, namespace=namespaces or None, tags=tags or None, since=since,
-            until=until, mode=mode, **scope,  # type: ignore[arg-type]
+            until=until, mode=mode, author=authors or None, **scope,  # type: ignore[arg-type]
         )
     if as_json:
         emit_json([hit.to_dict() for hit in hits])
@@ -223,6 +233,7 @@ def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
 @click.option("--until", help="Only memories created before this time.")
 @click.option("--deleted", is_flag=True, help="List forgotten memories instead.")
 @click.option("--expired", is_flag=True, help="List expired memories (not purged yet) instead.")
+@author_opt
 @recall_scope_options
 @json_opt
 @click.pass_context
@@ -230,14 +241,15 @@ def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
 def list_(
     ctx: click.Context, limit: int, offset: int, namespaces: tuple[str, ...],
     tags: tuple[str, ...], since: str | None, until: str | None, deleted: bool, expired: bool,
-    projects: tuple[str, ...], branch: str | None, all_projects: bool, as_json: bool,
+    authors: tuple[str, ...], projects: tuple[str, ...], branch: str | None, all_projects: bool,
+    as_json: bool,
 ) -> None:
     """List memories, newest first (scoped like recall)."""
     scope = recall_scope(projects, branch, all_projects)
     with open_from_context(ctx) as store:
         memories = store.list(
             limit=limit, offset=offset, namespace=namespaces or None, tags=tags or None,
-            since=since, until=until, deleted=deleted, expired=expired, **scope,
+            since=since, until=until, deleted=deleted, expired=expired, author=authors or None, **scope,
         )
     if as_json:
         emit_json([m.to_dict() for m in memories])
@@ -391,14 +403,17 @@ def model(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 @handle_errors
 def path(ctx: click.Context, as_json: bool) -> None:
-    """Show where the store keeps its files."""
+    """Show where the store keeps its files (a team store's URL without its password)."""
     from .. import config
     from ..settings import config_path, load_settings
+    from ..storage.postgres.urls import redact_url
 
-    home = config.home_dir(load_settings(ctx.obj["overrides"]).get("home"))
+    settings = load_settings(ctx.obj["overrides"])
+    home = config.home_dir(settings.get("home"))
+    url = settings.get("database_url")
     data = {
         "home": str(home),
-        "database": str(home / config.DB_FILENAME),
+        "database": redact_url(url) if url else str(home / config.DB_FILENAME),
         "index": str(home / "index"),
         "cache": str(config.cache_dir()),
         "config": str(config_path()),

@@ -66,6 +66,7 @@ class Filter:
     branch: str | None = None
     source: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
+    authors: tuple[str, ...] = ()
     include_deleted: bool = False
     only_deleted: bool = False
     include_superseded: bool = False
@@ -78,6 +79,7 @@ class Filter:
         return bool(
             self.namespaces or self.tags or self.since or self.until or self.projects is not None
             or self.branch or self.source is not None or self.metadata or self.only_expired
+            or self.authors
         )
 
 
@@ -101,6 +103,7 @@ class NewMemory:
     deleted_at: str | None = None
     supersedes: str | None = None
     superseded_by: str | None = None
+    author: str | None = None
 
 
 @dataclass(frozen=True)

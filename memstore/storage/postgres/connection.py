@@ -9,6 +9,7 @@ explicit ``conn.transaction()`` block, so a statement never lingers in an open t
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,9 @@ class ConnectionSource:
         self.url = url
         self._conn: psycopg.Connection | None = None
         self._pool: Any = None
+        # One kept connection serves one operation at a time: threads sharing the store queue
+        # here, so no statement ever runs inside another thread's transaction.
+        self._lock = threading.RLock()
         with errors_mapped(url, connecting=True):
             if pool_size:
                 from psycopg_pool import ConnectionPool
@@ -135,15 +139,16 @@ class ConnectionSource:
             with self._pool.connection() as conn:
                 yield conn
             return
-        if self._conn is None:
-            raise StoreError("the store is closed")
-        if self._conn.closed or self._conn.broken:
-            with errors_mapped(self.url, connecting=True):
-                import psycopg
+        with self._lock:
+            if self._conn is None:
+                raise StoreError("the store is closed")
+            if self._conn.closed or self._conn.broken:
+                with errors_mapped(self.url, connecting=True):
+                    import psycopg
 
-                self._conn = psycopg.connect(self.url, **_connect_kwargs())
-                _configure(self._conn)
-        yield self._conn
+                    self._conn = psycopg.connect(self.url, **_connect_kwargs())
+                    _configure(self._conn)
+            yield self._conn
 
     def close(self) -> None:
         if self._pool is not None:
