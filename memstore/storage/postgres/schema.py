@@ -190,8 +190,18 @@ def ensure_schema(conn: psycopg.Connection, dimension: int, where: str) -> bool:
             f"{where} uses the {encoding[0]} encoding; memstore needs a UTF8 database "
             "(CREATE DATABASE … ENCODING 'UTF8')"
         )
+    # A session lock taken before the transaction: the transaction then starts after another
+    # process's migration committed and sees its tables (a lock taken inside it would leave
+    # name lookups to a catalog cache from before the wait).
+    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+    try:
+        return _migrate(conn, dimension, where)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+
+def _migrate(conn: psycopg.Connection, dimension: int, where: str) -> bool:
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         version = schema_version(conn)  # another process may have migrated meanwhile
         if _check_not_newer(version, where):
             return False
