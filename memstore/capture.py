@@ -171,7 +171,7 @@ class Capture:
         # A backend shared by several machines (PostgreSQL) serialises near-duplicate decisions
         # per scope with a lock held to the end of the write, and they are made again under it:
         # two writers of nearly the same text cannot both miss each other.
-        lock_scope = getattr(backend, "lock_scope", None) if near is not None and vectors is not None else None
+        lock_scope = getattr(backend, "lock_scope", None) if vectors is not None else None
         with backend.write():
             for n, i in enumerate(fresh):
                 row = rows[i]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -54,6 +55,7 @@ class PostgresBackend:
         self._stats = sql.CorpusStats()
         self._closed = False
         self._warned: set[str] = set()
+        self._models_checked: dict[str, float] = {}
         self._source: ConnectionSource = open_source(url, pool_size=pool_size)
         try:
             with self._source.connection() as conn, errors_mapped(url):
@@ -304,8 +306,10 @@ class PostgresBackend:
     def vector_search(self, query: np.ndarray, flt: Filter, depth: int, *, model: str,
                       required: bool = False) -> list[tuple[Key, float]]:
         with self._op() as conn:
-            if model not in self._warned and sql.has_other_models(conn, model):
-                self._warn_other_models(conn, model)
+            if model not in self._warned and time.monotonic() > self._models_checked.get(model, -1e9) + 30:
+                self._models_checked[model] = time.monotonic()  # a probe every 30 s at most
+                if sql.has_other_models(conn, model):
+                    self._warn_other_models(conn, model)
             found = sql.vector_search(conn, query, model, flt, depth,
                                       iterative=self.pgvector_version >= (0, 8))
             if not found and required:

@@ -81,6 +81,11 @@ def _connect_kwargs() -> dict[str, Any]:
 def _configure(conn: psycopg.Connection) -> None:
     """Per-connection setup: pgvector's types (when the extension exists), UTC timestamps."""
     conn.execute("SET TIME ZONE 'UTC'")
+    # HNSW search settings for the whole session (one round trip per search, not four):
+    # a candidate list of 100 (≥ recall's leg depth), and pgvector 0.8's iterative scan so a
+    # filter that drops candidates makes the scan go on instead of returning fewer rows.
+    conn.execute("SET hnsw.ef_search = 100")
+    conn.execute("SET hnsw.iterative_scan = relaxed_order")
     _register_vector(conn)
 
 

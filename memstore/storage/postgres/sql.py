@@ -368,16 +368,19 @@ def vector_search(
             [qvec, list(seqs), model, *params, limit],
         ).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
-    with conn.transaction():
-        conn.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, int(limit))}")
-        if iterative:
-            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        rows = conn.execute(
-            "WITH c AS MATERIALIZED (SELECT e.seq, e.vector <=> %s AS d FROM embeddings e "
-            f"JOIN memories m ON m.seq = e.seq WHERE e.model = %s AND {where} "
-            "ORDER BY e.vector <=> %s LIMIT %s) SELECT seq, 1 - d FROM c ORDER BY d, seq",
-            [qvec, model, *params, qvec, limit],
-        ).fetchall()
+    query_sql = (
+        "WITH c AS MATERIALIZED (SELECT e.seq, e.vector <=> %s AS d FROM embeddings e "
+        f"JOIN memories m ON m.seq = e.seq WHERE e.model = %s AND {where} "
+        "ORDER BY e.vector <=> %s LIMIT %s) SELECT seq, 1 - d FROM c ORDER BY d, seq"
+    )
+    args = [qvec, model, *params, qvec, limit]
+    if limit <= EF_SEARCH and iterative:  # the session settings (connection.configure) suffice
+        rows = conn.execute(query_sql, args).fetchall()
+    else:
+        with conn.transaction():
+            conn.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, int(limit))}")
+            conn.execute(f"SET LOCAL hnsw.iterative_scan = {'relaxed_order' if iterative else 'off'}")
+            rows = conn.execute(query_sql, args).fetchall()
     return [(int(r[0]), float(r[1])) for r in rows]
 
 def live_vectors(conn: psycopg.Connection, model: str, seqs: Sequence[int] | None = None
