@@ -51,6 +51,18 @@ def no_leaked_query_workers(model_cache: Path):
     assert not leaked, "a test started a query worker in the shared model cache"
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL + pgvector for the session (tests/pg.py), started on first use."""
+    from pg import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def store(tmp_path: Path):
     with memstore.open(tmp_path / "store", embedder=HashEmbedder()) as s:

@@ -169,8 +169,8 @@ def test_keyword_search_ranks_and_filters_like_the_joined_query(store, namespace
     """The index ranks alone and only its best are filtered, refetching deeper (and at last
     falling back to the joined query) when the filter drops too many: same answer as the
     joined query for a filter passing most, some, or almost none of the matches."""
-    from memstore.storage.sqlite import db
     from memstore.storage.base import Filter
+    from memstore.storage.sqlite import db
     from memstore.timeutil import now
 
     rows = [{"text": f"release notes {i} for the deploy {'pipeline' * (i % 3)}",

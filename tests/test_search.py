@@ -4,9 +4,9 @@ import sqlite3
 
 import pytest
 
-from memstore.storage.sqlite.migrations import CJK_GLOB_M003, _has_cjk_sql
 from memstore.recall import KEYWORD_WEIGHT, VECTOR_WEIGHT, fuse
 from memstore.storage.sqlite.keyword import cjk_match, fts_match
+from memstore.storage.sqlite.migrations import CJK_GLOB_M003, _has_cjk_sql
 from memstore.storage.terms import (
     CJK_GLOB,
     MAX_SUBSTRINGS,

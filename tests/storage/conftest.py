@@ -15,15 +15,6 @@ from pg import PostgresServer
 from memstore.storage.base import Backend
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """The URL of an empty database of this test's own (dropped afterwards)."""

@@ -7,7 +7,6 @@ pairs and authors. Values only ever travel as parameters; column names are fixed
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,8 +74,8 @@ def filter_sql(
         params.append(source)
     pairs = list(metadata) or list(getattr(flt, "metadata", ()) or ())
     for key, value in pairs:
-        clauses.append(f"{a}.metadata @> %s::jsonb")
-        params.append(json.dumps({key: value}))
+        clauses.append(f"json_extract_path_text({a}.metadata, %s) = %s")
+        params.extend((key, value))
     who = list(authors) or list(getattr(flt, "authors", ()) or ())
     if who:
         clauses.append(f"{a}.author = ANY(%s)")

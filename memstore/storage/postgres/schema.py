@@ -62,7 +62,9 @@ def m001_initial(cur: psycopg.Cursor, ctx: SchemaContext) -> None:
             namespace text NOT NULL,
             tags text[] NOT NULL DEFAULT '{{}}',
             source text,
-            metadata jsonb NOT NULL DEFAULT '{{}}',
+            -- json, not jsonb: kept as written (key order, number spelling, NUL escapes in strings),
+            -- so every memory round-trips exactly as on SQLite.
+            metadata json NOT NULL DEFAULT '{{}}',
             content_hash text NOT NULL,
             project text,
             branch text,
@@ -86,7 +88,6 @@ def m001_initial(cur: psycopg.Cursor, ctx: SchemaContext) -> None:
         CREATE INDEX memories_author ON memories (author, created_at);
         CREATE INDEX memories_supersedes ON memories (supersedes) WHERE supersedes IS NOT NULL;
         CREATE INDEX memories_tags ON memories USING gin (tags);
-        CREATE INDEX memories_metadata ON memories USING gin (metadata jsonb_path_ops);
         CREATE INDEX memories_tsv ON memories USING gin (tsv);
         CREATE INDEX memories_cjk ON memories USING gin (text gin_trgm_ops) WHERE has_cjk;
 

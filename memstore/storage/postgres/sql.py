@@ -83,7 +83,7 @@ def _ts(value: Any) -> datetime | None:
 def _column_values(values: dict[str, Any]) -> dict[str, Any]:
     """A row as the store prepares it (SQLite encodings: JSON text, ISO strings, 0/1) in
     PostgreSQL's types. Keys starting with "_" are the caller's notes, not columns."""
-    from psycopg.types.json import Jsonb
+    from psycopg.types.json import Json
 
     row = {k: v for k, v in values.items() if not k.startswith("_")}
     if isinstance(row.get("tags"), str):
@@ -92,13 +92,18 @@ def _column_values(values: dict[str, Any]) -> dict[str, Any]:
         row["tags"] = list(row["tags"])
     if "metadata" in row:
         meta = row["metadata"]
-        row["metadata"] = Jsonb(json.loads(meta) if isinstance(meta, str) else dict(meta or {}))
+        # The store's own JSON text when it has one (exactly what SQLite keeps), else encoded here.
+        row["metadata"] = meta if isinstance(meta, str) else Json(dict(meta or {}), dumps=_dumps)
     for key in ("created_at", "updated_at", "expires_at", "deleted_at"):
         if key in row:
             row[key] = _ts(row[key])
     if "deleted" in row:
         row["deleted"] = bool(row["deleted"])
     return row
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
 
 
 def _vector(data: bytes | np.ndarray) -> Any:
