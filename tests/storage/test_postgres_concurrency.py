@@ -62,3 +62,33 @@ def test_concurrent_writers_lose_nothing_and_duplicate_nothing(postgres_url):
             assert stored[text] == id_  # every writer was told the id that is stored
     created = sum(kind == "created" for o in outcomes.values() for kind, _, _ in o)
     assert created == len(expected)
+
+
+def _near(url: str, writer: int, start, results) -> None:  # noqa: ANN001 - multiprocessing objects
+    import memstore
+    from memstore.embedder import HashEmbedder
+
+    with memstore.open(url, embedder=HashEmbedder()) as store:
+        start.wait()
+        r = store.capture(f"the nightly build runs at midnight on the main branch{'!' * writer}")
+        results.put((writer, r.created, r.near_duplicate_of))
+
+
+def test_concurrent_near_duplicates_are_stored_once(postgres_url):
+    """Nearly the same text from several writers at once: the scope lock lets one in."""
+    import memstore
+    from memstore.embedder import HashEmbedder
+
+    memstore.open(postgres_url, embedder=HashEmbedder()).close()
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(4)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_near, args=(postgres_url, w, start, results)) for w in range(4)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    created = [w for w, was_created, _ in outcomes if was_created]
+    assert len(created) == 1, outcomes
+    assert all(near is not None for _, was_created, near in outcomes if not was_created)

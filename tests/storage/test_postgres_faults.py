@@ -98,10 +98,17 @@ def test_least_privilege_role_uses_a_store_created_by_the_owner(postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("GRANT USAGE ON SCHEMA public TO team_user")
         conn.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO team_user")
-    user = open_backend(url)
-    from memstore.storage.base import Filter
-    from memstore.timeutil import now
+        conn.execute("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO team_user")
+    user = open_backend(url, author="team_user")
+    from memstore.identity import content_hash, new_id
+    from memstore.storage.base import Filter, NewMemory
+    from memstore.timeutil import format_ts, now
 
-    assert user.counts()["memories"] == 0
-    assert user.keyword_leg("x").search(Filter(now=now()), 5) == []
+    stamp = format_ts(now())
+    stored = user.insert(NewMemory(id=new_id(), text="granted", namespace="default", tags=(), metadata={},
+                                   content_hash=content_hash("granted", "default"), created_at=stamp,
+                                   updated_at=stamp), ("m", b"\x00\x00\x80\x3f" * 384))
+    assert stored.author == "team_user"
+    assert [m.key for m in user.keyword_leg("granted").search(Filter(now=now()), 5)]
+    assert user.purge(now()) == []  # nothing to purge; VACUUM is only tried when rows went
     user.close()

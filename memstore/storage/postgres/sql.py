@@ -128,10 +128,8 @@ def _like_pattern(text: str) -> str:
 def lock_scope(conn: psycopg.Connection, namespace: str, project: str | None) -> None:
     """Serialise near-duplicate decisions in one namespace/project until the transaction ends
     (other scopes, and exact-duplicate captures, do not wait)."""
-    conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-        ("memstore:near-duplicates\x00" + namespace + "\x00" + (project or ""),),
-    )
+    key = "memstore:near-duplicates\x1f" + namespace + "\x1f" + (project or "")  # no NUL: PG text
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
 
 
 def insert_memory(conn: psycopg.Connection, values: dict[str, Any]) -> int | None:
