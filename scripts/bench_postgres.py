@@ -150,7 +150,8 @@ def capture_throughput(admin: str, tmp: Path, n: int) -> dict[str, float]:
     real.embed(texts)
     embed_s = time.perf_counter() - s
     out = {"texts": n, "embedder_per_s": round(n / embed_s, 1)}
-    for name, location in (("sqlite", tmp / "capture-sqlite"), ("postgres", in_schema(admin, "bench_capture"))):
+    stores = (("sqlite", tmp / "capture-sqlite"), ("postgres", in_schema(admin, "bench_capture")))
+    for name, location in stores:
         with memstore.open(location, embedder=real) as store:
             s = time.perf_counter()
             store.capture_many(texts)
@@ -193,7 +194,8 @@ def main() -> None:
             print_size(size, entry)
         if not args.skip_capture:
             results["capture"] = cap = capture_throughput(admin, tmp, args.capture_texts)
-            print(f"\nbulk capture, real model, {cap['texts']} texts: embedder alone {cap['embedder_per_s']}/s; "
+            print(f"\nbulk capture, real model, {cap['texts']} texts: "
+                  f"embedder alone {cap['embedder_per_s']}/s; "
                   f"SQLite capture_many {cap['sqlite_per_s']}/s ({cap['sqlite_vs_embedder']:.0%} of it); "
                   f"PostgreSQL {cap['postgres_per_s']}/s ({cap['postgres_vs_embedder']:.0%})")
     if args.json:
