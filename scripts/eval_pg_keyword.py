@@ -27,11 +27,11 @@ from eval.metrics import ndcg_at, recall_at  # noqa: E402
 from pgserver import in_schema, server  # noqa: E402
 
 import memstore  # noqa: E402
-from memstore.db import Filter  # noqa: E402
 from memstore.embedder import HashEmbedder  # noqa: E402
 from memstore.identity import content_hash, new_id  # noqa: E402
-from memstore.search import keyword_terms  # noqa: E402
-from memstore.storage.postgres import open_backend  # noqa: E402
+from memstore.storage.base import Filter  # noqa: E402
+from memstore.storage.postgres import open_backend, sql  # noqa: E402
+from memstore.storage.terms import keyword_terms  # noqa: E402
 from memstore.timeutil import format_ts, now  # noqa: E402
 
 DEFAULT_EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
@@ -43,19 +43,19 @@ def load_pg(url: str, items: list[tuple[str, str]]) -> tuple[object, dict[int, l
     units: dict[int, list[str]] = {}
     stamp = format_ts(now())
     by_hash: dict[str, int] = {}
-    with backend.transaction() as conn:
+    with backend.write(), backend._op() as conn:
         for unit, text in items:
             chash = content_hash(text, "default")
             if chash in by_hash:
                 units[by_hash[chash]].append(unit)
                 continue
-            seq = backend.insert_memory(conn, {
+            seq = sql.insert_memory(conn, {
                 "id": new_id(), "text": text, "namespace": "default", "tags": "[]", "metadata": "{}",
                 "content_hash": chash, "created_at": stamp, "updated_at": stamp,
             })
             by_hash[chash] = seq
             units[seq] = [unit]
-    with backend.reading() as conn:
+    with backend._op() as conn:
         conn.execute("ANALYZE memories")
     return backend, units
 
@@ -82,12 +82,12 @@ def run_set(name: str, stores: list[tuple[list[tuple[str, str]], list[tuple[str,
                 add("sqlite fts5 bm25", [u for h in hits for u in sq_units[h.memory.id]][:limit],
                     relevant, time.perf_counter() - start)
         backend, units = load_pg(in_schema(admin_url, f"kw_{name}_{i}"), items)
-        with backend.reading() as conn:
+        with backend._op() as conn:
             for ranking in RANKINGS:
                 for text, relevant in questions:
                     start = time.perf_counter()
-                    found = backend.keyword_search(conn, keyword_terms(text), Filter(now=now()), limit,
-                                                   ranking=ranking)
+                    found = sql.keyword_search(conn, keyword_terms(text), Filter(now=now()), limit,
+                                               ranking=ranking)
                     add(f"pg {ranking}", [u for seq, _ in found for u in units[seq]][:limit],
                         relevant, time.perf_counter() - start)
         backend.close()
