@@ -33,6 +33,9 @@ from .store import MemoryStore, open_store
 
 __all__ = ["build_server", "serve"]
 
+#: Team-store connections the MCP server keeps (tool calls may run in worker threads).
+MCP_POOL_SIZE = 4
+
 #: Characters of a memory's text shown per item in the text rendering of recall and list
 #: (the structured result always carries the whole text; ``get`` shows it whole too).
 SNIPPET_CHARS = 500
@@ -341,7 +344,7 @@ def serve(settings: Settings | None = None) -> None:
     """Run the server on stdin/stdout until the client closes it, then close the store
     (saving its vector index). The store opens on the first tool call, not before."""
     settings = settings if settings is not None else load_settings()
-    store = _LazyStore(lambda: open_store(settings=settings))
+    store = _LazyStore(lambda: open_store(settings=settings, pool_size=MCP_POOL_SIZE))
     try:
         build_server(store, settings).run("stdio")
     finally:

@@ -572,10 +572,13 @@ def open_store(
     embedder: Embedder | None = None,
     model_dir: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
+    pool_size: int | None = None,
 ) -> MemoryStore:
     """Open (creating if needed) the store in ``path`` (default: the ``home`` setting,
-    i.e. $MEMSTORE_HOME, the config file, or the platform data directory).
+    i.e. $MEMSTORE_HOME, the config file, or the platform data directory); a
+    ``postgresql://`` URL (or the ``database_url`` setting) opens a team store.
 
     ``embedder`` replaces the resolved model (e.g. a deterministic fake in tests);
-    ``settings`` replaces the settings loaded from the config file and environment."""
-    return MemoryStore(path, embedder=embedder, model_dir=model_dir, settings=settings)
+    ``settings`` replaces the settings loaded from the config file and environment;
+    ``pool_size`` keeps that many team-store connections for a long-lived, threaded process."""
+    return MemoryStore(path, embedder=embedder, model_dir=model_dir, settings=settings, pool_size=pool_size)

@@ -84,3 +84,28 @@ def test_export_import_is_lossless_between_backends_both_ways(tmp_path, postgres
         back.import_jsonl(io.StringIO("\n".join(json.dumps(r) for r in via_team)))
         again = _export(back)
     assert via_team[1:] == original[1:] and again[1:] == original[1:]  # [0]: the header line
+
+
+def test_a_pooled_store_shared_by_threads(postgres_url):
+    """A long-lived process (MCP server, web page) keeps a pool; threads capture and recall."""
+    import threading
+
+    from memstore.store import open_store
+
+    errors: list[BaseException] = []
+    with open_store(postgres_url, embedder=HashEmbedder(), pool_size=2) as store:
+        def work(k: int) -> None:
+            try:
+                for i in range(10):
+                    store.capture(f"thread {k} wrote note number {i}", allow_duplicate=True)
+                    assert store.recall(f"thread {k} note", limit=3)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors, errors
+        assert store.stats()["memories"] == 40

@@ -59,14 +59,14 @@ class PostgresBackend:
         self._source: ConnectionSource = open_source(url, pool_size=pool_size)
         try:
             with self._source.connection() as conn, errors_mapped(url):
-                if ensure_schema(conn, dimension, self.location):
-                    self._source.reconfigure()
+                ensure_schema(conn, dimension, self.location)
                 meta = dict(conn.execute("SELECT key, value FROM memstore_meta").fetchall())
                 self.store_id = str(meta["store_id"])
                 self.dimension = int(meta["dimension"])
                 row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
                 version = tuple(int(p) for p in str(row[0]).split(".")[:2]) if row else (0, 0)
                 self.pgvector_version = version
+            self._source.ready()
         except BaseException:
             self._source.close()
             raise

@@ -104,38 +104,42 @@ class ConnectionSource:
         self.url = url
         self._conn: psycopg.Connection | None = None
         self._pool: Any = None
+        self._pool_size = pool_size
         # One kept connection serves one operation at a time: threads sharing the store queue
         # here, so no statement ever runs inside another thread's transaction.
         self._lock = threading.RLock()
         with errors_mapped(url, connecting=True):
-            if pool_size:
-                from psycopg_pool import ConnectionPool
+            import psycopg
 
-                self._pool = ConnectionPool(
-                    url, min_size=1, max_size=pool_size, kwargs=_connect_kwargs(),
-                    configure=_configure, open=False, name="memstore",
-                )
-                try:
-                    self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
-                except Exception as exc:  # the pool wraps the driver error in a timeout
-                    self._pool.close()
-                    import psycopg
+            self._conn = psycopg.connect(url, **_connect_kwargs())
+            _configure(self._conn)
 
-                    probe_error = _probe(url)
-                    raise psycopg.OperationalError(probe_error or str(exc)) from None
-            else:
-                import psycopg
-
-                self._conn = psycopg.connect(url, **_connect_kwargs())
-                _configure(self._conn)
-
-    def reconfigure(self) -> None:
-        """Register pgvector's types again (after the migration that creates the extension)."""
+    def ready(self) -> None:
+        """The schema exists: register pgvector's types, and switch to the pool if one was
+        asked for (its connections are configured when pgvector's types exist)."""
         if self._conn is not None:
             _register_vector(self._conn)
-        elif self._pool is not None:
-            self._pool.close()
-            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        if not self._pool_size or self._pool is not None:
+            return
+        from psycopg_pool import ConnectionPool
+
+        with errors_mapped(self.url, connecting=True):
+            pool = ConnectionPool(
+                self.url, min_size=1, max_size=self._pool_size, kwargs=_connect_kwargs(),
+                configure=_configure, open=False, name="memstore",
+            )
+            try:
+                pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            except Exception as exc:  # the pool wraps the driver's error in a timeout
+                pool.close()
+                import psycopg
+
+                raise psycopg.OperationalError(_probe(self.url) or str(exc)) from None
+        self._pool = pool
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
