@@ -177,3 +177,17 @@ def test_verify_finds_and_repairs_a_stale_full_text_entry(pg):
     fixed = pg.verify(model=MODEL, dimension=384, quick=False, repair=True, embed=None)
     assert fixed.ok and fixed.repaired == ["recomputed the full-text entries of 1 memories"]
     assert _found(pg, "indexed") == ["an indexed memory"]
+
+
+def test_connection_lost_mid_write_stores_nothing_and_says_so(pg):
+    from memstore.errors import StoreError
+
+    with pytest.raises(StoreError, match="lost the connection") as info, pg.write():
+        pg.insert(row("first half"))
+        pid = pg._local.conn.info.backend_pid
+        with psycopg.connect(pg.url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        pg.insert(row("second half"))
+    assert "\n" not in str(info.value)
+    assert pg.counts()["memories"] == 0  # reconnected; the transaction was rolled back whole
+    assert pg.insert(row("after")).text == "after"

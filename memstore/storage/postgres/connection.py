@@ -59,8 +59,9 @@ def errors_mapped(url: str | None, *, connecting: bool = False) -> Iterator[None
                 "that the server is running and that it accepts this user"
             ) from None
         raise StoreError(
-            f"lost the connection to PostgreSQL at {where} ({_first_line(exc, url)}); the last write "
-            "was stored whole or not at all — run the command again"
+            f"lost the connection to PostgreSQL at {where} ({_first_line(exc, url)}); the write was "
+            "stored whole or not at all — run the command again (a capture that was stored is then "
+            "reported as already stored)"
         ) from None
     except psycopg.ProgrammingError as exc:
         if connecting:
