@@ -109,3 +109,21 @@ def test_a_pooled_store_shared_by_threads(postgres_url):
             th.join()
         assert not errors, errors
         assert store.stats()["memories"] == 40
+
+
+class _Hash8(HashEmbedder):
+    """Another model, of another size: what reindex is for."""
+
+    model_id = "hash-test:8"
+    dimension = 8
+
+
+def test_reindex_to_a_model_of_another_size(postgres_url):
+    with memstore.open(postgres_url, embedder=HashEmbedder()) as store:
+        store.capture_many(["the deploy runs nightly", "lunch is at noon"])
+    with memstore.open(postgres_url, embedder=_Hash8()) as store:
+        result = store.reindex(force=True)
+        assert (result["embedded"], result["indexed"]) == (2, 2)
+        assert store.stats()["embeddings"] == {"hash-test:8": 2}
+        assert store.recall("deploy nightly", mode="semantic")[0].memory.text == "the deploy runs nightly"
+        assert store.verify().ok

@@ -128,10 +128,15 @@ class PostgresBackend:
 
     # -- memories ----------------------------------------------------------------------------
 
-    def _put(self, conn: psycopg.Connection, seq: int, model: str, chash: str, vector: bytes) -> None:
-        """Store one vector; the first vector of a store without any sizes the column."""
+    def _put(self, conn: psycopg.Connection, seq: int, model: str, chash: str, vector: bytes,
+             *, reindexing: bool = False) -> None:
+        """Store one vector. A vector of another size re-types the column: when the store has
+        no vectors yet, or during a reindex (the old model's vectors are dropped: they cannot
+        be compared with the new ones; the memories wait in the queue until re-embedded)."""
         size = len(vector) // 4
         if size != self.dimension:
+            if reindexing:
+                conn.execute("DELETE FROM embeddings WHERE vector_dims(vector) <> %s", (size,))
             sql.set_dimension(conn, self.dimension, size)  # refuses while other vectors exist
             self.dimension = size
         sql.put_embedding(conn, seq, model, chash, vector, self.dimension)
@@ -264,7 +269,7 @@ class PostgresBackend:
     def put_vectors(self, model: str, items: Sequence[tuple[Key, str, bytes]]) -> None:
         with self.write(), self._op() as conn:
             for seq, chash, vector in items:
-                self._put(conn, int(seq), model, chash, vector)  # type: ignore[call-overload]
+                self._put(conn, int(seq), model, chash, vector, reindexing=True)  # type: ignore[call-overload]
 
     def vectors_of(self, ids: Sequence[str]) -> dict[str, tuple[str, str, bytes]]:
         with self._op() as conn:
