@@ -6,7 +6,7 @@
         hits = store.recall("which database did we pick?")
 """
 
-from .embedder import Embedder, EmbedderFallbackWarning, FastEmbedder, HashEmbedder, ModelInfo
+from .embedding import Embedder, EmbedderFallbackWarning, FastEmbedder, HashEmbedder, ModelInfo
 from .errors import (
     ConflictError,
     CorruptDatabaseError,
@@ -23,8 +23,7 @@ from .errors import (
 from .models import CaptureResult, Hit, ImportResult, Memory, PurgedMemory, PurgeResult
 from .store import MemoryStore, ModelMismatchWarning
 from .store import open_store as open
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "CaptureResult",

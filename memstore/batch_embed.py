@@ -14,7 +14,7 @@ from .errors import ModelError
 if TYPE_CHECKING:
     import numpy as np
 
-    from .embedder import Embedder
+    from .embedding.base import Embedder
     from .storage.base import Backend, Key
 
 __all__ = ["BATCH_SIZE", "Embedding", "Progress", "progress_callback"]

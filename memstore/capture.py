@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .batch_embed import BATCH_SIZE, Embedding, Progress, as_bytes, progress_callback
+from .batch_embed import Embedding, Progress, as_bytes, progress_callback
 from .errors import ConflictError, InvalidInputError, ModelError, NotFoundError
 from .identity import content_hash, new_id, states_other_numbers
 from .models import CaptureResult, Memory
@@ -36,7 +36,6 @@ CAPTURE_FIELDS = frozenset({
     "text", "namespace", "tags", "metadata", "source", "project", "branch", "expires_at", "ttl",
     "created_at",
 })
-DEFAULT_NAMESPACE = "default"
 
 
 class Capture:
@@ -51,7 +50,7 @@ class Capture:
 
     def redacting(self, redact: bool | None) -> bool:
         if redact is None:
-            return bool(self.settings.get("redact", True))
+            return bool(self.settings.get("redact"))
         if not isinstance(redact, bool):
             raise InvalidInputError(f"redact must be True, False or None, not {redact!r}")
         return redact
@@ -68,7 +67,7 @@ class Capture:
         redacted: tuple[str, ...] = ()
         if self.redacting(redact):  # before hashing and embedding: no secret reaches the backend
             text, meta, redacted = redact_secrets(text, meta)
-        ns = clean_name(namespace, "namespace") or self.settings.get("default_namespace", DEFAULT_NAMESPACE)
+        ns = clean_name(namespace, "namespace") or self.settings.get("default_namespace")
         project = clean_name(project, "project")
         expires = expiry(expires_at, ttl)
         created = parse_time(created_at, field="created_at") if created_at is not None else None
@@ -104,7 +103,7 @@ class Capture:
         progress: Progress | bool | None = None, embed: bool = True, redact: bool | None = None,
     ) -> list[CaptureResult]:
         if batch_size is None:
-            batch_size = int(self.settings.get("batch_size", BATCH_SIZE))
+            batch_size = int(self.settings.get("batch_size"))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError("batch_size must be a positive integer")
         redact = self.redacting(redact)

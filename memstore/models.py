@@ -175,7 +175,7 @@ class Hit:
     """A recalled memory with the evidence behind its rank.
 
     ``score`` is the raw fused score, never rescaled: ``KEYWORD_WEIGHT × keyword strength +
-    VECTOR_WEIGHT × cosine`` (``memstore.search``), where keyword strength is this memory's
+    VECTOR_WEIGHT × cosine`` (``memstore.recall``), where keyword strength is this memory's
     bm25 relative to the query's best keyword match (0 when no query word matches); a leg
     that did not run (``keyword``/``semantic`` mode) counts 0. ``keyword_rank``/``vector_rank``
     are 1-based ranks in each leg's candidate list (None when the leg did not list the

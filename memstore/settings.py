@@ -8,6 +8,11 @@ nothing else is accepted, and each declared setting is read somewhere in the cod
 The file is ``$MEMSTORE_CONFIG`` or ``<platform config dir>/memstore/config.toml``.
 Dotted names are TOML tables: ``recall.limit`` is ``[recall] limit = 10`` and its
 environment variable is ``MEMSTORE_RECALL_LIMIT``.
+
+This is the only module that reads ``MEMSTORE_*`` variables (``env_value``), so where memstore
+keeps its files (``home_dir``, ``cache_dir``, ``model_dir_override``) is decided here too:
+an explicit argument, then the environment variable, then platformdirs, so tests and users
+can point a whole store somewhere else.
 """
 
 from __future__ import annotations
@@ -20,9 +25,30 @@ from typing import Any
 
 from .errors import InvalidInputError
 
-__all__ = ["SETTINGS", "Setting", "Settings", "config_path", "load_settings"]
+__all__ = [
+    "DB_FILENAME",
+    "DEFAULT_NAMESPACE",
+    "ENV_CACHE",
+    "ENV_CONFIG",
+    "SETTINGS",
+    "Setting",
+    "Settings",
+    "cache_dir",
+    "config_path",
+    "env_value",
+    "home_dir",
+    "load_settings",
+    "model_dir_override",
+    "private_dir",
+]
 
+APP_NAME = "memstore"
+DB_FILENAME = "memstore.db"
+DEFAULT_NAMESPACE = "default"
+
+#: Variables that are not settings of the table below (where files go, not how memstore behaves).
 ENV_CONFIG = "MEMSTORE_CONFIG"
+ENV_CACHE = "MEMSTORE_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -57,7 +83,7 @@ SETTINGS: dict[str, Setting] = {
             "Who captures, recorded as each memory's author in a team store (default: git's "
             "user.email, else the OS user).",
         ),
-        Setting("default_namespace", str, "default", "Namespace of captures that do not name one."),
+        Setting("default_namespace", str, DEFAULT_NAMESPACE, "Namespace of captures that do not name one."),
         Setting("model_dir", str, None, "Directory of an ONNX model to use instead of the bundled one."),
         Setting(
             "embedder", str, "auto",
@@ -145,8 +171,14 @@ class Settings:
         return self.values[name]
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The value, else ``default``, else the declared default (for settings left unset)."""
         value = self.values.get(name)
-        return default if value is None else value
+        if value is not None:
+            return value
+        if default is not None:
+            return default
+        setting = SETTINGS.get(name)
+        return setting.default if setting is not None else None
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Every setting with its source; a database URL with its password masked."""
@@ -159,20 +191,70 @@ class Settings:
 
 def _printable(name: str, value: Any) -> Any:
     if name == "database_url" and isinstance(value, str):
-        from .storage.postgres.urls import redact_url
+        from .storage.urls import redact_url
 
         return redact_url(value)
     return value
 
 
+def env_value(name: str) -> str | None:
+    """The environment variable of setting ``name`` (or a variable named ``MEMSTORE_*`` itself),
+    or None when it is unset or empty: the one place ``MEMSTORE_*`` is read."""
+    variable = name if name.startswith("MEMSTORE_") else SETTINGS[name].env
+    value = os.environ.get(variable)
+    return value if value else None
+
+
 def config_path() -> Path:
     """Where the TOML config file lives (it need not exist)."""
-    env = os.environ.get(ENV_CONFIG)
+    env = env_value(ENV_CONFIG)
     if env:
         return Path(env).expanduser()
     from platformdirs import user_config_dir
 
-    return Path(user_config_dir("memstore", appauthor=False)) / "config.toml"
+    return Path(user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+def home_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The store directory: explicit path, else $MEMSTORE_HOME, else the platform data dir."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = env_value("home")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir(APP_NAME, appauthor=False))
+
+
+def cache_dir() -> Path:
+    """Where derived files live (the assembled model): $MEMSTORE_CACHE_DIR or the platform cache."""
+    env = env_value(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir(APP_NAME, appauthor=False))
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` with every missing directory from the cache root down as 0700
+    (directories that already exist keep their mode; the root's parents are not ours)."""
+    root = cache_dir()
+    if not root.exists():
+        root.parent.mkdir(parents=True, exist_ok=True)
+    for directory in reversed([p for p in (path, *path.parents) if p == root or root in p.parents]):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def model_dir_override(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """An explicitly chosen model directory (argument, then $MEMSTORE_MODEL_DIR), if any."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = env_value("model_dir")
+    return Path(env).expanduser() if env else None
 
 
 def _coerce(setting: Setting, value: Any, origin: str) -> Any:
@@ -267,8 +349,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None, *, path: Path | No
         value, source = setting.default, "default"
         if name in from_file:
             value, source = _coerce(setting, from_file[name], f"{path}"), f"file:{path}"
-        env = os.environ.get(setting.env)
-        if env is not None and env != "":
+        env = env_value(name)
+        if env is not None:
             value, source = _coerce(setting, env, f"${setting.env}"), f"env:{setting.env}"
         if overrides and overrides.get(name) is not None:
             value, source = _coerce(setting, overrides[name], "argument"), "argument"

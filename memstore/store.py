@@ -18,27 +18,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from . import config, exchange
+from . import exchange
 from .author import author_name
 from .batch_embed import BATCH_SIZE, Embedding, Progress
 from .capture import Capture, TimeLike, TtlLike, clean_id
-from .embedder import Embedder, ModelInfo, resolve_embedder
+from .embedding.base import Embedder, ModelInfo
+from .embedding.resolve import resolve_embedder
 from .errors import InvalidInputError, ModelError, ModelMismatchWarning, NotFoundError
 from .models import CaptureResult, ImportResult, Memory, PurgedMemory, PurgeResult, VerifyReport
 from .notices import collecting
 from .recall import Hits, Mode
 from .recall import recall as run_recall
-from .settings import Settings, load_settings
+from .settings import Settings, home_dir, load_settings
 from .storage import open_backend
 from .storage.base import Backend, Filter
-from .storage.postgres.urls import is_postgres_url
+from .storage.urls import is_postgres_url
 from .timeutil import format_ts, now, parse_time
 from .validate import clean_limit, clean_name, clean_namespaces, clean_query, clean_tags
 
 __all__ = ["KEEP", "MemoryStore", "ModelMismatchWarning", "Progress", "open_store"]
 
-#: Pending (deferred) embeddings a recall computes before its vector leg, newest first.
-RECALL_EMBED_PENDING = 16
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -95,7 +94,7 @@ class MemoryStore:
                  "model_dir": os.fspath(model_dir) if model_dir else None}
             )
         self.settings = settings
-        self.home = config.home_dir(settings.get("home"))
+        self.home = home_dir(settings.get("home"))
         if url is None and settings.get("database_url") and (
             settings.sources.get("database_url") == "argument"
             or (explicit is None and settings.sources.get("home") != "argument")
@@ -111,7 +110,7 @@ class MemoryStore:
         self._model_dir = settings.get("model_dir")
         self._embedding = Embedding(lambda: embedder or resolve_embedder(
             self._model_dir, self.settings.get("embedder"), self.settings.get("model"),
-            query_worker_idle=self.settings.get("query_worker.idle_seconds", 0),
+            query_worker_idle=self.settings.get("query_worker.idle_seconds"),
         ))
         self._capture = Capture(self.backend, self._embedding, settings)
         self._local = threading.local()
@@ -256,7 +255,7 @@ class MemoryStore:
                     "namespace applies to plain JSONL; an export keeps the namespaces it records"
                 )
             return import_export(self.backend, self._embedding, list(exchange.records(items)), progress,
-                                 int(self.settings.get("batch_size", BATCH_SIZE)))
+                                 int(self.settings.get("batch_size")))
         for number, item in items:
             if not isinstance(item, (str, dict)):
                 raise InvalidInputError(f"line {number}: expected an object or a string")
@@ -369,7 +368,7 @@ class MemoryStore:
         At most ``recall.embed_pending`` of them, newest first, so a backlog (a big
         ``import-git --no-embed``) costs each recall a bounded, small batch instead of a stall;
         the rest stay findable by keyword until a later recall, a hook or ``reindex``."""
-        limit = int(self.settings.get("recall.embed_pending", RECALL_EMBED_PENDING))
+        limit = int(self.settings.get("recall.embed_pending"))
         if limit <= 0:
             return
         try:
@@ -509,7 +508,7 @@ class MemoryStore:
         model = self._embedding.model_id
         keys = self.backend.needing_vectors(model, force=force)
         done = self._embedding.embed_keys(
-            self.backend, keys, int(self.settings.get("batch_size", BATCH_SIZE)), progress
+            self.backend, keys, int(self.settings.get("batch_size")), progress
         )
         count = self.backend.rebuild_index(model, self._embedding.dimension)
         return {"embedded": done, "indexed": count, "model": model}

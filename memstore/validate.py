@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import config
+from . import limits
 from .errors import InvalidInputError
 
 __all__ = ["clean_metadata", "clean_name", "clean_namespaces", "clean_query", "clean_tags", "clean_text"]
@@ -26,7 +26,7 @@ def _has_control(value: str, allow_newlines: bool) -> bool:
     return False
 
 
-def clean_text(text: Any, *, field: str = "text", limit: int = config.MAX_TEXT_BYTES) -> str:
+def clean_text(text: Any, *, field: str = "text", limit: int = limits.MAX_TEXT_BYTES) -> str:
     """Memory text: a non-blank str without NUL, at most ``limit`` UTF-8 bytes. Kept whole."""
     if isinstance(text, bytes):
         try:
@@ -54,7 +54,7 @@ def clean_text(text: Any, *, field: str = "text", limit: int = config.MAX_TEXT_B
 
 def clean_query(query: Any) -> str:
     """A recall query: like text, with a smaller limit."""
-    return clean_text(query, field="query", limit=config.MAX_QUERY_BYTES)
+    return clean_text(query, field="query", limit=limits.MAX_QUERY_BYTES)
 
 
 def clean_name(value: Any, field: str, *, allow_none: bool = True) -> str | None:
@@ -68,8 +68,8 @@ def clean_name(value: Any, field: str, *, allow_none: bool = True) -> str | None
     cleaned = unicodedata.normalize("NFC", value).strip()
     if not cleaned:
         raise InvalidInputError(f"{field} is empty")
-    if len(cleaned) > config.MAX_NAME_CHARS:
-        raise InvalidInputError(f"{field} is longer than {config.MAX_NAME_CHARS} characters")
+    if len(cleaned) > limits.MAX_NAME_CHARS:
+        raise InvalidInputError(f"{field} is longer than {limits.MAX_NAME_CHARS} characters")
     if _has_control(cleaned, allow_newlines=False):
         raise InvalidInputError(f"{field} {cleaned!r} contains control characters")
     return cleaned
@@ -89,8 +89,8 @@ def clean_tags(tags: str | Iterable[str] | None) -> tuple[str, ...]:
         return ()
     values = [tags] if isinstance(tags, str) else list(tags)
     cleaned = tuple(dict.fromkeys(clean_name(t, "tag", allow_none=False) for t in values))
-    if len(cleaned) > config.MAX_TAGS:
-        raise InvalidInputError(f"too many tags ({len(cleaned)}); the limit is {config.MAX_TAGS}")
+    if len(cleaned) > limits.MAX_TAGS:
+        raise InvalidInputError(f"too many tags ({len(cleaned)}); the limit is {limits.MAX_TAGS}")
     return cleaned  # type: ignore[return-value]
 
 
@@ -110,9 +110,9 @@ def clean_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
         size = len(encoded.encode("utf-8"))
     except (TypeError, ValueError, UnicodeEncodeError) as exc:
         raise InvalidInputError(f"metadata is not JSON-serialisable: {exc}") from None
-    if size > config.MAX_METADATA_BYTES:
+    if size > limits.MAX_METADATA_BYTES:
         raise InvalidInputError(
-            f"metadata is {size:,} bytes as JSON; the limit is {config.MAX_METADATA_BYTES:,}"
+            f"metadata is {size:,} bytes as JSON; the limit is {limits.MAX_METADATA_BYTES:,}"
         )
     return json.loads(encoded)
 

@@ -1,3 +1,3 @@
-"""The version of memstore (a leaf module: anything may import it)."""
+"""memstore's version: a leaf module, so code inside the package never imports the package root."""
 
 __version__ = "0.1.0"

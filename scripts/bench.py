@@ -171,7 +171,7 @@ class TableEmbedder:
 
 def real_embedder(query_cache: bool = False) -> Any:
     """The bundled model as users get it; without the persistent query cache unless asked."""
-    from memstore.embedder import resolve_embedder
+    from memstore.embedding import resolve_embedder
 
     emb = resolve_embedder()
     if not query_cache and hasattr(emb, "query_cache"):
@@ -483,8 +483,7 @@ def cold_runs(args: argparse.Namespace, home: Path, qtexts: list[str]) -> dict[s
         cmd_extra = ["--mode", "keyword"] if label == "recall_keyword" else []
         runs = [cold(base + ["recall", t, "--json", *cmd_extra], off) for t in texts]
         result[label] = _summary(runs)
-    from memstore import query_worker
-    from memstore.embedder import BUNDLED_MODEL_ID
+    from memstore.embedding import BUNDLED_MODEL_ID, query_worker
 
     workers = args.workdir / "cache" / query_worker.DIR_NAME
     cold(base + ["recall", "start the query worker", "--json"], on)

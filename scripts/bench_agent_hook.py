@@ -95,11 +95,11 @@ def main() -> None:
           f"{'hybrid':>6} {'keyword':>7} {'chars p50':>9} {'errors':>6}")
     all_prompts = queries(2 * (args.runs + 1) * len(args.modes) * len(args.events), eval_dir=args.eval_dir)
     cwd = str(Path.cwd())
-    from memstore import config, query_worker
-    from memstore.embedder import BUNDLED_MODEL_ID
+    from memstore import settings
+    from memstore.embedding import BUNDLED_MODEL_ID, query_worker
 
-    env["MEMSTORE_CACHE_DIR"] = str(config.cache_dir())  # where the hooks' worker lives
-    workers = config.cache_dir() / query_worker.DIR_NAME
+    env["MEMSTORE_CACHE_DIR"] = str(settings.cache_dir())  # where the hooks' worker lives
+    workers = settings.cache_dir() / query_worker.DIR_NAME
     query_worker.stop_worker(BUNDLED_MODEL_ID, workers)
     combos = [(w, e, m) for w in args.workers for e in args.events for m in args.modes]
     for number, (worker, event, mode) in enumerate(combos):
@@ -139,8 +139,7 @@ def main() -> None:
 
 def wait_for_worker(directory: Path, limit: float = 120.0) -> None:
     """Until the query worker started by the warm-up run serves (its socket exists)."""
-    from memstore import query_worker
-    from memstore.embedder import BUNDLED_MODEL_ID
+    from memstore.embedding import BUNDLED_MODEL_ID, query_worker
 
     socket = query_worker._Paths(directory, BUNDLED_MODEL_ID).socket
     end = time.monotonic() + limit

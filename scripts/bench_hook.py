@@ -24,7 +24,7 @@ from pathlib import Path
 
 from timing import pct
 
-from memstore.config import cache_dir
+from memstore.settings import cache_dir
 
 HOOK_LOG = "memstore-hook.log"
 

@@ -36,7 +36,7 @@ from corpus import sample  # noqa: E402
 from pgserver import in_schema, server  # noqa: E402
 
 import memstore  # noqa: E402
-from memstore.embedder import HashEmbedder  # noqa: E402
+from memstore.embedding.hash import HashEmbedder  # noqa: E402
 
 RARE = "rare"  # every 100th memory: a 1% filter
 MODES = ("keyword", "semantic", "hybrid")
@@ -141,7 +141,7 @@ def concurrent(location: Any, queries: list[str], clients: int, seconds: float) 
 
 
 def capture_throughput(admin: str, tmp: Path, n: int) -> dict[str, float]:
-    from memstore.embedder import resolve_embedder
+    from memstore.embedding.resolve import resolve_embedder
 
     real = resolve_embedder()
     texts = [f"{t} (bulk {i})" for i, t in enumerate(sample(n, seed=99))]
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--skip-capture", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from memstore.storage.postgres.urls import redact_url
+    from memstore.storage.urls import redact_url
 
     results: dict[str, Any] = {"machine": _machine()}
     print("machine:", json.dumps(results["machine"]))

@@ -38,7 +38,7 @@ from typing import Any
 CHILD = r"""
 import os, sys, random, xxhash
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 
 home, mode, log_path, status_path, seed, real = sys.argv[1:7]
 rng = random.Random(int(seed))
@@ -82,7 +82,7 @@ while True:
 
 def _open(home: Path, real: bool) -> Any:
     import memstore
-    from memstore.embedder import HashEmbedder
+    from memstore.embedding import HashEmbedder
 
     return memstore.open(home, embedder=None if real else HashEmbedder())
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from memstore.embedder import Embedder, resolve_embedder
+from memstore.embedding import Embedder, resolve_embedder
 
 DEFAULT_DIR = Path(os.environ.get("MEMSTORE_BENCH_CACHE", Path.home() / ".cache" / "memstore-bench"))
 

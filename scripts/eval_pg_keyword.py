@@ -27,7 +27,7 @@ from eval.metrics import ndcg_at, recall_at  # noqa: E402
 from pgserver import in_schema, server  # noqa: E402
 
 import memstore  # noqa: E402
-from memstore.embedder import HashEmbedder  # noqa: E402
+from memstore.embedding.hash import HashEmbedder  # noqa: E402
 from memstore.identity import content_hash, new_id  # noqa: E402
 from memstore.storage.base import Filter  # noqa: E402
 from memstore.storage.postgres import open_backend, sql  # noqa: E402

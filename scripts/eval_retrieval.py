@@ -263,7 +263,7 @@ def main() -> None:
     if not args.cached_queries:
         cached.inner.embed_query("warm up the model")
     print(f"memstore {memstore.__version__} ({revision()}), model {cached.model_id}")
-    from memstore.storage.postgres.urls import redact_text
+    from memstore.storage.urls import redact_text
 
     print(redact_text(f"command: python scripts/eval_retrieval.py {' '.join(sys.argv[1:])}".rstrip()))
     report: dict[str, Any] = {"model": cached.model_id, "revision": revision()}

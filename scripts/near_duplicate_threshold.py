@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from corpus import DEFAULT_EVAL  # noqa: E402
 from embedcache import CachingEmbedder  # noqa: E402
 
-from memstore.embedder import resolve_embedder  # noqa: E402
+from memstore.embedding import resolve_embedder  # noqa: E402
 from memstore.identity import states_other_numbers  # noqa: E402
 
 DEFAULT_PAIRS = Path(__file__).parent / "data" / "near_duplicate_pairs.jsonl"

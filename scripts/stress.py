@@ -37,7 +37,7 @@ from timing import pct
 
 def _open(home: str, real_model: bool) -> Any:
     import memstore
-    from memstore.embedder import HashEmbedder
+    from memstore.embedding import HashEmbedder
 
     return memstore.open(home, embedder=None if real_model else HashEmbedder())
 

@@ -51,7 +51,7 @@ def texts_for(proc: int, count: int) -> list[str]:
 
 def child_capture(url: str, proc: int, count: int, out: Path) -> None:
     import memstore
-    from memstore.embedder import HashEmbedder
+    from memstore.embedding.hash import HashEmbedder
 
     results = []
     with memstore.open(url, embedder=HashEmbedder()) as store:
@@ -63,7 +63,7 @@ def child_capture(url: str, proc: int, count: int, out: Path) -> None:
 
 def child_batches(url: str, proc: int, out: Path) -> None:
     import memstore
-    from memstore.embedder import HashEmbedder
+    from memstore.embedding.hash import HashEmbedder
 
     with memstore.open(url, embedder=HashEmbedder()) as store, out.open("a") as fh:
         batch = 0
@@ -80,7 +80,7 @@ def check(url: str) -> dict[str, object]:
     import psycopg
 
     import memstore
-    from memstore.embedder import HashEmbedder
+    from memstore.embedding.hash import HashEmbedder
 
     with psycopg.connect(url) as conn:
         twice = conn.execute(
@@ -128,7 +128,7 @@ def phase1(url: str, procs: int, captures: int, work: Path) -> dict[str, object]
 
 def phase2(url: str, procs: int, seconds: float, work: Path) -> dict[str, object]:
     import memstore
-    from memstore.embedder import HashEmbedder
+    from memstore.embedding.hash import HashEmbedder
 
     memstore.open(url, embedder=HashEmbedder()).close()  # the schema, before the killing starts
     env = dict(os.environ, MEMSTORE_QUERY_WORKER_IDLE_SECONDS="0")
@@ -197,7 +197,7 @@ def main() -> None:
     if args.child == "batches":
         child_batches(args.url, args.proc, args.out)
         return
-    from memstore.storage.postgres.urls import redact_url
+    from memstore.storage.urls import redact_url
 
     with server(args.db) as admin, tempfile.TemporaryDirectory() as tmp:
         print(f"server: {redact_url(admin)}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 
 KEEP_ENV = {"MEMSTORE_HOME", "MEMSTORE_CACHE_DIR", "MEMSTORE_EMBEDDER", "MEMSTORE_CONFIG"}
 
@@ -34,7 +34,7 @@ def isolated_env(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPa
     for name in list(os.environ):
         if name.startswith("MEMSTORE_") and name not in KEEP_ENV:
             monkeypatch.delenv(name)
-    # No query workers unless a test asks for one (tests/test_query_worker.py); subprocesses
+    # No query workers unless a test asks for one (tests/embedding/test_query_worker.py); subprocesses
     # given an environment of their own must carry this variable too.
     monkeypatch.setenv("MEMSTORE_QUERY_WORKER_IDLE_SECONDS", "0")
     return home
@@ -44,8 +44,8 @@ def isolated_env(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPa
 def no_leaked_query_workers(model_cache: Path):
     """Fail the run if a test left a query worker running in the shared cache (and stop it)."""
     yield
-    from memstore.embedder import BUNDLED_MODEL_ID
-    from memstore.query_worker import DIR_NAME, stop_worker
+    from memstore.embedding import BUNDLED_MODEL_ID
+    from memstore.embedding.query_worker import DIR_NAME, stop_worker
 
     leaked = stop_worker(BUNDLED_MODEL_ID, model_cache / DIR_NAME)
     assert not leaked, "a test started a query worker in the shared model cache"
@@ -79,7 +79,7 @@ def real_embedder(model_cache: Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", memstore.EmbedderFallbackWarning)
-            from memstore.embedder import resolve_embedder
+            from memstore.embedding import resolve_embedder
 
             embedder = resolve_embedder()
     finally:

@@ -7,9 +7,10 @@ import io
 import json
 
 import pytest
+from sqlitefile import raw
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 
 
 def open_store(path, embedder=None):
@@ -18,9 +19,9 @@ def open_store(path, embedder=None):
 
 def all_rows(store):
     """Every column of every memory (seq aside), and every embedding, as comparable data."""
-    cols = [r[1] for r in store.backend._conn.execute("PRAGMA table_info(memories)") if r[1] != "seq"]
-    rows = store.backend._conn.execute(f"SELECT {', '.join(cols)} FROM memories ORDER BY id").fetchall()
-    vectors = store.backend._conn.execute(
+    cols = [r[1] for r in raw(store).execute("PRAGMA table_info(memories)") if r[1] != "seq"]
+    rows = raw(store).execute(f"SELECT {', '.join(cols)} FROM memories ORDER BY id").fetchall()
+    vectors = raw(store).execute(
         "SELECT m.id, e.model, e.content_hash, e.vector FROM embeddings e "
         "JOIN memories m USING (seq) ORDER BY m.id"
     ).fetchall()
@@ -73,11 +74,11 @@ def test_import_twice_changes_nothing(tmp_path):
     with open_store(tmp_path / "b") as dst:
         dst.import_jsonl(path)
         before = all_rows(dst)
-        head = dst.backend._conn.execute("SELECT max(op) FROM vector_log").fetchone()
+        head = raw(dst).execute("SELECT max(op) FROM vector_log").fetchone()
         again = dst.import_jsonl(path)
         assert (again.created, again.unchanged, again.updated, again.embedded) == (0, 8, 0, 0)
         assert all_rows(dst) == before
-        assert dst.backend._conn.execute("SELECT max(op) FROM vector_log").fetchone() == head
+        assert raw(dst).execute("SELECT max(op) FROM vector_log").fetchone() == head
     with open_store(tmp_path / "a") as src:  # into the very store it came from
         before = all_rows(src)
         assert src.import_jsonl(path).unchanged == 8
@@ -95,11 +96,17 @@ def test_with_vectors_skips_embedding_for_the_same_model(tmp_path, monkeypatch):
     record = json.loads(lines[1])
     assert record["embedding"]["model"] == HashEmbedder.model_id and record["embedding"]["dimension"] == 384
     assert len(base64.b64decode(record["embedding"]["data"])) == 384 * 4
-    with open_store(tmp_path / "b") as dst:
-        monkeypatch.setattr(dst._embedding, "embed", lambda texts: pytest.fail("should not embed"))
+    with open_store(tmp_path / "b", embedder=NoEmbedding()) as dst:
         result = dst.import_jsonl(path)
         assert result.embedded == 0
         assert all_rows(dst)[1] == vectors
+
+
+class NoEmbedding(HashEmbedder):
+    """The store's model, refusing to embed documents: the file's vectors must be used."""
+
+    def embed(self, texts):
+        pytest.fail("should not embed")
 
 
 class OtherModel(HashEmbedder):

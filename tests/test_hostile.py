@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import memstore
-from memstore import config
-from memstore.embedder import HashEmbedder
+from memstore import limits
+from memstore.embedding import HashEmbedder
 from memstore.identity import normalise_text
 from memstore.redact import redact
 
@@ -63,14 +63,14 @@ def _valid_text(text: object) -> bool:
         except UnicodeDecodeError:
             return False
     assert isinstance(text, str)
-    return "\x00" not in text and bool(text.strip()) and len(text.encode("utf-8")) <= config.MAX_TEXT_BYTES
+    return "\x00" not in text and bool(text.strip()) and len(text.encode("utf-8")) <= limits.MAX_TEXT_BYTES
 
 
 def _clean_name(value: str | None) -> str | None:
     if value is None:
         return None
     cleaned = unicodedata.normalize("NFC", value).strip()
-    ok = cleaned and len(cleaned) <= config.MAX_NAME_CHARS and not any(
+    ok = cleaned and len(cleaned) <= limits.MAX_NAME_CHARS and not any(
         unicodedata.category(c) in ("Cc", "Cs") for c in cleaned)
     return cleaned if ok else "\x00invalid"
 
@@ -137,7 +137,7 @@ def test_capture_round_trips_or_refuses_cleanly(hostile_store, text, redact_it):
        namespace=names, tag=names)
 def test_recall_never_crashes(hostile_store, query, mode, namespace, tag):
     s = hostile_store
-    valid = _valid_text(query) and len(query.encode("utf-8")) <= config.MAX_QUERY_BYTES
+    valid = _valid_text(query) and len(query.encode("utf-8")) <= limits.MAX_QUERY_BYTES
     filters_ok = all(_clean_name(v) != "\x00invalid" for v in (namespace, tag))
     if not (valid and filters_ok):
         with pytest.raises(memstore.InvalidInputError):
@@ -176,11 +176,11 @@ def test_odd_names_and_metadata_round_trip_or_refuse(hostile_store, namespace, t
     names_ok = (
         _clean_name(namespace) != "\x00invalid" and _clean_name(source) != "\x00invalid"
         and (tags is None or (None not in tag_list and "\x00invalid" not in cleaned))
-        and len(dict.fromkeys(cleaned)) <= config.MAX_TAGS
+        and len(dict.fromkeys(cleaned)) <= limits.MAX_TAGS
     )
     try:
         encoded = json.dumps(meta, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        meta_ok = len(encoded) <= config.MAX_METADATA_BYTES and not any(
+        meta_ok = len(encoded) <= limits.MAX_METADATA_BYTES and not any(
             "\x00" in k for k in (meta or {}))
     except UnicodeEncodeError:
         meta_ok = False
@@ -203,7 +203,7 @@ def test_odd_names_and_metadata_round_trip_or_refuse(hostile_store, namespace, t
 
 
 def test_limits_are_exact(store):
-    limit = config.MAX_TEXT_BYTES
+    limit = limits.MAX_TEXT_BYTES
     at_limit = "é" * (limit // 2)
     assert len(at_limit.encode()) == limit
     assert store.capture(at_limit, redact=False).text == at_limit

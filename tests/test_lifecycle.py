@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlitefile import raw
 
 import memstore
 from memstore.timeutil import now
@@ -47,15 +48,26 @@ def test_history_from_any_version(store):
         store.history("01NOSUCHID")
 
 
-def test_update_of_tags_only_reuses_the_vector(store, monkeypatch):
+class CountingEmbedder(memstore.HashEmbedder):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def embed(self, texts):
+        self.calls.append(list(texts))
+        return super().embed(texts)
+
+
+def test_update_of_tags_only_reuses_the_vector(tmp_path):
+    emb = CountingEmbedder()
+    store = memstore.open(tmp_path / "counted", embedder=emb)
     m = store.capture("Use ruff for linting")
-    calls = []
-    original = store._embedding.embed
-    monkeypatch.setattr(store._embedding, "embed", lambda texts: calls.append(texts) or original(texts))
+    emb.calls.clear()
     new = store.update(m.id, tags=["tooling"], metadata={"why": "fast"})
-    assert calls == []
+    assert emb.calls == []
     assert new.content_hash == m.content_hash
     assert recalled(store, "ruff linting", mode="semantic") == {new.id}
+    store.close()
 
 
 def test_update_fields_and_clearing(store):
@@ -172,7 +184,7 @@ def test_restore_conflicts_with_a_recaptured_text(store):
 
 def test_restore_embeds_a_memory_without_vector(store):
     m = store.capture("vectorless memory")
-    store.backend._conn.execute("DELETE FROM embeddings")
+    raw(store).execute("DELETE FROM embeddings")
     store.forget(m.id)
     store.restore(m.id)
     assert store.stats()["without_current_vector"] == 0
@@ -184,7 +196,7 @@ def test_restore_embeds_a_memory_without_vector(store):
 
 def expire(store, memory_id):
     """Move a memory's expiry into the past (time travel without sleeping)."""
-    store.backend._conn.execute(
+    raw(store).execute(
         "UPDATE memories SET expires_at = '2000-01-01T00:00:00.000000Z' WHERE id = ?", (memory_id,)
     )
 
@@ -266,14 +278,15 @@ def test_purge_removes_fts_rows_vectors_and_the_text_from_the_file(tmp_path):
         s.recall("zebra", mode="semantic")
         s.forget(m.id)
         s.purge()
-        conn = s.backend._conn
+        conn = raw(s)
         fts = "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH 'quokka'"
         assert conn.execute(fts).fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 50
         assert conn.execute("SELECT count(*) FROM memory_tags").fetchone()[0] == 0
         assert recalled(s, "zebra quokka launch code", mode="semantic").isdisjoint({m.id})
-    raw = b"".join(p.read_bytes() for p in (tmp_path / "s").glob("memstore.db*"))
-    assert b"quokka" not in raw
+        conn.close()
+    data = b"".join(p.read_bytes() for p in (tmp_path / "s").glob("memstore.db*"))
+    assert b"quokka" not in data
 
 
 def test_purge_takes_the_history_of_a_purged_memory(store):

@@ -7,6 +7,7 @@ is what these tests use; the real model is checked on a few pairs at the end.
 from __future__ import annotations
 
 import pytest
+from sqlitefile import raw
 
 import memstore
 from memstore.identity import numbers, states_other_numbers
@@ -64,7 +65,9 @@ def test_forgotten_superseded_and_expired_memories_do_not_count(store):
     store.update(b.id, "Use black for formatting the Python code")
     c = store.capture("use ruff for linting the python code")
     assert c.created
-    store.backend._conn.execute("UPDATE memories SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?", (c.id,))
+    raw(store).execute(
+        "UPDATE memories SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?", (c.id,)
+    )
     assert store.capture("USE RUFF FOR LINTING THE PYTHON CODE").created
 
 

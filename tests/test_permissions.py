@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import memstore
-from memstore import config
-from memstore.embedder import HashEmbedder
+from memstore import settings
+from memstore.embedding import HashEmbedder
 
 
 def _mode(path: Path) -> int:
@@ -52,21 +52,22 @@ def test_store_files_are_private(tmp_path, loose_umask):
 
 def test_cache_directories_are_private(tmp_path, monkeypatch, loose_umask):
     monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path / "cache" / "memstore"))
-    made = config.private_dir(config.cache_dir() / "models" / "m")
+    made = settings.private_dir(settings.cache_dir() / "models" / "m")
     assert made.is_dir()
-    for path in (made, made.parent, config.cache_dir()):
+    for path in (made, made.parent, settings.cache_dir()):
         assert _mode(path) == 0o700, path
     assert _mode(tmp_path / "cache") == 0o755  # not ours: created with the default mode
     existing = tmp_path / "cache" / "memstore" / "models"
     existing.chmod(0o750)
-    config.private_dir(existing / "other")
+    settings.private_dir(existing / "other")
     assert _mode(existing) == 0o750  # an existing directory keeps its mode
 
 
 def test_bundled_model_is_assembled_in_private_directories(tmp_path, monkeypatch, loose_umask):
-    from memstore import embedder
+    from memstore.embedding import fastembed as embedder
+    from memstore.embedding import resolve
 
-    weights_dir = embedder._package_dir(embedder.WEIGHTS_PACKAGE)
+    weights_dir = resolve._package_dir(resolve.WEIGHTS_PACKAGE)
     if weights_dir is None:
         pytest.skip("the weights package is not installed")
     monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path / "cache"))

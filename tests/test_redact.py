@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import memstore
 from memstore.cli import cli
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.redact import find_secrets, marker, redact, summary
 
 _rng = random.Random(2024)

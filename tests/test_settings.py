@@ -76,3 +76,41 @@ def test_recall_limit_setting_is_the_cli_default(monkeypatch):
     assert len(hits) == 2
     hits = json.loads(runner.invoke(cli, ["recall", "kettles", "--json", "-k", "5"]).stdout)
     assert len(hits) == 5
+
+
+def test_get_falls_back_to_the_declared_default():
+    from memstore.settings import SETTINGS, Settings
+
+    assert Settings().get("batch_size") == SETTINGS["batch_size"].default == 256
+    assert Settings().get("batch_size", 7) == 7
+    assert Settings(values={"batch_size": 3}).get("batch_size", 7) == 3
+    assert Settings().get("home") is None
+
+
+def test_only_settings_reads_the_environment():
+    import re
+    from pathlib import Path
+
+    import memstore
+
+    package = Path(memstore.__file__).parent
+    reads = re.compile(r"os\.(environ\.get|getenv)\(|os\.environ\[|environ\.get\(")
+    readers = sorted(
+        str(path.relative_to(package)) for path in package.rglob("*.py") if reads.search(path.read_text())
+    )
+    assert readers == ["settings.py"]
+
+
+def test_paths_follow_the_environment(monkeypatch, tmp_path):
+    from memstore import settings
+
+    monkeypatch.setenv("MEMSTORE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MEMSTORE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEMSTORE_MODEL_DIR", str(tmp_path / "model"))
+    assert settings.home_dir() == tmp_path / "home"
+    assert settings.home_dir(tmp_path / "x") == tmp_path / "x"
+    assert settings.cache_dir() == tmp_path / "cache"
+    assert settings.model_dir_override() == tmp_path / "model"
+    assert settings.load_settings(path=tmp_path / "none.toml")["home"] == str(tmp_path / "home")
+    monkeypatch.setenv("MEMSTORE_MODEL_DIR", "")
+    assert settings.model_dir_override() is None

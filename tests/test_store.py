@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.recall import KEYWORD_WEIGHT, VECTOR_WEIGHT
 from memstore.timeutil import now
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 import memstore
-from memstore.embedder import HashEmbedder
+from memstore.embedding import HashEmbedder
 from memstore.errors import ModelError
 from memstore.settings import load_settings
 

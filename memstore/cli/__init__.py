@@ -12,9 +12,8 @@ import sys
 
 import click
 
-from .. import __version__
-from ..models import Hit, Memory
-from ..timeutil import now
+from ..render import first_line, hit_lines, memory_head
+from ..version import __version__
 from .admin import verify
 from .git import (
     GIT_COMMANDS,
@@ -27,39 +26,6 @@ from .lifecycle import LIFECYCLE_COMMANDS
 from .util import emit_json, handle_errors, json_opt, open_from_context, progress_bar
 from .util import parse_meta as _parse_meta
 from .util import read_stdin_text as _read_stdin_text
-
-
-def _tags_label(memory: Memory) -> str:
-    return " ".join(f"#{t}" for t in memory.tags)
-
-
-def _memory_line(memory: Memory) -> str:
-    stamp = memory.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    parts = [memory.id, f"[{memory.namespace}]", stamp]
-    if memory.tags:
-        parts.append(_tags_label(memory))
-    if memory.deleted:
-        parts.append("(forgotten)")
-    if memory.superseded_by:
-        parts.append(f"(superseded by {memory.superseded_by})")
-    if memory.expires_at is not None:
-        until = memory.expires_at.astimezone().strftime("%Y-%m-%d %H:%M")
-        parts.append(f"(expired {until})" if memory.expired(now()) else f"(expires {until})")
-    return " ".join(parts)
-
-
-def _hit_lines(rank: int, hit: Hit) -> str:
-    evidence = []
-    if hit.keyword_rank is not None:
-        evidence.append(f"keyword #{hit.keyword_rank}")
-    if hit.vector_rank is not None:
-        evidence.append(f"vector #{hit.vector_rank} cos {hit.similarity:.3f}")
-    elif hit.similarity is not None:  # the vector leg did not list it; its cosine is still known
-        evidence.append(f"cos {hit.similarity:.3f}")
-    head = f"{rank:>2}. {_memory_line(hit.memory)}  score {hit.score:.4f} ({', '.join(evidence)})"
-    text = hit.memory.text.strip().replace("\n", "\n    ")
-    return f"{head}\n    {text}"
-
 
 # ---------------------------------------------------------------------------------------------
 
@@ -142,15 +108,15 @@ def capture(
         emit_json(result.to_dict())
         return
     if result.near_duplicate_of:
-        click.echo(f"similar memory already stored (cosine {result.similarity:.3f}): {_memory_line(result)}")
-        click.echo(f"    {result.text.strip().splitlines()[0][:100]}")
+        click.echo(f"similar memory already stored (cosine {result.similarity:.3f}): {memory_head(result)}")
+        click.echo(f"    {first_line(result.text, 100)}")
         click.echo(f"memstore: not stored; if it corrects that memory, `memstore update {result.id} TEXT` "
                    f"(or capture --supersedes {result.id}); --allow-duplicate stores it anyway", err=True)
         return
     verb = "stored" if result.created else "already stored"
     if result.supersedes and result.created:
         verb = f"stored (supersedes {result.supersedes})"
-    click.echo(f"{verb} {_memory_line(result)}")
+    click.echo(f"{verb} {memory_head(result)}")
     for notice in result.notices:
         click.echo(f"memstore: {notice}", err=True)
 
@@ -192,7 +158,7 @@ def recall(
     if not hits:
         click.echo("no memories found", err=True)
     for rank, hit in enumerate(hits, start=1):
-        click.echo(_hit_lines(rank, hit))
+        click.echo(hit_lines(rank, hit))
 
 
 @cli.command()
@@ -207,7 +173,7 @@ def get(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(memory.to_dict())
         return
-    click.echo(_memory_line(memory))
+    click.echo(memory_head(memory))
     if memory.source:
         click.echo(f"source: {memory.source}")
     if memory.expires_at is not None:
@@ -255,8 +221,7 @@ def list_(
         emit_json([m.to_dict() for m in memories])
         return
     for memory in memories:
-        first = memory.text.strip().splitlines()[0]
-        click.echo(f"{_memory_line(memory)}  {first[:100]}")
+        click.echo(f"{memory_head(memory)}  {first_line(memory.text, 100)}")
 
 
 @cli.command()
@@ -287,8 +252,7 @@ def purge(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
         emit_json(result.to_dict())
         return
     for item in result.items:
-        first = item.memory.text.strip().splitlines()[0]
-        click.echo(f"{item.reason:<9} {_memory_line(item.memory)}  {first[:80]}")
+        click.echo(f"{item.reason:<9} {memory_head(item.memory)}  {first_line(item.memory.text, 80)}")
     click.echo(f"would purge {result.count} memories" if dry_run else f"purged {result.count} memories")
 
 
@@ -404,18 +368,17 @@ def model(ctx: click.Context, as_json: bool) -> None:
 @handle_errors
 def path(ctx: click.Context, as_json: bool) -> None:
     """Show where the store keeps its files (a team store's URL without its password)."""
-    from .. import config
-    from ..settings import config_path, load_settings
-    from ..storage.postgres.urls import redact_url
+    from ..settings import DB_FILENAME, cache_dir, config_path, home_dir, load_settings
+    from ..storage.urls import redact_url
 
     settings = load_settings(ctx.obj["overrides"])
-    home = config.home_dir(settings.get("home"))
+    home = home_dir(settings.get("home"))
     url = settings.get("database_url")
     data = {
         "home": str(home),
-        "database": redact_url(url) if url else str(home / config.DB_FILENAME),
+        "database": redact_url(url) if url else str(home / DB_FILENAME),
         "index": str(home / "index"),
-        "cache": str(config.cache_dir()),
+        "cache": str(cache_dir()),
         "config": str(config_path()),
     }
     if as_json:

@@ -33,7 +33,7 @@ def mcp(ctx: click.Context) -> None:
 
     settings = load_settings(ctx.obj["overrides"])
     try:
-        from ..mcp_server import serve
+        from ..agents.mcp_server import serve
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] in ("mcp", "mcp_types", "pydantic", "typing_extensions"):
             raise click.ClickException(
@@ -64,7 +64,7 @@ def agent_hook(ctx: click.Context, event: str, budget: int | None, mode: str | N
     """
     pending = False
     try:
-        from ..agent_hooks import process_started, run_hook
+        from ..agents.hooks import process_started, run_hook
 
         started = process_started()
         stream = sys.stdin.buffer
@@ -105,7 +105,7 @@ scope_opt = click.option(
 
 
 def _target(user: bool):  # noqa: ANN202
-    from ..claude_settings import settings_path
+    from ..agents.claude_settings import settings_path
 
     return settings_path("user" if user else "project")
 
@@ -125,8 +125,8 @@ def install(assistant: str, user: bool, base: str | None, print_only: bool, as_j
     Merges into the settings file, keeping every other hook and setting; running it again
     changes nothing (or points the hooks at this memstore if they called another one).
     """
-    from ..claude_settings import hook_config
-    from ..claude_settings import install as install_hooks
+    from ..agents.claude_settings import hook_config
+    from ..agents.claude_settings import install as install_hooks
 
     path = _target(user)
     if print_only:
@@ -148,7 +148,7 @@ def install(assistant: str, user: bool, base: str | None, print_only: bool, as_j
 @handle_errors
 def uninstall(assistant: str, user: bool, as_json: bool) -> None:
     """Remove memstore's hooks for ASSISTANT; other hooks and settings stay."""
-    from ..claude_settings import uninstall as uninstall_hooks
+    from ..agents.claude_settings import uninstall as uninstall_hooks
 
     path = _target(user)
     result = uninstall_hooks(path)
@@ -166,8 +166,8 @@ def uninstall(assistant: str, user: bool, as_json: bool) -> None:
 @handle_errors
 def status(ctx: click.Context, lines: int, as_json: bool) -> None:
     """Where memstore's hooks are installed, and the last errors they logged."""
-    from ..agent_hooks import log_path
-    from ..claude_settings import installed_commands, read_settings, settings_path
+    from ..agents.claude_settings import installed_commands, read_settings, settings_path
+    from ..agents.hooks import log_path
     from ..errors import MemstoreError
     from ..settings import load_settings
 

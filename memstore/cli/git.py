@@ -1,7 +1,7 @@
 """The git commands (``hooks``, ``gc --branches``, ``import-git``) and the project/branch
 scope options that ``capture``, ``recall`` and ``list`` share.
 
-Each command parses, makes one library call (``hooks``, ``gitcapture``), and formats.
+Each command parses, makes one library call (``git.hooks``, ``git.capture``), and formats.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from typing import Any
 
 import click
 
-from .. import gitcapture, gitscope
-from .. import hooks as hooklib
 from ..errors import GitError, MemstoreError
+from ..git import capture as gitcapture
+from ..git import hooks as hooklib
+from ..git import repo as gitscope
+from ..render import commit_line
 from ..timeutil import parse_time
 from .util import emit_json, handle_errors, json_opt, open_from_context, progress_bar
 
@@ -239,12 +241,6 @@ def hooks_run(ctx: click.Context, kind: str, log: str | None, rewrite_type: str 
 # memstore gc --branches, memstore import-git
 
 
-def _commit_line(memory: Any) -> str:
-    sha = str(memory.metadata.get("commit", ""))[:12]
-    subject = memory.text.strip().splitlines()[0][:80] if memory.text.strip() else ""
-    return f"  {memory.id} {memory.branch or '-'} {sha} {subject}"
-
-
 @click.command()
 @click.option("--branches", is_flag=True, help="Forget commit memories of deleted, unmerged branches.")
 @repo_opt
@@ -269,12 +265,12 @@ def gc(ctx: click.Context, branches: bool, repo: str | None, yes: bool, as_json:
         click.echo(f"forgot {len(report.forgotten)} commit memories of deleted branches in {where.project}"
                    + (" (`memstore purge` deletes them for good)" if report.forgotten else ""))
         for memory in report.forgotten:
-            click.echo(_commit_line(memory))
+            click.echo(commit_line(memory))
         return
     click.echo(f"would forget {len(report.would_forget)} commit memories of deleted branches in "
                f"{where.project}" + (" (run again with --yes):" if report.would_forget else ""))
     for memory in report.would_forget:
-        click.echo(_commit_line(memory))
+        click.echo(commit_line(memory))
 
 
 @click.command(name="import-git")

@@ -12,10 +12,15 @@ from typing import Any
 import click
 
 from ..models import Memory
+from ..render import first_line, memory_head
 from ..timeutil import now
 from .util import emit_json, handle_errors, json_opt, open_from_context, parse_meta, read_stdin_text
 
 __all__ = ["LIFECYCLE_COMMANDS"]
+
+
+def _line(memory: Memory) -> str:
+    return memory_head(memory, states=False, expiry=False)
 
 
 def _status(memory: Memory) -> str:
@@ -26,16 +31,6 @@ def _status(memory: Memory) -> str:
     if memory.expired(now()):
         return "expired"
     return "current"
-
-
-def _line(memory: Memory) -> str:
-    stamp = memory.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    tags = "".join(f" #{t}" for t in memory.tags)
-    return f"{memory.id} [{memory.namespace}] {stamp}{tags}"
-
-
-def _first_line(memory: Memory, width: int = 100) -> str:
-    return memory.text.strip().splitlines()[0][:width]
 
 
 @click.command()
@@ -111,7 +106,7 @@ def history(ctx: click.Context, memory_id: str, as_json: bool) -> None:
     for number, memory in enumerate(versions, start=1):
         mark = "*" if memory.id == memory_id else " "
         click.echo(f"{mark}v{number} {_status(memory):<10} {_line(memory)}")
-        click.echo(f"      {_first_line(memory)}")
+        click.echo(f"      {first_line(memory.text, 100)}")
 
 
 @click.command()

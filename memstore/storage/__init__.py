@@ -21,7 +21,7 @@ def open_backend(location: str | os.PathLike[str], *, author: str | None = None,
     """The backend for ``location``: a ``postgresql://`` URL for the team store (``author``
     recorded on its captures, a connection pool of ``pool_size`` for long-lived processes),
     else a store directory for SQLite."""
-    from .postgres.urls import is_postgres_url
+    from .urls import is_postgres_url
 
     if is_postgres_url(os.fspath(location)):
         from .postgres.backend import PostgresBackend

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import memstore
 from memstore.cli import cli
-from memstore.embedder import HashEmbedder
+from memstore.embedding.hash import HashEmbedder
 
 SECRET = "s3cret-pw"
 

@@ -66,7 +66,7 @@ def test_concurrent_writers_lose_nothing_and_duplicate_nothing(postgres_url):
 
 def _near(url: str, writer: int, start, results) -> None:  # noqa: ANN001 - multiprocessing objects
     import memstore
-    from memstore.embedder import HashEmbedder
+    from memstore.embedding.hash import HashEmbedder
 
     with memstore.open(url, embedder=HashEmbedder()) as store:
         start.wait()
@@ -77,7 +77,7 @@ def _near(url: str, writer: int, start, results) -> None:  # noqa: ANN001 - mult
 def test_concurrent_near_duplicates_are_stored_once(postgres_url):
     """Nearly the same text from several writers at once: the scope lock lets one in."""
     import memstore
-    from memstore.embedder import HashEmbedder
+    from memstore.embedding.hash import HashEmbedder
 
     memstore.open(postgres_url, embedder=HashEmbedder()).close()
     ctx = multiprocessing.get_context("spawn")

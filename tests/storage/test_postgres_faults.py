@@ -7,7 +7,7 @@ import pytest
 
 from memstore.errors import StoreError
 from memstore.storage.postgres import open_backend, redact_url
-from memstore.storage.postgres.urls import is_postgres_url, redact_text
+from memstore.storage.urls import is_postgres_url, redact_text
 
 SECRET = "hunter2-s3cret"
 

@@ -6,7 +6,7 @@ Only this package imports psycopg, psycopg_pool and pgvector, and only when a st
 
 from __future__ import annotations
 
-from .urls import is_postgres_url, redact_url
+from ..urls import is_postgres_url, redact_url
 
 __all__ = ["PostgresBackend", "is_postgres_url", "open_backend", "redact_url"]
 

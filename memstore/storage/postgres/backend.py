@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ModelMismatchError, ModelMismatchWarning, StoreError
 from ...models import Memory, VerifyReport
 from ..base import EmbedJob, Filter, Key, NewMemory, StateOutcome
+from ..urls import redact_url
 from . import sql
 from .connection import ConnectionSource, errors_mapped, open_source
 from .schema import SCHEMA_VERSION, ensure_schema
-from .urls import redact_url
 
 if TYPE_CHECKING:
     import numpy as np
@@ -306,7 +306,7 @@ class PostgresBackend:
     def keyword_leg(self, query: str) -> _KeywordLegType:
         from .keyword import KeywordLeg
 
-        return KeywordLeg(self, query)
+        return KeywordLeg(self._op, self._stats, query)
 
     def vector_search(self, query: np.ndarray, flt: Filter, depth: int, *, model: str,
                       required: bool = False) -> list[tuple[Key, float]]:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ...errors import MemstoreError, StoreError, StoreNotWritableError
-from .urls import redact_text, redact_url
+from ..urls import redact_text, redact_url
 
 if TYPE_CHECKING:
     import psycopg

@@ -11,8 +11,9 @@ a memory found by several sources keeps its strongest.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from ..base import Filter, Key, KeywordMatch
 from ..terms import (
@@ -26,9 +27,6 @@ from ..terms import (
     keyword_terms,
 )
 from . import sql
-
-if TYPE_CHECKING:
-    from .backend import PostgresBackend
 
 __all__ = ["KeywordLeg", "cjk_grams"]
 
@@ -51,8 +49,10 @@ def cjk_grams(query: str) -> list[str]:
 class KeywordLeg:
     """The keyword side of one recall on the team store."""
 
-    def __init__(self, backend: PostgresBackend, query: str) -> None:
-        self._backend = backend
+    def __init__(self, op: Callable[[], AbstractContextManager[Any]], stats: sql.CorpusStats,
+                 query: str) -> None:
+        self._op = op  # the backend's connection for one operation
+        self._stats = stats
         self._terms = keyword_terms(query)
         self._grams = cjk_grams(query) if has_cjk(query) else []
         self._substrings = cjk_substrings(query) if has_cjk(query) else []
@@ -62,10 +62,10 @@ class KeywordLeg:
 
     def search(self, flt: Filter, depth: int) -> list[KeywordMatch]:
         found: dict[Key, KeywordMatch] = {}
-        with self._backend._op() as conn:
+        with self._op() as conn:
             if self._terms:
                 rows = sql.keyword_search(conn, self._terms, flt, depth * EVIDENCE_FACTOR,
-                                          stats=self._backend._stats)
+                                          stats=self._stats)
                 if rows:
                     best = rows[0][1]
                     self._keep(found, ((seq, score, keyword_strength(score, best)) for seq, score in rows))
@@ -87,7 +87,7 @@ class KeywordLeg:
         keys = list(keys)
         found = {k: self._beyond[k] for k in keys if k in self._beyond}
         if self._scanned and keys:
-            with self._backend._op() as conn:
+            with self._op() as conn:
                 rows = sql.cjk_search(conn, self._substrings, Filter(include_expired=True), len(keys),
                                       seqs=[int(k) for k in keys], indexed=False)  # type: ignore[call-overload]
             self._keep(found, ((seq, None, self._substring_strength(n)) for seq, n in rows))

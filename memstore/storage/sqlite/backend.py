@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ModelMismatchError, StoreError, StoreNotWritableError
 from ...models import Memory, VerifyReport
+from ...settings import DB_FILENAME
 from ..base import EmbedJob, Filter, Key, KeywordMatch, NewMemory, StateOutcome
 from . import db
 from .db import transaction
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DB_FILENAME", "EXACT_FILTER_MAX", "SQLiteBackend"]
 
-DB_FILENAME = "memstore.db"
 #: Below this many candidates a filtered vector search is exact over the candidates.
 EXACT_FILTER_MAX = 5000
 

@@ -338,10 +338,9 @@ def memories_by_seq(conn: sqlite3.Connection, seqs: Iterable[int]) -> dict[int, 
     """Memories for a set of seqs, keyed by seq."""
     seqs = list(seqs)
     found: dict[int, Memory] = {}
-    for start in range(0, len(seqs), 500):
-        chunk = seqs[start : start + 500]
+    for chunk in chunks(seqs):
         rows = conn.execute(
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE seq IN ({', '.join('?' * len(chunk))})",
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE seq IN ({marks(chunk)})",
             chunk,
         )
         for row in rows:
@@ -377,10 +376,9 @@ def seqs_passing(conn: sqlite3.Connection, flt: Filter, seqs: Sequence[int]) -> 
     """The subset of ``seqs`` that passes the filter."""
     clause, params = where(flt, "m")
     passing: set[int] = set()
-    for start in range(0, len(seqs), 500):
-        chunk = list(seqs[start : start + 500])
+    for chunk in chunks(seqs):
         rows = conn.execute(
-            f"SELECT m.seq FROM memories m WHERE m.seq IN ({', '.join('?' * len(chunk))}) "
+            f"SELECT m.seq FROM memories m WHERE m.seq IN ({marks(chunk)}) "
             f"AND {clause}",
             [*chunk, *params],
         )
@@ -508,10 +506,9 @@ def live_vectors(
     if seqs is None:
         yield from conn.execute(base + " ORDER BY e.seq", (model,))
         return
-    for start in range(0, len(seqs), 500):
-        chunk = list(seqs[start : start + 500])
+    for chunk in chunks(seqs):
         yield from conn.execute(
-            base + f" AND e.seq IN ({', '.join('?' * len(chunk))})", [model, *chunk]
+            base + f" AND e.seq IN ({marks(chunk)})", [model, *chunk]
         )
 
 
@@ -565,11 +562,10 @@ def pending_count(conn: sqlite3.Connection) -> int:
 def texts_for(conn: sqlite3.Connection, seqs: Sequence[int]) -> list[tuple[int, str, str]]:
     """(seq, text, content_hash) for the given seqs, in the given order."""
     by_seq: dict[int, tuple[int, str, str]] = {}
-    for start in range(0, len(seqs), 500):
-        chunk = list(seqs[start : start + 500])
+    for chunk in chunks(seqs):
         for row in conn.execute(
             f"SELECT seq, text, content_hash FROM memories WHERE seq IN "
-            f"({', '.join('?' * len(chunk))})",
+            f"({marks(chunk)})",
             chunk,
         ):
             by_seq[row[0]] = (row[0], row[1], row[2])
@@ -738,10 +734,9 @@ def export_seqs(conn: sqlite3.Connection, flt: Filter | None) -> list[int]:
 def embeddings_for(conn: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, tuple[str, bytes]]:
     """seq → (model, vector bytes) for those of ``seqs`` that have an embedding."""
     found: dict[int, tuple[str, bytes]] = {}
-    for start in range(0, len(seqs), 500):
-        chunk = list(seqs[start : start + 500])
+    for chunk in chunks(seqs):
         for seq, model, vector in conn.execute(
-            f"SELECT seq, model, vector FROM embeddings WHERE seq IN ({', '.join('?' * len(chunk))})",
+            f"SELECT seq, model, vector FROM embeddings WHERE seq IN ({marks(chunk)})",
             chunk,
         ):
             found[seq] = (model, vector)
@@ -761,10 +756,9 @@ def find_live_by_hash_except(conn: sqlite3.Connection, chash: str, memory_id: st
 def memories_by_id(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[int, Memory]]:
     """id → (seq, memory) for those of ``ids`` that exist."""
     found: dict[str, tuple[int, Memory]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = list(ids[start : start + 500])
+    for chunk in chunks(ids):
         for row in conn.execute(
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE id IN ({marks(chunk)})", chunk
         ):
             found[row[1]] = (row[0], row_to_memory(row))
     return found

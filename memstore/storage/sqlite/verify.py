@@ -176,10 +176,9 @@ def find_vector_problems(conn: sqlite3.Connection, model_id: str, dimension: int
 
 def _ids(conn: sqlite3.Connection, seqs: Sequence[int]) -> dict[int, str]:
     found: dict[int, str] = {}
-    for start in range(0, len(seqs), 500):
-        chunk = list(seqs[start : start + 500])
+    for chunk in db.chunks(seqs):
         found.update(conn.execute(
-            f"SELECT seq, id FROM memories WHERE seq IN ({', '.join('?' * len(chunk))})", chunk))
+            f"SELECT seq, id FROM memories WHERE seq IN ({db.marks(chunk)})", chunk))
     return found
 
 
@@ -347,9 +346,8 @@ def _repair_vectors(t: Target, embed: Callable[[Sequence[str]], np.ndarray]) -> 
     drop = sorted(set(f.malformed) | set(f.orphans))
     if drop:
         with transaction(conn):
-            for start in range(0, len(drop), 500):
-                chunk = drop[start : start + 500]
-                conn.execute(f"DELETE FROM embeddings WHERE seq IN ({', '.join('?' * len(chunk))})", chunk)
+            for chunk in db.chunks(drop):
+                conn.execute(f"DELETE FROM embeddings WHERE seq IN ({db.marks(chunk)})", chunk)
         done.append(f"dropped {len(f.malformed)} malformed and {len(f.orphans)} orphan embeddings")
     if f.stale_queue:
         with transaction(conn):
