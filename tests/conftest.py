@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import pg  # now: it reads MEMSTORE_TEST_POSTGRES_URL before each test clears MEMSTORE_*
 
 import memstore
 from memstore.embedding import HashEmbedder
@@ -54,9 +55,7 @@ def no_leaked_query_workers(model_cache: Path):
 @pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL + pgvector for the session (tests/pg.py), started on first use."""
-    from pg import PostgresServer
-
-    server = PostgresServer()
+    server = pg.PostgresServer()
     try:
         yield server
     finally:
