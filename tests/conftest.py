@@ -10,8 +10,8 @@ import os
 import warnings
 from pathlib import Path
 
-import pytest
 import pg  # now: it reads MEMSTORE_TEST_POSTGRES_URL before each test clears MEMSTORE_*
+import pytest
 
 import memstore
 from memstore.embedding import HashEmbedder
