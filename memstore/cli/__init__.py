@@ -277,7 +277,10 @@ def stats(ctx: click.Context, as_json: bool) -> None:
                f"{data['without_current_vector']} memories lack a current vector")
     click.echo(f"database:   {data['database_bytes']:,} bytes")
     click.echo(f"index:      {data['index']['bytes']:,} bytes")
-    click.echo(f"home:       {data['home']}")
+    if "home" in data:
+        click.echo(f"home:       {data['home']}")
+    else:  # a team store: its URL, password masked
+        click.echo(f"store:      {data['database']}")
 
 
 @cli.command()

@@ -54,6 +54,8 @@ def test_readme_commands_on_a_team_store(run, url, monkeypatch):
     stats = json.loads(run("stats", "--json").stdout)
     assert stats["memories"] == 2 and "***" in stats["database"]
     assert json.loads(run("verify", "--json").stdout)["ok"] is True
+    for command in (["stats"], ["verify"], ["reindex"], ["purge", "--dry-run"], ["export"]):
+        run(*command)  # the text output of every maintenance command works on a team store
 
 
 def test_server_down_is_one_line_and_exit_1(run, tmp_path):

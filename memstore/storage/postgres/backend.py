@@ -368,8 +368,11 @@ class PostgresBackend:
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
             vectors = conn.execute("SELECT count(*) FROM embeddings WHERE model = %s", (model,)).fetchone()[0]
             server = conn.execute("SHOW server_version").fetchone()[0]
+            index_bytes = conn.execute("SELECT coalesce(pg_relation_size(to_regclass('embeddings_hnsw')), 0)"
+                                       ).fetchone()[0]
         return {
-            "index": {"kind": "hnsw (pgvector)", "vectors": int(vectors), "dimension": self.dimension},
+            "index": {"kind": "hnsw (pgvector)", "vectors": int(vectors), "dimension": self.dimension,
+                      "bytes": int(index_bytes)},
             "database": self.location,
             "database_bytes": int(size),
             "server_version": str(server),
