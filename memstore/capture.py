@@ -197,6 +197,10 @@ class Capture:
         if near is not None and vectors is not None:
             fresh, vectors = self._skip_near_duplicates(rows, fresh, vectors, near, results)
         model = self.embedding.model_id if vectors is not None else None
+        # A backend shared by several machines (PostgreSQL) serialises near-duplicate decisions
+        # per scope with a lock held to the end of the write, and they are made again under it:
+        # two writers of nearly the same text cannot both miss each other.
+        lock_scope = getattr(backend, "lock_scope", None) if vectors is not None else None
         with backend.write():
             for n, i in enumerate(fresh):
                 row = rows[i]
@@ -204,8 +208,15 @@ class Capture:
                 if again is not None:  # another process stored it since we looked
                     results[i] = result(again, created=False)
                     continue
+                if lock_scope is not None and near is not None and vectors is not None:
+                    lock_scope(row.namespace, row.project)
+                    if self._skip_near_duplicates(rows, [i], vectors[n:n + 1], near, results)[0] == []:
+                        continue
                 vector = (model, as_bytes(vectors[n])) if vectors is not None and model else None
-                results[i] = result(backend.insert(row, vector), created=True, notices=notices)
+                stored = backend.insert(row, vector)
+                # (An id other than the row's: a concurrent writer stored the same text first.)
+                created = stored.id == row.id
+                results[i] = result(stored, created=created, notices=notices if created else ())
         for i in repeats:
             results[i] = result(results[first_of[rows[i].content_hash]], created=False)
         return [results[i] for i in range(len(rows))]

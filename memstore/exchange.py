@@ -47,7 +47,7 @@ RECORD_KEYS = frozenset(
     {
         "id", "text", "namespace", "tags", "metadata", "source", "project", "branch",
         "created_at", "updated_at", "expires_at", "deleted", "deleted_at", "supersedes",
-        "superseded_by",
+        "superseded_by", "author",
     }
 )
 MAX_ID_CHARS = 128
@@ -106,6 +106,8 @@ def encode_memory(memory: Memory, embedding: tuple[str, bytes] | None = None) ->
         "supersedes": memory.supersedes,
         "superseded_by": memory.superseded_by,
     }
+    if memory.author is not None:  # team stores record who captured (absent: nobody recorded)
+        record["author"] = memory.author
     if embedding is not None:
         model, blob = embedding
         record["embedding"] = {
@@ -297,6 +299,7 @@ def decode_record(obj: Any) -> ExportRecord:
         "deleted_at": _ts_field(obj.get("deleted_at"), "deleted_at", required=False),
         "supersedes": _id_field(obj.get("supersedes"), "supersedes", required=False),
         "superseded_by": _id_field(obj.get("superseded_by"), "superseded_by", required=False),
+        "author": clean_name(obj.get("author"), "author"),
     }
     if values["superseded_by"] == values["id"] or values["supersedes"] == values["id"]:
         raise InvalidInputError("a memory cannot supersede itself")

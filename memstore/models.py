@@ -36,6 +36,8 @@ class Memory:
     supersedes: str | None = None
     superseded_by: str | None = None
     deleted_at: datetime | None = None
+    #: Who captured it (team stores record it: the user.name setting, git user.email or OS user).
+    author: str | None = None
 
     @property
     def is_current(self) -> bool:
@@ -65,6 +67,7 @@ class Memory:
             "supersedes": self.supersedes,
             "superseded_by": self.superseded_by,
             "deleted_at": _iso(self.deleted_at),
+            **({"author": self.author} if self.author is not None else {}),
         }
 
 

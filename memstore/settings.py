@@ -78,6 +78,16 @@ SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in (
         Setting("home", str, None, "Store directory (default: the platform data directory)."),
+        Setting(
+            "database_url", str, None,
+            "PostgreSQL URL of a team store (postgresql://user@host/db); used instead of the store "
+            "directory. Printed with its password masked.",
+        ),
+        Setting(
+            "user.name", str, None,
+            "Who captures, recorded as each memory's author in a team store (default: git's "
+            "user.email, else the OS user).",
+        ),
         Setting("default_namespace", str, DEFAULT_NAMESPACE, "Namespace of captures that do not name one."),
         Setting("model_dir", str, None, "Directory of an ONNX model to use instead of the bundled one."),
         Setting(
@@ -204,10 +214,20 @@ class Settings:
         return setting.default if setting is not None else None
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Every setting with its source; a database URL with its password masked."""
         return {
-            name: {"value": self.values[name], "source": self.sources[name], "help": SETTINGS[name].help}
+            name: {"value": _printable(name, self.values[name]), "source": self.sources[name],
+                   "help": SETTINGS[name].help}
             for name in SETTINGS
         }
+
+
+def _printable(name: str, value: Any) -> Any:
+    if name == "database_url" and isinstance(value, str):
+        from .storage.urls import redact_url
+
+        return redact_url(value)
+    return value
 
 
 def env_value(name: str) -> str | None:

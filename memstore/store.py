@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from .author import author_name
 from .batch_embed import BATCH_SIZE, Embedding, Progress
 from .capture import Capture, TimeLike, TtlLike, clean_id
 from .embedding.base import Embedder, ModelInfo
@@ -31,6 +32,7 @@ from .recall import recall as run_recall
 from .settings import DB_FILENAME, Settings, home_dir, load_settings
 from .storage import open_backend
 from .storage.base import Backend, Filter
+from .storage.urls import is_postgres_url
 from .timeutil import format_ts, now, parse_time
 from .validate import (
     clean_limit,
@@ -94,15 +96,26 @@ class MemoryStore:
         model_dir: str | os.PathLike[str] | None = None,
         settings: Settings | None = None,
         backend: Backend | None = None,
+        pool_size: int | None = None,
     ) -> None:
+        explicit = os.fspath(home) if home is not None else None
+        url = explicit if explicit is not None and is_postgres_url(explicit) else None
         if settings is None:
             settings = load_settings(
-                {"home": os.fspath(home) if home else None,
+                {"home": os.fspath(home) if home and not url else None, "database_url": url,
                  "model_dir": os.fspath(model_dir) if model_dir else None}
             )
         self.settings = settings
         self.home = home_dir(settings.get("home"))
-        self.backend: Backend = backend if backend is not None else open_backend(self.home)
+        if url is None and settings.get("database_url") and (
+            settings.sources.get("database_url") == "argument"
+            or (explicit is None and settings.sources.get("home") != "argument")
+        ):  # a store directory given as an argument wins over a configured team store
+            url = settings.get("database_url")
+        if backend is None:
+            backend = (open_backend(url, author=author_name(settings), pool_size=pool_size) if url
+                       else open_backend(self.home))
+        self.backend: Backend = backend
         self.db_path: Path | None = getattr(self.backend, "db_path", None)
         self.index_dir: Path | None = getattr(self.backend, "index_dir", None)
         self._embedder_injected = embedder is not None
@@ -299,11 +312,12 @@ class MemoryStore:
         branch: str | None = None,
         source: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        author: str | Iterable[str] | None = None,
     ) -> list[Memory]:
         """Memories newest first, filtered like recall. ``deleted=True`` lists forgotten ones,
-        ``expired=True`` the expired ones that ``purge`` has not deleted yet. ``source`` and
-        ``metadata`` (string values, all must match) narrow it further."""
-        flt = _scoped(self._filter(namespace, tags, since, until), project, branch)
+        ``expired=True`` the expired ones that ``purge`` has not deleted yet. ``source``,
+        ``metadata`` (string values, all must match) and ``author`` narrow it further."""
+        flt = _scoped(self._filter(namespace, tags, since, until, author), project, branch)
         flt.only_deleted = deleted
         if expired:
             flt.include_expired = flt.only_expired = True
@@ -314,8 +328,10 @@ class MemoryStore:
         return self.backend.list(flt, limit, clean_offset(offset))
 
     def _filter(self, namespace: str | Iterable[str] | None, tags: Iterable[str] | str | None,
-                since: TimeLike, until: TimeLike) -> Filter:
+                since: TimeLike, until: TimeLike, author: str | Iterable[str] | None = None) -> Filter:
+        authors = [author] if isinstance(author, str) else list(author or ())
         return Filter(
+            authors=tuple(dict.fromkeys(clean_name(a, "author", allow_none=False) for a in authors)),  # type: ignore[misc]
             namespaces=clean_namespaces(namespace),
             tags=clean_tags(tags),
             since=parse_time(since, field="since"),
@@ -339,6 +355,7 @@ class MemoryStore:
         project: str | Iterable[str | None] | None = None,
         branch: str | None = None,
         min_similarity: float | None = None,
+        author: str | Iterable[str] | None = None,
     ) -> Hits:
         """Memories most relevant to ``query``, best first.
 
@@ -346,7 +363,8 @@ class MemoryStore:
         ``memstore.recall.fuse``), ``keyword`` (full-text bm25 only) or ``semantic`` (cosine
         only). Filters apply to both legs. Each Hit carries the fused score and the per-leg
         evidence. ``project`` is one project or several (``None`` in the list means memories
-        with no project; ``project=None`` means every project); ``branch`` keeps one branch's.
+        with no project; ``project=None`` means every project); ``branch`` keeps one branch's;
+        ``author`` one captor's or several (team stores record who captured each memory).
         ``min_similarity`` (default: the ``recall.min_similarity`` setting; unset: none) leaves
         out hits whose cosine to the query is below it; it does not apply in keyword mode, nor
         to a keyword hit whose memory has no vector yet (nothing to measure).
@@ -357,7 +375,7 @@ class MemoryStore:
         floor = clean_similarity(
             min_similarity if min_similarity is not None else self.settings.get("recall.min_similarity")
         )
-        flt = _scoped(self._filter(namespace, tags, since, until), project, branch)
+        flt = _scoped(self._filter(namespace, tags, since, until, author), project, branch)
         if mode in ("hybrid", "semantic"):
             self._embed_pending_before_recall()
         return run_recall(self.backend, self._embedding, query, limit, flt, mode, min_similarity=floor)
@@ -614,13 +632,16 @@ def open_store(
     embedder: Embedder | None = None,
     model_dir: str | os.PathLike[str] | None = None,
     settings: Settings | None = None,
+    pool_size: int | None = None,
 ) -> MemoryStore:
     """Open (creating if needed) the store in ``path`` (default: the ``home`` setting,
-    i.e. $MEMSTORE_HOME, the config file, or the platform data directory).
+    i.e. $MEMSTORE_HOME, the config file, or the platform data directory); a
+    ``postgresql://`` URL (or the ``database_url`` setting) opens a team store.
 
     ``embedder`` replaces the resolved model (e.g. a deterministic fake in tests);
-    ``settings`` replaces the settings loaded from the config file and environment."""
-    return MemoryStore(path, embedder=embedder, model_dir=model_dir, settings=settings)
+    ``settings`` replaces the settings loaded from the config file and environment;
+    ``pool_size`` keeps that many team-store connections for a long-lived, threaded process."""
+    return MemoryStore(path, embedder=embedder, model_dir=model_dir, settings=settings, pool_size=pool_size)
 
 
 def salvage_export(

@@ -137,13 +137,13 @@ def ingest(store: Any, items: list[tuple[str, str]], run: Run,
 
 def query_all(store: Any, units: dict[str, list[str]], reference: ReferenceRetriever | None,
               cached: CachingEmbedder, questions: list[tuple[str, frozenset[str], str | None]],
-              limit: int, run: Run, systems: Sequence[str]) -> None:
+              limit: int, run: Run, systems: Sequence[str], prefix: str = "") -> None:
     for mode in (m for m in MODES if m in systems):
         for text, relevant, group in questions:
             start = time.perf_counter()
             hits = store.recall(text, limit=limit, mode=mode)
             seconds = time.perf_counter() - start
-            run.add(mode, ranked_ids(hits, units), relevant, seconds, group)
+            run.add(prefix + mode, ranked_ids(hits, units), relevant, seconds, group)
     if reference is not None:
         for text, relevant, group in questions:
             qvec = cached.embed_query(text)
@@ -152,12 +152,23 @@ def query_all(store: Any, units: dict[str, list[str]], reference: ReferenceRetri
             run.add("reference", ranked, relevant, time.perf_counter() - start, group)
 
 
-def open_store(directory: Path, embedder: Any) -> Any:
-    return memstore.open(directory, embedder=embedder)
+def open_store(directory: Path, embedder: Any, db: str | None = None) -> Any:
+    """A fresh store: the directory (SQLite), or a schema named after it on the server ``db``."""
+    if db is None:
+        return memstore.open(directory, embedder=embedder)
+    from pgserver import in_schema
+
+    schema = "eval_" + "_".join(directory.parts[-2:]).replace("-", "_").lower()
+    return memstore.open(in_schema(db, schema), embedder=embedder)
 
 
-def eval_locomo(args: argparse.Namespace, cached: CachingEmbedder, embedder: Any, work: Path) -> Run:
-    run = Run({
+PG = "pg "  # the prefix of the PostgreSQL backend's systems in the tables
+
+
+def eval_locomo(args: argparse.Namespace, cached: CachingEmbedder, embedder: Any, work: Path,
+                db: str | None = None, run: Run | None = None) -> Run:
+    prefix = PG if db else ""
+    run = run or Run({
         "R@5": lambda r, rel: recall_at(r, rel, 5),
         "R@10": lambda r, rel: recall_at(r, rel, 10),
         "nDCG@10": lambda r, rel: ndcg_at(r, rel, 10),
@@ -174,15 +185,15 @@ def eval_locomo(args: argparse.Namespace, cached: CachingEmbedder, embedder: Any
         if not asked:
             continue
         items = [(dia, text) for dia, text, _ in conv.turns]
-        with open_store(work / "locomo" / conv.sample_id, embedder) as store:
+        with open_store(work / "locomo" / conv.sample_id, embedder, db) as store:
             units = ingest(store, items, run, cached)
             reference = None
-            if "reference" in args.systems:
+            if "reference" in args.systems and not db:
                 texts = [text for _, text in items]
                 reference = ReferenceRetriever([dia for dia, _ in items], texts, cached.embed(texts))
             questions = [(q.text, q.evidence, CATEGORIES[q.category]) for q in asked]
-            query_all(store, units, reference, cached, questions, 10, run, args.systems)
-        print(f"  {conv.sample_id}: {len(items)} turns, {len(asked)} questions", file=sys.stderr)
+            query_all(store, units, reference, cached, questions, 10, run, args.systems, prefix)
+        print(f"  {prefix}{conv.sample_id}: {len(items)} turns, {len(asked)} questions", file=sys.stderr)
     asked_all = [conversations[c].questions[i] for c, i in sorted(chosen)]
     run.info = {  # type: ignore[attr-defined]
         "conversations": len({c for c, _ in chosen}),
@@ -195,8 +206,10 @@ def eval_locomo(args: argparse.Namespace, cached: CachingEmbedder, embedder: Any
     return run
 
 
-def eval_scifact(args: argparse.Namespace, cached: CachingEmbedder, embedder: Any, work: Path) -> Run:
-    run = Run({
+def eval_scifact(args: argparse.Namespace, cached: CachingEmbedder, embedder: Any, work: Path,
+                 db: str | None = None, run: Run | None = None) -> Run:
+    prefix = PG if db else ""
+    run = run or Run({
         "nDCG@10": lambda r, rel: ndcg_at(r, rel, 10),
         "R@100": lambda r, rel: recall_at(r, rel, 100),
     })
@@ -205,14 +218,14 @@ def eval_scifact(args: argparse.Namespace, cached: CachingEmbedder, embedder: An
     if args.sample is not None:
         queries = random.Random(args.seed).sample(queries, min(args.sample, len(queries)))
         run.sampled = (len(queries), len(data.queries))
-    with open_store(work / "scifact", embedder) as store:
+    with open_store(work / "scifact", embedder, db) as store:
         units = ingest(store, data.docs, run, cached)
         reference = None
-        if "reference" in args.systems:
+        if "reference" in args.systems and not db:
             texts = [text for _, text in data.docs]
             reference = ReferenceRetriever([d for d, _ in data.docs], texts, cached.embed(texts))
         questions = [(text, data.qrels[qid], None) for qid, text in queries]
-        query_all(store, units, reference, cached, questions, 100, run, args.systems)
+        query_all(store, units, reference, cached, questions, 100, run, args.systems, prefix)
     run.info = {"docs": len(data.docs), "queries": len(data.queries),  # type: ignore[attr-defined]
                 "judgments": sum(len(v) for v in data.qrels.values())}
     return run
@@ -278,6 +291,9 @@ def main() -> None:
                         help="evaluate N randomly drawn questions per dataset (a quick check; "
                              "LoCoMo builds only the conversations they come from)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of --sample (default 0)")
+    parser.add_argument("--db", metavar="URL", default=None,
+                        help="also run every store on this PostgreSQL server (\"embedded\": start a "
+                             "local one), side by side with SQLite; its rows are prefixed 'pg '")
     args = parser.parse_args()
     if args.sample is not None and args.sample < 1:
         parser.error("--sample must be at least 1")
@@ -289,28 +305,44 @@ def main() -> None:
     if not args.cached_queries:
         cached.inner.embed_query("warm up the model")
     print(f"memstore {memstore.__version__} ({revision()}), model {cached.model_id}")
-    print(f"command: python scripts/eval_retrieval.py {' '.join(sys.argv[1:])}".rstrip())
+    from memstore.storage.urls import redact_text
+
+    print(redact_text(f"command: python scripts/eval_retrieval.py {' '.join(sys.argv[1:])}".rstrip()))
     report: dict[str, Any] = {"model": cached.model_id, "revision": revision()}
-    with tempfile.TemporaryDirectory(prefix="memstore-eval-") as tmp:
+    import contextlib
+
+    from pgserver import server
+
+    systems = list(args.systems)
+    if args.db:
+        systems += [PG + m for m in MODES if m in args.systems]
+    with tempfile.TemporaryDirectory(prefix="memstore-eval-") as tmp, \
+            (server(None if args.db == "embedded" else args.db) if args.db
+             else contextlib.nullcontext(None)) as db_url:
         work = args.work_dir or Path(tmp)
+        db = db_url if args.db else None
         if "locomo" in args.datasets:
             run = eval_locomo(args, cached, embedder, work)
+            if db:
+                eval_locomo(args, cached, embedder, work, db, run)
             info = run.info  # type: ignore[attr-defined]
             print(f"\nLoCoMo: {info['conversations']} conversations, {info['turns']:,} turns (one store "
                   f"each), {info['questions']:,} questions, {info['pairs']:,} evidence turns")
-            print_table(run, args.systems, ["R@5", "R@10", "nDCG@10", "MRR@10"])
+            print_table(run, systems, ["R@5", "R@10", "nDCG@10", "MRR@10"])
             groups = info["by_category"]
             print()
-            print_groups(run, args.systems, "R@10", groups)
-            print_groups(run, args.systems, "nDCG@10", groups)
+            print_groups(run, systems, "R@10", groups)
+            print_groups(run, systems, "nDCG@10", groups)
             print(ingest_line(run))
             report["locomo"] = run.to_dict() | {"info": info}
         if "scifact" in args.datasets:
             run = eval_scifact(args, cached, embedder, work)
+            if db:
+                eval_scifact(args, cached, embedder, work, db, run)
             info = run.info  # type: ignore[attr-defined]
             print(f"\nBEIR SciFact: {info['docs']:,} abstracts (one store), {info['queries']} test "
                   f"queries, {info['judgments']} judgments")
-            print_table(run, args.systems, ["nDCG@10", "R@100"])
+            print_table(run, systems, ["nDCG@10", "R@100"])
             print(ingest_line(run))
             report["scifact"] = run.to_dict() | {"info": info}
     if args.json:

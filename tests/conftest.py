@@ -10,6 +10,7 @@ import os
 import warnings
 from pathlib import Path
 
+import pg  # now: it reads MEMSTORE_TEST_POSTGRES_URL before each test clears MEMSTORE_*
 import pytest
 
 import memstore
@@ -49,6 +50,16 @@ def no_leaked_query_workers(model_cache: Path):
 
     leaked = stop_worker(BUNDLED_MODEL_ID, model_cache / DIR_NAME)
     assert not leaked, "a test started a query worker in the shared model cache"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL + pgvector for the session (tests/pg.py), started on first use."""
+    server = pg.PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -75,10 +75,20 @@ def _clean_name(value: str | None) -> str | None:
     return cleaned if ok else "\x00invalid"
 
 
-@pytest.fixture(scope="module")
-def hostile_store(tmp_path_factory):
-    with memstore.open(tmp_path_factory.mktemp("hostile"), embedder=HashEmbedder()) as s:
-        yield s
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def hostile_store(request, tmp_path_factory):
+    """One store per backend for the module: the same hostile input must hold on both."""
+    if request.param == "sqlite":
+        with memstore.open(tmp_path_factory.mktemp("hostile"), embedder=HashEmbedder()) as s:
+            yield s
+        return
+    server = request.getfixturevalue("postgres_server")
+    name, url = server.create_database()
+    try:
+        with memstore.open(url, embedder=HashEmbedder()) as s:
+            yield s
+    finally:
+        server.drop_database(name)
 
 
 _vocab = sqlite3.connect(":memory:")

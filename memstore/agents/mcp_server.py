@@ -43,6 +43,9 @@ from .hooks import project_scope
 
 __all__ = ["build_server", "serve"]
 
+#: Team-store connections the MCP server keeps (tool calls may run in worker threads).
+MCP_POOL_SIZE = 4
+
 #: Characters of a memory's text shown per item in the text rendering of recall and list
 #: (the structured result always carries the whole text; ``get`` shows it whole too).
 SNIPPET_CHARS = 500
@@ -628,7 +631,7 @@ def serve(settings: Settings | None = None) -> None:
 
     settings = settings if settings is not None else load_settings()
     _start_query_worker(settings)
-    store = _LazyStore(lambda: open_store(settings=settings))
+    store = _LazyStore(lambda: open_store(settings=settings, pool_size=MCP_POOL_SIZE))
     try:
         anyio.run(_serve_stdio, build_server(store, settings))
     except KeyboardInterrupt:

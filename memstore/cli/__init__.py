@@ -85,18 +85,27 @@ Shell completion (bash; zsh/fish: zsh_source/fish_source):
     help="Store directory (default: $MEMSTORE_HOME, the config file, or the platform data dir).",
 )
 @click.option(
+    "--db", "database_url", metavar="URL",
+    help="A team store on PostgreSQL (postgresql://user@host/db) instead of the store directory "
+         "($MEMSTORE_DATABASE_URL).",
+)
+@click.option(
     "--model-dir", type=click.Path(file_okay=False),
     help="Use the ONNX model in this directory instead of the bundled one ($MEMSTORE_MODEL_DIR).",
 )
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, model_dir: str | None) -> None:
+def cli(ctx: click.Context, home: str | None, database_url: str | None, model_dir: str | None) -> None:
     """memstore: capture memories and recall them by meaning or keyword, offline."""
     ctx.ensure_object(dict)
-    ctx.obj.update(overrides={"home": home, "model_dir": model_dir})
+    ctx.obj.update(overrides={"home": home, "database_url": database_url, "model_dir": model_dir})
     set_announcer(lambda line: click.echo(line, err=True))
 
 
 namespace_opt = click.option("-n", "--namespace", help="Namespace (default: 'default').")
+author_opt = click.option(
+    "--author", "authors", multiple=True,
+    help="Only memories captured by this author (repeatable; team stores record authors).",
+)
 tags_opt = click.option("-t", "--tag", "tags", multiple=True, help="Tag (repeatable).")
 redact_opt = click.option(
     "--redact/--no-redact", default=None,
@@ -201,6 +210,7 @@ Examples:
     help="Leave out hits whose cosine similarity to the query is below this, e.g. 0.3 "
          "(hybrid/semantic) [setting recall.min_similarity: none].",
 )
+@author_opt
 @recall_scope_options
 @json_opt
 @nl_opt
@@ -209,7 +219,8 @@ Examples:
 def recall(
     ctx: click.Context, query: str, limit: int | None, mode: str | None, namespaces: tuple[str, ...],
     tags: tuple[str, ...], since: str | None, until: str | None, min_similarity: float | None,
-    projects: tuple[str, ...], branch: str | None, all_projects: bool, as_json: bool, nl: bool,
+    authors: tuple[str, ...], projects: tuple[str, ...], branch: str | None, all_projects: bool,
+    as_json: bool, nl: bool,
 ) -> None:
     """Find memories by meaning and keyword, best first. Inside a git repository: its
     project's memories and those with no project (see --project, --branch, --all-projects).
@@ -224,7 +235,8 @@ def recall(
         mode = mode or store.settings["recall.mode"]
         hits = store.recall(
             query, limit, namespace=namespaces or None, tags=tags or None, since=since,
-            until=until, mode=mode, min_similarity=min_similarity, **scope,  # type: ignore[arg-type]
+            until=until, mode=mode, min_similarity=min_similarity,
+            author=authors or None, **scope,  # type: ignore[arg-type]
         )
     if nl:
         emit_json_lines(hit.to_dict() for hit in hits)
@@ -287,6 +299,7 @@ Examples:
 @click.option("--until", help="Only memories created before this time.")
 @click.option("--deleted", is_flag=True, help="List forgotten memories instead.")
 @click.option("--expired", is_flag=True, help="List expired memories (not purged yet) instead.")
+@author_opt
 @recall_scope_options
 @json_opt
 @nl_opt
@@ -295,7 +308,8 @@ Examples:
 def list_(
     ctx: click.Context, limit: int, offset: int, namespaces: tuple[str, ...],
     tags: tuple[str, ...], since: str | None, until: str | None, deleted: bool, expired: bool,
-    projects: tuple[str, ...], branch: str | None, all_projects: bool, as_json: bool, nl: bool,
+    authors: tuple[str, ...], projects: tuple[str, ...], branch: str | None, all_projects: bool,
+    as_json: bool, nl: bool,
 ) -> None:
     """List memories, newest first (scoped like recall). --json prints one JSON array,
     --nl one JSON object per line."""
@@ -303,7 +317,7 @@ def list_(
     with open_from_context(ctx) as store:
         memories = store.list(
             limit=limit, offset=offset, namespace=namespaces or None, tags=tags or None,
-            since=since, until=until, deleted=deleted, expired=expired, **scope,
+            since=since, until=until, deleted=deleted, expired=expired, author=authors or None, **scope,
         )
     if nl:
         emit_json_lines(m.to_dict() for m in memories)
@@ -404,7 +418,10 @@ def stats(ctx: click.Context, as_json: bool) -> None:
                f"({data['pending_embeddings']} deferred; `memstore reindex` embeds them)")
     echo(f"database:   {data['database_bytes']:,} bytes")
     echo(f"index:      {data['index']['bytes']:,} bytes")
-    echo(f"home:       {data['home']}")
+    if "home" in data:
+        echo(f"home:       {data['home']}")
+    else:  # a team store: its URL, password masked
+        echo(f"store:      {data['database']}")
 
 
 @cli.command(short_help="Embed what lacks a vector; rebuild the index.")
@@ -503,13 +520,16 @@ def model(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 @handle_errors
 def path(ctx: click.Context, as_json: bool) -> None:
-    """Show where the store keeps its files."""
+    """Show where the store keeps its files (a team store's URL without its password)."""
     from ..settings import DB_FILENAME, cache_dir, config_path, home_dir, load_settings
+    from ..storage.urls import redact_url
 
-    home = home_dir(load_settings(ctx.obj["overrides"]).get("home"))
+    settings = load_settings(ctx.obj["overrides"])
+    home = home_dir(settings.get("home"))
+    url = settings.get("database_url")
     data = {
         "home": str(home),
-        "database": str(home / DB_FILENAME),
+        "database": redact_url(url) if url else str(home / DB_FILENAME),
         "index": str(home / "index"),
         "cache": str(cache_dir()),
         "config": str(config_path()),

@@ -17,8 +17,17 @@ if TYPE_CHECKING:
 __all__ = ["open_backend", "salvage"]
 
 
-def open_backend(location: str | os.PathLike[str]) -> Backend:
-    """The backend for ``location``: a store directory for SQLite."""
+def open_backend(location: str | os.PathLike[str], *, author: str | None = None,
+                 pool_size: int | None = None) -> Backend:
+    """The backend for ``location``: a ``postgresql://`` URL for the team store (``author``
+    recorded on its captures, a connection pool of ``pool_size`` for long-lived processes),
+    else a store directory for SQLite."""
+    from .urls import is_postgres_url
+
+    if is_postgres_url(os.fspath(location)):
+        from .postgres.backend import PostgresBackend
+
+        return PostgresBackend(os.fspath(location), author=author, pool_size=pool_size)
     from .sqlite import SQLiteBackend
 
     return SQLiteBackend(Path(location))

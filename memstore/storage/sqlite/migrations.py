@@ -220,8 +220,21 @@ def m003_cjk_trigram_index(db: Database) -> None:
     )
 
 
+def m004_author(db: Database) -> None:
+    """Who captured each memory. Team stores (PostgreSQL) record it; SQLite keeps it so a
+    memory moved between the two through export/import keeps its author."""
+    _execute_script(db,
+        """
+        ALTER TABLE memories ADD COLUMN author TEXT;
+        CREATE INDEX memories_author ON memories (author, created_at) WHERE author IS NOT NULL;
+        """
+    )
+
+
 #: The migrations in order. Append only.
-MIGRATIONS: list[Callable[[Any], None]] = [m001_initial, m002_pending_embeddings, m003_cjk_trigram_index]
+MIGRATIONS: list[Callable[[Any], None]] = [
+    m001_initial, m002_pending_embeddings, m003_cjk_trigram_index, m004_author,
+]
 MIGRATION_NAMES: tuple[str, ...] = tuple(fn.__name__ for fn in MIGRATIONS)
 
 

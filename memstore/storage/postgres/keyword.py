@@ -1,0 +1,104 @@
+"""The keyword leg on PostgreSQL: the same three sources and strengths as SQLite's leg.
+
+Words: the tsvector index, ranked by BM25 (``sql.keyword_search``: measured within 0.01 of
+FTS5's bm25 on LoCoMo and SciFact, where ``ts_rank``/``ts_rank_cd`` lose 0.09–0.32 nDCG@10;
+docs/team-store.md). CJK: the query's 3-character windows looked up through the pg_trgm
+index of memories holding CJK text, ranked by how many windows each contains; then, for
+what trigrams cannot match, its 1–2 character words and bigrams as substrings, ranked below
+every indexed match. Strength is each score relative to the best of its source (in [0, 1]);
+a memory found by several sources keeps its strongest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from ..base import Filter, Key, KeywordMatch
+from ..terms import (
+    CJK_RUN,
+    EVIDENCE_FACTOR,
+    MAX_TERMS,
+    cjk_runs,
+    cjk_substrings,
+    has_cjk,
+    keyword_strength,
+    keyword_terms,
+)
+from . import sql
+
+__all__ = ["KeywordLeg", "cjk_grams"]
+
+
+def cjk_grams(query: str) -> list[str]:
+    """Every 3-character window of each CJK run of 3+ characters, plus the query's other
+    words of 3+ characters; empty when no CJK run is long enough (as SQLite's trigram leg)."""
+    grams: dict[str, None] = {}
+    for run in cjk_runs(query):
+        for start in range(len(run) - 2):
+            grams.setdefault(run[start : start + 3])
+    if not grams:
+        return []
+    for word in keyword_terms(CJK_RUN.sub(" ", query)):
+        if len(word) >= 3:
+            grams.setdefault(word)
+    return list(grams)[:MAX_TERMS]
+
+
+class KeywordLeg:
+    """The keyword side of one recall on the team store."""
+
+    def __init__(self, op: Callable[[], AbstractContextManager[Any]], stats: sql.CorpusStats,
+                 query: str) -> None:
+        self._op = op  # the backend's connection for one operation
+        self._stats = stats
+        self._terms = keyword_terms(query)
+        self._grams = cjk_grams(query) if has_cjk(query) else []
+        self._substrings = cjk_substrings(query) if has_cjk(query) else []
+        self._beyond: dict[Key, KeywordMatch] = {}
+        self._scanned = False
+        self._floor = 1.0
+
+    def search(self, flt: Filter, depth: int) -> list[KeywordMatch]:
+        found: dict[Key, KeywordMatch] = {}
+        with self._op() as conn:
+            if self._terms:
+                rows = sql.keyword_search(conn, self._terms, flt, depth * EVIDENCE_FACTOR,
+                                          stats=self._stats)
+                if rows:
+                    best = rows[0][1]
+                    self._keep(found, ((seq, score, keyword_strength(score, best)) for seq, score in rows))
+            if self._grams:
+                rows = sql.cjk_search(conn, self._grams, flt, depth * EVIDENCE_FACTOR)
+                if rows:
+                    best = rows[0][1]
+                    self._keep(found, ((seq, -float(n), n / best) for seq, n in rows))
+            if self._substrings and len(found) < depth:
+                self._scanned = True
+                self._floor = min((m.strength for m in found.values()), default=1.0)
+                rows = sql.cjk_search(conn, self._substrings, flt, depth, indexed=False)
+                self._keep(found, ((seq, None, self._substring_strength(n)) for seq, n in rows))
+        ranked = sorted(found.values(), key=lambda m: -m.strength)
+        self._beyond = {m.key: m for m in ranked[depth:]}
+        return ranked[:depth]
+
+    def evidence_for(self, keys: Iterable[Key]) -> dict[Key, KeywordMatch]:
+        keys = list(keys)
+        found = {k: self._beyond[k] for k in keys if k in self._beyond}
+        if self._scanned and keys:
+            with self._op() as conn:
+                rows = sql.cjk_search(conn, self._substrings, Filter(include_expired=True), len(keys),
+                                      seqs=[int(k) for k in keys], indexed=False)  # type: ignore[call-overload]
+            self._keep(found, ((seq, None, self._substring_strength(n)) for seq, n in rows))
+        return found
+
+    def _substring_strength(self, count: int) -> float:
+        return self._floor * count / len(self._substrings)
+
+    @staticmethod
+    def _keep(found: dict[Key, KeywordMatch], matches: Iterable[tuple[Key, float | None, float]]) -> None:
+        for key, score, strength in matches:
+            current = found.get(key)
+            if current is None or strength > current.strength:
+                found[key] = KeywordMatch(key, score, strength)
