@@ -62,7 +62,7 @@ def child(args: argparse.Namespace) -> None:
     home = Path(args.home)
     if args.build:
         with memstore.open(home, embedder=emb) as store:
-            store.capture_many(items)
+            store.capture_many(items, redact=False)  # the texts as the vector table has them
             store.reindex()
         print(json.dumps({"built": len(items)}))
         return

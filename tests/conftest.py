@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pg  # now: it reads MEMSTORE_TEST_POSTGRES_URL before each test clears MEMSTORE_*
@@ -85,3 +86,9 @@ def real_embedder(model_cache: Path):
         mp.undo()
     assert embedder.info.backend == "fastembed"
     return embedder
+
+
+@pytest.fixture
+def postgres_url(postgres_server: pg.PostgresServer) -> Iterator[str]:
+    """The URL of an empty database of this test's own (dropped afterwards)."""
+    yield from postgres_server.database()

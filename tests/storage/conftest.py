@@ -10,15 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pg import PostgresServer
 
 from memstore.storage.base import Backend
-
-
-@pytest.fixture
-def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
-    """The URL of an empty database of this test's own (dropped afterwards)."""
-    yield from postgres_server.database()
 
 
 def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:

@@ -20,8 +20,8 @@ _spec.loader.exec_module(_backends)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("name", sorted(_backends.BACKENDS))
-def test_every_page_answers(name: str, tmp_path: Path, guard: Any) -> None:
-    backend = _backends.BACKENDS[name](tmp_path)
+def test_every_page_answers(name: str, request: pytest.FixtureRequest, tmp_path: Path, guard: Any) -> None:
+    backend = _backends.BACKENDS[name](request, tmp_path)
     with MemoryStore(tmp_path / "home", backend=backend, embedder=HashEmbedder()) as store:
         memory = store.capture("A memory on this backend", namespace="n", tags=["t"], metadata={"k": "v"})
         newer = store.update(memory.id, "A memory on this backend, edited")
