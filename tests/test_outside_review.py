@@ -464,9 +464,11 @@ def test_a_damaged_hnsw_index_is_detected_and_rebuilt(tmp_path, monkeypatch, whe
             hits = s.recall(f"topic {q}", mode="semantic")
             assert all(-1.0 <= h.similarity <= 1.0 for h in hits)
         assert any("rebuilt" in n for n in s.notices)
-        got = [[h.memory.id for h in s.recall(f"topic {q}", mode="semantic")] for q in range(5)]
-        s.reindex()  # a clean rebuild answers the same
-        assert got == [[h.memory.id for h in s.recall(f"topic {q}", mode="semantic")] for q in range(5)]
+        got = [{h.memory.id for h in s.recall(f"topic {q}", mode="semantic")} for q in range(5)]
+        s.reindex()  # a clean rebuild answers the same (HNSW builds on several threads are not
+        # bit-identical graphs: the same top-10 up to one approximate neighbour per query)
+        clean = [{h.memory.id for h in s.recall(f"topic {q}", mode="semantic")} for q in range(5)]
+        assert all(len(a & b) >= 9 for a, b in zip(got, clean, strict=True)), (got, clean)
 
 
 # -- 6. damage known to one process refuses writes in all -------------------------------------------

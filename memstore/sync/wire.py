@@ -177,6 +177,7 @@ def decode_tree(
     purged = _read_purged(files.get(PURGED, b""))
     records: dict[str, exchange.ExportRecord] = {}
     pending: list[tuple[str, bytes]] = []
+    rejected = 0
     for path in sorted(p for p in files if _SHARD.match(p)):
         for number, obj in _lines(files[path], path):
             where = f"{path} line {number}"
@@ -190,11 +191,13 @@ def decode_tree(
                 raise RemoteStateError(f"{where}: memory {record.id} appears twice")
             _check_years(record.values, where)
             records[record.id] = record
-            if record.vector is not None and record.vector_model == model:
+            if record.vector_rejected:  # exchange already refused it (not a finite unit vector)
+                rejected += 1
+            elif record.vector is not None and record.vector_model == model:
                 pending.append((record.id, record.vector))
     usable = {vid for (vid, _), ok in zip(pending, vectors_ok([b for _, b in pending], dimension),
                                              strict=True) if ok}
-    dropped = len(pending) - len(usable)
+    dropped = len(pending) - len(usable) + rejected
     versions = {
         vid: version_from_values(r.values, (model, r.vector) if vid in usable and r.vector else None)
         for vid, r in records.items()
