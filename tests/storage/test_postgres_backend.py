@@ -237,8 +237,8 @@ def test_apply_sync_rolls_back_a_write_committed_while_it_ran(pg, postgres_url):
 
     try:
         with pytest.raises(StoreChangedError):
-            pg.apply_sync([_sync_values(arriving), _sync_values(here, deleted=1, deleted_at=format_ts(now()))],
-                          [], expect=mark, progress=progress)
+            forgotten = _sync_values(here, deleted=1, deleted_at=format_ts(now()))
+            pg.apply_sync([_sync_values(arriving), forgotten], [], expect=mark, progress=progress)
     finally:
         other.close()
     assert pg.get(arriving.id) is None and not pg.get(here.id).deleted  # nothing applied

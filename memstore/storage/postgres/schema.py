@@ -166,8 +166,9 @@ def m002_change_counter(cur: psycopg.Cursor, ctx: SchemaContext) -> None:
             n bigint NOT NULL
         );
         INSERT INTO memstore_changes (n) VALUES (0);
+        -- SECURITY DEFINER: roles granted data privileges before this step can still write.
         CREATE FUNCTION memstore_bump_changes() RETURNS trigger LANGUAGE plpgsql
-        SET search_path FROM CURRENT AS $fn$
+        SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
         BEGIN
             IF current_setting('memstore.changes_bumped', true) IS DISTINCT FROM txid_current()::text THEN
                 PERFORM set_config('memstore.changes_bumped', txid_current()::text, true);
