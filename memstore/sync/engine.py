@@ -136,6 +136,9 @@ def sync(
     stage = _stages(on_stage)
     target = Remote(remote, ref)
     home = store.home
+    # A team store (PostgreSQL) keeps no files: its sync state lives in the user's home,
+    # which may not exist yet.
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(home / "sync.lock"):
         repo = Repo(home / "sync" / "repo.git")
         base = Base.load(_base_path(home, target), store.backend.store_id)

@@ -191,3 +191,58 @@ def test_connection_lost_mid_write_stores_nothing_and_says_so(pg):
     assert "\n" not in str(info.value)
     assert pg.counts()["memories"] == 0  # reconnected; the transaction was rolled back whole
     assert pg.insert(row("after")).text == "after"
+
+
+def _sync_values(r: NewMemory, **changes) -> dict:
+    values = {"id": r.id, "text": r.text, "namespace": r.namespace, "tags": "[]", "source": None,
+              "metadata": "{}", "project": None, "branch": None, "created_at": r.created_at,
+              "updated_at": r.updated_at, "expires_at": None, "deleted": 0, "deleted_at": None,
+              "supersedes": None, "superseded_by": None, "content_hash": r.content_hash, "_vector": None}
+    values.update(changes)
+    return values
+
+
+def test_change_mark_moves_with_every_write_and_never_goes_down(pg):
+    marks = [pg.sync_rows()[1]]
+    m = pg.insert(row("a memory"))
+    marks.append(pg.sync_rows()[1])
+    pg.set_forgotten(m.id, True, format_ts(now()))
+    marks.append(pg.sync_rows()[1])
+    pg.set_forgotten(m.id, False, format_ts(now()))
+    marks.append(pg.sync_rows()[1])
+    newer = row("a memory, edited", supersedes=m.id)
+    pg.supersede(m.id, newer, None)
+    marks.append(pg.sync_rows()[1])
+    pg.set_forgotten(newer.id, True, format_ts(now()))
+    pg.purge(now())
+    assert pg.get(m.id) is None
+    marks.append(pg.sync_rows()[1])
+    assert [mk[-1] for mk in marks] == sorted({mk[-1] for mk in marks})  # strictly increasing
+    pg.set_forgotten("missing", True, format_ts(now()))  # writes nothing: the mark stays
+    assert pg.sync_rows()[1] == marks[-1]
+
+
+def test_apply_sync_rolls_back_a_write_committed_while_it_ran(pg, postgres_url):
+    from memstore.errors import StoreChangedError
+
+    here = row("already here")
+    pg.insert(here)
+    rows, mark = pg.sync_rows()
+    other = PostgresBackend(postgres_url)
+    arriving = row("arriving")
+    meanwhile = row("written by another process during the apply")
+
+    def progress(done: int, total: int) -> None:  # inside apply_sync's transaction
+        other.insert(meanwhile)
+
+    try:
+        with pytest.raises(StoreChangedError):
+            forgotten = _sync_values(here, deleted=1, deleted_at=format_ts(now()))
+            pg.apply_sync([_sync_values(arriving), forgotten], [], expect=mark, progress=progress)
+    finally:
+        other.close()
+    assert pg.get(arriving.id) is None and not pg.get(here.id).deleted  # nothing applied
+    assert pg.get(meanwhile.id) is not None
+    rows, mark = pg.sync_rows()
+    kept, after = pg.apply_sync([_sync_values(arriving)], [], expect=mark)
+    assert kept == [] and after[-1] > mark[-1] and pg.sync_rows()[1] == after

@@ -112,3 +112,39 @@ def test_least_privilege_role_uses_a_store_created_by_the_owner(postgres_url):
     assert [m.key for m in user.keyword_leg("granted").search(Filter(now=now()), 5)]
     assert user.purge(now()) == []  # nothing to purge; VACUUM is only tried when rows went
     user.close()
+
+
+def test_upgrade_to_the_change_counter_keeps_granted_writers_working(postgres_url, monkeypatch):
+    """Schema step 2 (sync's change counter) on a store in use: roles granted data privileges
+    before it can still write (the trigger runs as the owner); their writes move the mark."""
+    import psycopg
+
+    from memstore.identity import content_hash, new_id
+    from memstore.storage.base import NewMemory
+    from memstore.storage.postgres import schema
+    from memstore.timeutil import format_ts, now
+
+    def memory(text: str) -> NewMemory:
+        stamp = format_ts(now())
+        return NewMemory(id=new_id(), text=text, namespace="default", tags=(), metadata={},
+                         content_hash=content_hash(text, "default"), created_at=stamp, updated_at=stamp)
+
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        m.setattr(schema, "SCHEMA_VERSION", 1)
+        old = open_backend(postgres_url)
+        old.insert(memory("stored before the upgrade"))
+        old.close()
+    url = _role(postgres_url, "early_user")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("GRANT USAGE ON SCHEMA public TO early_user")
+        conn.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO early_user")
+        conn.execute("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO early_user")
+    owner = open_backend(postgres_url)  # migrates to step 2
+    rows, before = owner.sync_rows()
+    assert [r[1] for r in rows] == ["stored before the upgrade"]
+    user = open_backend(url)
+    user.insert(memory("stored by a role granted before step 2"))
+    user.close()
+    assert owner.sync_rows()[1][-1] == before[-1] + 1
+    owner.close()

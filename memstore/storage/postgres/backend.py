@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ModelMismatchError, ModelMismatchWarning, StoreError
+from ...errors import ModelMismatchError, ModelMismatchWarning, StoreChangedError, StoreError
 from ...models import Memory, VerifyReport
 from ..base import EmbedJob, Filter, Key, NewMemory, StateOutcome
 from ..urls import redact_url
@@ -263,6 +263,49 @@ class PostgresBackend:
                 raise StoreError(f"memory {values.get('id')} duplicates a live memory; not imported")
             if vector is not None:
                 self._put(conn, seq, vector[0], columns["content_hash"], vector[1])
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def sync_rows(self) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+        with self.read(), self._op() as conn:
+            return sql.sync_rows(conn), sql.change_mark(conn)
+
+    def apply_sync(self, rows: Sequence[dict[str, Any]], purged: Sequence[str], *,
+                   expect: tuple[Any, ...], progress: Any = None) -> tuple[list[str], tuple[Any, ...]]:
+        """One transaction. The mark is checked first (nothing done when it moved) and again
+        at the end with the counter locked, so a write committed meanwhile (perhaps to a row
+        written here) rolls everything back; a concurrent write of the same text, or a
+        deadlock with a concurrent writer, also rolls back as StoreChangedError (sync redoes)."""
+        from psycopg import errors as pgerr
+
+        kept: list[str] = []
+        outer = getattr(self._local, "conn", None) is not None
+        with self.write(), self._op() as conn:
+            try:  # (inside: errors_mapped would turn these into a plain StoreError)
+                if sql.change_mark(conn) != tuple(expect):
+                    raise StoreChangedError("the store changed while syncing")
+                doomed = sql.memories_by_id(conn, list(purged))
+                sql.delete_memories(conn, [seq for seq, _ in doomed.values()])
+                stored = sql.memories_by_id(conn, [r["id"] for r in rows])
+                ordered = sorted(rows, key=lambda r: not (r["deleted"] or r["superseded_by"]))
+                for n, row in enumerate(ordered, start=1):
+                    found = stored.get(row["id"])
+                    seq, clashed = sql.apply_sync_row(conn, row, found[0] if found else None)
+                    if clashed:
+                        kept.append(row["id"])
+                    vector = row.get("_vector")
+                    if vector is not None:
+                        self._put(conn, seq, vector[0], row["content_hash"], vector[1])
+                    if progress is not None and (n % 500 == 0 or n == len(ordered)):
+                        progress(n, len(ordered))
+                if sql.change_mark(conn, lock=True) != tuple(expect):
+                    raise StoreChangedError("the store changed while syncing")
+                mark = sql.bump_changes(conn)
+            except (pgerr.UniqueViolation, pgerr.DeadlockDetected, pgerr.SerializationFailure):
+                raise StoreChangedError("the store changed while syncing") from None
+        if doomed and not outer:
+            self._vacuum()
+        return kept, mark
 
     # -- vectors -----------------------------------------------------------------------------
 

@@ -155,8 +155,35 @@ def m001_initial(cur: psycopg.Cursor, ctx: SchemaContext) -> None:
     """)
 
 
+def m002_change_counter(cur: psycopg.Cursor, ctx: SchemaContext) -> None:
+    """The change counter sync checks (its change mark): bumped once by every transaction
+    that inserts, updates or deletes memories, at commit (a deferred trigger: the counter row
+    is locked only while committing, after everything else, so writers cannot deadlock on it).
+    It never decreases; a restored older copy of the database has a lower one."""
+    cur.execute("""
+        CREATE TABLE memstore_changes (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            n bigint NOT NULL
+        );
+        INSERT INTO memstore_changes (n) VALUES (0);
+        -- SECURITY DEFINER: roles granted data privileges before this step can still write.
+        CREATE FUNCTION memstore_bump_changes() RETURNS trigger LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
+        BEGIN
+            IF current_setting('memstore.changes_bumped', true) IS DISTINCT FROM txid_current()::text THEN
+                PERFORM set_config('memstore.changes_bumped', txid_current()::text, true);
+                UPDATE memstore_changes SET n = n + 1;
+            END IF;
+            RETURN NULL;
+        END
+        $fn$;
+        CREATE CONSTRAINT TRIGGER memories_changed AFTER INSERT OR UPDATE OR DELETE ON memories
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION memstore_bump_changes();
+    """)
+
+
 #: The migrations in order, numbered from 1. Append only.
-MIGRATIONS: list[Callable[[psycopg.Cursor, SchemaContext], None]] = [m001_initial]
+MIGRATIONS: list[Callable[[psycopg.Cursor, SchemaContext], None]] = [m001_initial, m002_change_counter]
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Extensions the schema needs (created by the first migration when permitted).
 EXTENSIONS = ("vector", "pg_trgm")
@@ -259,7 +286,8 @@ def _refuse_foreign_tables(cur: psycopg.Cursor, version: int | None, where: str)
     if version:
         return
     clash = cur.execute(
-        "SELECT c FROM unnest(ARRAY['memories', 'embeddings', 'pending_embeddings', 'memstore_meta']) c "
+        "SELECT c FROM unnest(ARRAY['memories', 'embeddings', 'pending_embeddings', 'memstore_meta', "
+        "'memstore_changes']) c "
         "WHERE to_regclass(c) IS NOT NULL"
     ).fetchall()
     if clash:

@@ -614,3 +614,88 @@ def apply_newer_state(conn: psycopg.Connection, seq: int, values: dict[str, Any]
     except ConflictError:
         return "conflict"
     return "updated"
+
+# -- sync ---------------------------------------------------------------------------------------
+
+#: Columns a synced row may set (everything but seq and author).
+SYNC_SET_COLUMNS = (
+    "text", "namespace", "tags", "source", "metadata", "content_hash", "project", "branch",
+    "created_at", "updated_at", "expires_at", "deleted", "deleted_at", "supersedes", "superseded_by",
+)
+
+
+def change_mark(conn: psycopg.Connection, *, lock: bool = False) -> tuple[Any, ...]:
+    """The change counter (schema m002): moved by every committed write to memories, never
+    decreasing. ``lock``: hold it until the transaction ends (no other write commits)."""
+    row = conn.execute("SELECT n FROM memstore_changes" + (" FOR UPDATE" if lock else "")).fetchone()
+    return (int(row[0]),)
+
+
+def bump_changes(conn: psycopg.Connection) -> tuple[Any, ...]:
+    """Move the counter now (once for this transaction: the commit trigger then skips it)."""
+    conn.execute("SELECT set_config('memstore.changes_bumped', txid_current()::text, true)")
+    row = conn.execute("UPDATE memstore_changes SET n = n + 1 RETURNING n").fetchone()
+    return (int(row[0]),)
+
+
+def sync_rows(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """Every version in SYNC_COLUMNS order, in SQLite's encodings (JSON text tags and
+    metadata, ISO timestamps, 0/1), then the (model, bytes) of live current ones."""
+    from ...timeutil import format_ts
+    from ..base import SYNC_COLUMNS
+
+    columns = ", ".join("m.metadata::text" if c == "metadata" else "m." + c for c in SYNC_COLUMNS)
+    stamps = [SYNC_COLUMNS.index(c) for c in ("created_at", "updated_at", "expires_at", "deleted_at")]
+    tags, deleted = SYNC_COLUMNS.index("tags"), SYNC_COLUMNS.index("deleted")
+    out = []
+    for r in conn.execute(
+        f"SELECT {columns}, e.model, e.vector FROM memories m LEFT JOIN embeddings e ON e.seq = m.seq "
+        f"AND {_LIVE} ORDER BY m.seq"
+    ):
+        values = list(r)
+        for i in stamps:
+            if values[i] is not None:
+                values[i] = format_ts(values[i])
+        values[tags] = _dumps(list(values[tags]))
+        values[deleted] = int(bool(values[deleted]))
+        if values[-1] is not None:
+            values[-1] = _vector_bytes(values[-1])
+        out.append(tuple(values))
+    return out
+
+
+def apply_sync_row(conn: psycopg.Connection, row: dict[str, Any], seq: int | None) -> tuple[int, bool]:
+    """Insert (``seq`` None) or overwrite one synced row, setting only the columns that differ.
+    Returns its seq and True when its text was live here under another id (outside the synced
+    rows), so it was kept superseded by that one. A live row another writer holds the text
+    of meanwhile: StoreChangedError. Call inside a transaction."""
+    from ...errors import StoreChangedError
+
+    values = {k: v for k, v in row.items() if not k.startswith("_") and k in ("id", *SYNC_SET_COLUMNS)}
+    kept = False
+    if not values["deleted"] and values["superseded_by"] is None:
+        clash = find_live_by_hash(conn, values["content_hash"], except_id=values["id"])
+        if clash is not None:
+            values["superseded_by"] = clash.id
+            kept = True
+    if seq is None:
+        found = insert_memory(conn, values)
+        if found is None:
+            raise StoreChangedError("the store changed while syncing")
+        return found, kept
+    wanted = _column_values(values)
+    current = dict(zip(SYNC_SET_COLUMNS, conn.execute(
+        f"SELECT {', '.join('metadata::text' if c == 'metadata' else c for c in SYNC_SET_COLUMNS)} "
+        "FROM memories WHERE seq = %s", (seq,)
+    ).fetchone(), strict=True))
+    current["tags"] = list(current["tags"])
+    changed = {c: wanted[c] for c in SYNC_SET_COLUMNS if c in wanted and current[c] != wanted[c]}
+    if "metadata" in changed:
+        new = changed["metadata"]
+        new = new if isinstance(new, str) else _dumps(new.obj)
+        if json.loads(new) == json.loads(current["metadata"]):
+            del changed["metadata"]
+    if changed:
+        conn.execute(f"UPDATE memories SET {', '.join(c + ' = %s' for c in changed)} WHERE seq = %s",
+                     [*changed.values(), seq])
+    return seq, kept
