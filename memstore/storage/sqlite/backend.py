@@ -93,16 +93,8 @@ class SQLiteBackend:
 
     @contextmanager
     def read(self) -> Iterator[None]:
-        with self._op() as conn:
-            if conn.in_transaction:
-                yield
-                return
-            conn.execute("BEGIN")
-            try:
-                yield
-            finally:
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
+        with self._op() as conn, db.snapshot(conn):
+            yield
 
     def close(self) -> None:
         with self._lock:

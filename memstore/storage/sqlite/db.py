@@ -281,6 +281,21 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         guard.record(count)
 
 
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read snapshot (deferred ``BEGIN`` … ``COMMIT``), or the caller's transaction when one
+    is open."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
 def store_id(conn: sqlite3.Connection) -> str:
     """A random id fixed when the store was created: index files name the store they belong to."""
     return conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0]

@@ -37,10 +37,12 @@ import math
 import mmap
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from . import db
 
 if TYPE_CHECKING:
     import numpy as np
@@ -528,13 +530,13 @@ class KeywordIndex:
             if (self.position, self.max_seq) == (head, top) and floor <= head:
                 self._syncs += 1
                 if self._live is None and self._syncs >= LIVE_STATE_AFTER:
-                    with _snapshot(conn):
-                        if (self.position, self.max_seq) == (_log_head(conn), _max_seq(conn)):
+                    with db.snapshot(conn):
+                        if (self.position, self.max_seq) == (db.log_head(conn), _max_seq(conn)):
                             self.live_state(conn)
                 return None
         for attempt in range(2):
-            with _snapshot(conn):
-                head, floor = _log_head(conn), _log_floor(conn)
+            with db.snapshot(conn):
+                head, floor = db.log_head(conn), db.log_floor(conn)
                 if not self.loaded:
                     problem = self.load(store_id, floor, head)
                     if problem == NEWER and attempt == 0:
@@ -878,29 +880,6 @@ def save_threshold(docs: int) -> int:
     """Changes to hold beside a saved index before saving folds them in (each fresh process
     tokenizes them again; a save rewrites the whole file)."""
     return max(32, docs // 500)
-
-
-@contextlib.contextmanager
-def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
-    """One read snapshot (or the caller's transaction, if one is open)."""
-    if conn.in_transaction:
-        yield
-        return
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
-
-
-def _log_head(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'vector_log'").fetchone()
-    return int(row[0]) if row else 0
-
-
-def _log_floor(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT min(op) FROM vector_log").fetchone()
-    return int(row[0]) - 1 if row[0] is not None else _log_head(conn)
 
 
 def _inconsistent(base: _Arrays, docs: int, tokens: int) -> str | None:

@@ -73,24 +73,15 @@ class VectorCache:
         index = self.index
         assert index is not None
         conn = self._conn
-        conn.execute("BEGIN")  # one read snapshot for head, floor and the changes
-        try:
+        with db.snapshot(conn):  # one read snapshot for head, floor and the changes
             look_again = self._catch_up(index)
-        finally:
-            conn.execute("COMMIT")
         if look_again:  # the saved index is newer than our snapshot: take a fresh one
-            conn.execute("BEGIN")
-            try:
+            with db.snapshot(conn):
                 self._catch_up(index, last_try=True)
-            finally:
-                conn.execute("COMMIT")
         if index_kind(len(index), index.kind) != index.kind:
             # grown past (or shrunk well below) EXACT_INDEX_MAX: rebuild as the other kind
-            conn.execute("BEGIN")
-            try:
+            with db.snapshot(conn):
                 self._rebuild_from_db(index, db.log_head(conn))
-            finally:
-                conn.execute("COMMIT")
         if index.position - index.saved_position >= save_threshold(len(index)):
             self.save()
 
@@ -132,11 +123,8 @@ class VectorCache:
         if self.index is None or self.index.model_id != model_id:
             self.index = VectorIndex(self.directory, model_id, dimension)
         conn = self._conn
-        conn.execute("BEGIN")
-        try:
+        with db.snapshot(conn):
             count = self._rebuild_from_db(self.index, db.log_head(conn))
-        finally:
-            conn.execute("COMMIT")
         self.save(force=True)
         return count
 
