@@ -53,6 +53,8 @@ class PostgresBackend:
         self.author = author
         self._local = threading.local()
         self._stats = sql.CorpusStats()
+        self._ranking: Any = None  # keyword_ranking.KeywordRanking, made on the first keyword search
+        self._keyword_searches = 0
         self._closed = False
         self._warned: set[str] = set()
         self._models_checked: dict[str, float] = {}
@@ -349,7 +351,31 @@ class PostgresBackend:
     def keyword_leg(self, query: str) -> _KeywordLegType:
         from .keyword import KeywordLeg
 
-        return KeywordLeg(self._op, self._stats, query)
+        return KeywordLeg(self._op, self._stats, query, self._keyword_ranking)
+
+    def _keyword_ranking(self, conn: psycopg.Connection) -> Any:
+        """The in-process BM25 ranking (keyword_ranking.py): built at this backend's
+        BUILD_AFTER-th keyword search when the store holds at most MAX_MEMORIES live
+        memories; None while SQL ranks."""
+        from psycopg.errors import InsufficientPrivilege
+
+        from .keyword_ranking import BUILD_AFTER, MAX_MEMORIES, KeywordRanking
+
+        if self._ranking is None:
+            self._ranking = KeywordRanking()
+        if self._ranking.disabled:
+            return None
+        if self._ranking.ready:
+            return self._ranking
+        self._keyword_searches += 1
+        if self._keyword_searches < BUILD_AFTER or self._stats.get(conn)[0] > MAX_MEMORIES:
+            return None
+        try:
+            self._ranking.build(conn)
+        except InsufficientPrivilege:  # a role granted before schema step 3: SQL ranks
+            self._ranking.disabled = True
+            return None
+        return self._ranking
 
     def vector_search(self, query: np.ndarray, flt: Filter, depth: int, *, model: str,
                       required: bool = False) -> list[tuple[Key, float]]:

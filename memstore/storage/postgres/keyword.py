@@ -2,7 +2,8 @@
 
 Words: the tsvector index, ranked by BM25 (``sql.keyword_search``: measured within 0.01 of
 FTS5's bm25 on LoCoMo and SciFact, where ``ts_rank``/``ts_rank_cd`` lose 0.09–0.32 nDCG@10;
-docs/team-store.md). CJK: the query's 3-character windows looked up through the pg_trgm
+docs/team-store.md) — computed in process by ``keyword_ranking`` where the backend keeps
+one. CJK: the query's 3-character windows looked up through the pg_trgm
 index of memories holding CJK text, ranked by how many windows each contains; then, for
 what trigrams cannot match, its 1–2 character words and bigrams as substrings, ranked below
 every indexed match. Strength is each score relative to the best of its source (in [0, 1]);
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..base import Filter, Key, KeywordMatch
 from ..terms import (
@@ -27,6 +28,9 @@ from ..terms import (
     keyword_terms,
 )
 from . import sql
+
+if TYPE_CHECKING:
+    from .keyword_ranking import KeywordRanking
 
 __all__ = ["KeywordLeg", "cjk_grams"]
 
@@ -46,13 +50,21 @@ def cjk_grams(query: str) -> list[str]:
     return list(grams)[:MAX_TERMS]
 
 
+def _few_passing(conn: Any, flt: Filter) -> list[int] | None:
+    """Every memory a selective filter passes, when they are at most EXACT_FILTER_MAX (the
+    vector leg's limit for exact search); None when there are more."""
+    seqs = sql.filtered_seqs(conn, flt, sql.EXACT_FILTER_MAX)
+    return seqs if len(seqs) <= sql.EXACT_FILTER_MAX else None
+
+
 class KeywordLeg:
     """The keyword side of one recall on the team store."""
 
     def __init__(self, op: Callable[[], AbstractContextManager[Any]], stats: sql.CorpusStats,
-                 query: str) -> None:
+                 query: str, ranking: Callable[[Any], KeywordRanking | None] | None = None) -> None:
         self._op = op  # the backend's connection for one operation
         self._stats = stats
+        self._ranking = ranking  # the backend's in-process ranking, when it has (or builds) one
         self._terms = keyword_terms(query)
         self._grams = cjk_grams(query) if has_cjk(query) else []
         self._substrings = cjk_substrings(query) if has_cjk(query) else []
@@ -64,8 +76,7 @@ class KeywordLeg:
         found: dict[Key, KeywordMatch] = {}
         with self._op() as conn:
             if self._terms:
-                rows = sql.keyword_search(conn, self._terms, flt, depth * EVIDENCE_FACTOR,
-                                          stats=self._stats)
+                rows = self._word_matches(conn, flt, depth * EVIDENCE_FACTOR)
                 if rows:
                     best = rows[0][1]
                     self._keep(found, ((seq, score, keyword_strength(score, best)) for seq, score in rows))
@@ -82,6 +93,22 @@ class KeywordLeg:
         ranked = sorted(found.values(), key=lambda m: -m.strength)
         self._beyond = {m.key: m for m in ranked[depth:]}
         return ranked[:depth]
+
+    def _word_matches(self, conn: Any, flt: Filter, limit: int) -> list[tuple[int, float]]:
+        """BM25 of the word index: in process when the backend keeps a ranking, else in SQL
+        (the same numbers either way). A role that may not read the change log (granted
+        before schema step 3) keeps ranking in SQL."""
+        from psycopg.errors import InsufficientPrivilege
+
+        ranking = self._ranking(conn) if self._ranking is not None else None
+        if ranking is not None:
+            try:
+                return ranking.search(conn, self._terms, limit, flt,
+                                      passing=lambda seqs: sql.seqs_passing(conn, flt, seqs),
+                                      narrowed=lambda: _few_passing(conn, flt))
+            except InsufficientPrivilege:
+                ranking.disabled = True
+        return sql.keyword_search(conn, self._terms, flt, limit, stats=self._stats)
 
     def evidence_for(self, keys: Iterable[Key]) -> dict[Key, KeywordMatch]:
         keys = list(keys)

@@ -27,6 +27,8 @@ MIGRATION_LOCK = 0x6D656D73746F7265
 #: The text search configuration every tsvector and tsquery uses: English snowball stemming
 #: and no stopword list (like SQLite's porter/unicode61 index: the query drops stopwords).
 TEXT_CONFIG = "memstore_text"
+#: Transactions (change numbers) whose entries the change log keeps (schema m003).
+CHANGE_LOG_KEEP = 100_000
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,50 @@ def m002_change_counter(cur: psycopg.Cursor, ctx: SchemaContext) -> None:
     """)
 
 
+def m003_change_log(cur: psycopg.Cursor, ctx: SchemaContext) -> None:
+    """Which memories each committed transaction touched, under the change counter's number:
+    what a process's in-memory keyword ranking (keyword_ranking.py) catches up from. The
+    deferred trigger of m002 now also logs the row (the counter row is locked from the bump
+    to the commit, so numbers follow commit order and a snapshot holding number n holds
+    every change numbered up to n). Entries of transactions more than CHANGE_LOG_KEEP numbers
+    old are dropped by later bumps; ``log_floor`` says below which numbers the log is
+    incomplete (a reader older than it rebuilds)."""
+    cur.execute(f"""
+        CREATE TABLE memstore_change_log (
+            n bigint NOT NULL,
+            seq bigint NOT NULL,
+            PRIMARY KEY (n, seq)
+        );
+        ALTER TABLE memstore_changes ADD COLUMN log_floor bigint;
+        UPDATE memstore_changes SET log_floor = n;
+        ALTER TABLE memstore_changes ALTER COLUMN log_floor SET NOT NULL;
+        CREATE OR REPLACE FUNCTION memstore_bump_changes() RETURNS trigger LANGUAGE plpgsql
+        SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
+        DECLARE
+            mark bigint;
+        BEGIN
+            IF current_setting('memstore.changes_bumped', true) IS DISTINCT FROM txid_current()::text THEN
+                PERFORM set_config('memstore.changes_bumped', txid_current()::text, true);
+                UPDATE memstore_changes SET n = n + 1,
+                    log_floor = greatest(log_floor, n + 1 - {CHANGE_LOG_KEEP})
+                    RETURNING n INTO mark;
+                DELETE FROM memstore_change_log WHERE n <= mark - {CHANGE_LOG_KEEP};
+            ELSE
+                SELECT n INTO mark FROM memstore_changes;
+            END IF;
+            INSERT INTO memstore_change_log (n, seq)
+                VALUES (mark, CASE WHEN TG_OP = 'DELETE' THEN OLD.seq ELSE NEW.seq END)
+                ON CONFLICT DO NOTHING;
+            RETURN NULL;
+        END
+        $fn$;
+    """)
+
+
 #: The migrations in order, numbered from 1. Append only.
-MIGRATIONS: list[Callable[[psycopg.Cursor, SchemaContext], None]] = [m001_initial, m002_change_counter]
+MIGRATIONS: list[Callable[[psycopg.Cursor, SchemaContext], None]] = [
+    m001_initial, m002_change_counter, m003_change_log,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Extensions the schema needs (created by the first migration when permitted).
 EXTENSIONS = ("vector", "pg_trgm")
@@ -287,7 +331,7 @@ def _refuse_foreign_tables(cur: psycopg.Cursor, version: int | None, where: str)
         return
     clash = cur.execute(
         "SELECT c FROM unnest(ARRAY['memories', 'embeddings', 'pending_embeddings', 'memstore_meta', "
-        "'memstore_changes']) c "
+        "'memstore_changes', 'memstore_change_log']) c "
         "WHERE to_regclass(c) IS NOT NULL"
     ).fetchall()
     if clash:
