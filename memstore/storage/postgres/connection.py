@@ -81,16 +81,14 @@ def _connect_kwargs() -> dict[str, Any]:
 
 def _configure(conn: psycopg.Connection) -> None:
     """Per-connection setup: pgvector's types (when the extension exists), UTC timestamps."""
+    from .sql import EF_SEARCH
+
     conn.execute("SET TIME ZONE 'UTC'")
     # HNSW search settings for the whole session (one round trip per search, not four):
-    # a candidate list of 100 (≥ recall's leg depth), and pgvector 0.8's iterative scan so a
-    # filter that drops candidates makes the scan go on instead of returning fewer rows.
-    conn.execute("SET hnsw.ef_search = 100")
+    # a candidate list of EF_SEARCH (≥ recall's leg depth), and pgvector 0.8's iterative
+    # scan so a filter that drops candidates makes the scan go on instead of returning fewer.
+    conn.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
     conn.execute("SET hnsw.iterative_scan = relaxed_order")
-    # Plans for the values at hand: psycopg prepares a statement on its 5th run, and the
-    # server's generic plan for a filter then ignores its selectivity (a 1% namespace filter
-    # went from 3.5 ms to 70 ms at 100k memories); planning costs a fraction of a millisecond.
-    conn.execute("SET plan_cache_mode = force_custom_plan")
     _register_vector(conn)
 
 

@@ -56,16 +56,19 @@ _LIVE = "NOT m.deleted AND m.superseded_by IS NULL"
 _DOC = ("m.doc_len, coalesce(extract(epoch FROM m.expires_at)::float8, 'Infinity'), "
         "tsvector_to_array(m.tsv), "
         "ARRAY(SELECT coalesce(array_length(u.positions, 1), 1) FROM unnest(m.tsv) u)")
+_LEXEMES = (f"SELECT DISTINCT lexeme FROM unnest(%(words)s::text[]) w, "
+            f"unnest(tsvector_to_array(to_tsvector('{TEXT_CONFIG}', w))) AS lexeme")
+#: The counter, the log's floor, the query words' lexemes (when asked) and the current state
+#: of every memory the log names since %(mark)s: one round trip per search.
 _CATCH_UP = f"""
     WITH c AS (SELECT n, log_floor FROM memstore_changes)
-    SELECT c.n, c.log_floor, t.seq, (m.seq IS NOT NULL AND {_LIVE}) AS live, {_DOC}
+    SELECT c.n, c.log_floor, CASE WHEN %(words)s::text[] IS NULL THEN NULL ELSE ARRAY({_LEXEMES}) END,
+           t.seq, (m.seq IS NOT NULL AND {_LIVE}) AS live, {_DOC}
     FROM c
     LEFT JOIN LATERAL (SELECT DISTINCT l.seq FROM memstore_change_log l
                        WHERE l.n > %(mark)s AND l.n <= c.n AND c.n > %(mark)s) t ON true
     LEFT JOIN memories m ON m.seq = t.seq
 """
-_LEXEMES = (f"SELECT DISTINCT lexeme FROM unnest(%s::text[]) w, "
-            f"unnest(tsvector_to_array(to_tsvector('{TEXT_CONFIG}', w))) AS lexeme")
 
 
 class _Docs:
@@ -177,27 +180,28 @@ class KeywordRanking:
         self.mark = mark
         self.rebuilds += 1
 
-    def catch_up(self, conn: psycopg.Connection) -> None:
-        """Apply what the change log names since ``mark`` (rebuild when it cannot)."""
+    def catch_up(self, conn: psycopg.Connection, words: Sequence[str] | None = None) -> list[str] | None:
+        """Apply what the change log names since ``mark`` (rebuild when it cannot); returns
+        the lexemes of ``words`` when given (read in the same round trip)."""
         with self._lock:
-            self._catch_up(conn)
+            return self._catch_up(conn, words)
 
-    def _catch_up(self, conn: psycopg.Connection) -> None:
+    def _catch_up(self, conn: psycopg.Connection, words: Sequence[str] | None) -> list[str] | None:
         if self._docs is None or self.mark is None:
-            self.build(conn)
-            return
-        rows = conn.execute(_CATCH_UP, {"mark": self.mark}).fetchall()
+            self._build(conn)
+        rows = conn.execute(_CATCH_UP, {"mark": self.mark, "words": list(words) if words else None}
+                            ).fetchall()
         if not rows:  # no counter row: not a memstore schema any more
-            self.build(conn)
-            return
-        mark, floor = int(rows[0][0]), int(rows[0][1])
+            self._build(conn)
+            return None
+        mark, floor, asked = int(rows[0][0]), int(rows[0][1]), rows[0][2]
         if mark == self.mark:
-            return
+            return asked
         docs = self._docs
         if mark < self.mark or self.mark < floor or docs.count > 2 * docs.live + REBUILD_SLACK:
-            self.build(conn)  # a restored older copy, the log moved on, or mostly dead slots
-            return
-        for _, _, seq, live, length, expires, lexemes, counts in rows:
+            self._build(conn)  # a restored older copy, the log moved on, or mostly dead slots
+            return asked
+        for _, _, _, seq, live, length, expires, lexemes, counts in rows:
             if seq is None:
                 continue
             docs.remove(int(seq))
@@ -212,18 +216,22 @@ class KeywordRanking:
                     pending[0].append(slot)
                     pending[1].append(int(count))
         self.mark = mark
+        return asked
 
     # -- ranking ---------------------------------------------------------------------------
 
-    def lexemes(self, conn: psycopg.Connection, words: Sequence[str]) -> list[str]:
-        """The index's lexemes for query words (PostgreSQL's stemming; remembered)."""
+    def _lexemes_of(self, conn: psycopg.Connection, words: Sequence[str]) -> list[str]:
+        """Catch up, and the index's lexemes for the query words (PostgreSQL's stemming;
+        remembered per process)."""
         key = tuple(words)
         found = self._lexemes.get(key)
-        if found is None:
-            found = [r[0] for r in conn.execute(_LEXEMES, (list(words),)).fetchall()]
-            if len(self._lexemes) > 10_000:
-                self._lexemes.clear()
-            self._lexemes[key] = found
+        if found is not None:
+            self.catch_up(conn)
+            return found
+        found = list(self.catch_up(conn, words) or [])
+        if len(self._lexemes) > 10_000:
+            self._lexemes.clear()
+        self._lexemes[key] = found
         return found
 
     def rank(self, lexemes: Sequence[str], unexpired_at: float | None = None
@@ -238,6 +246,7 @@ class KeywordRanking:
             n = max(float(docs.live), 1.0)
             avgdl = max(docs.total / n if docs.live else 0.0, 1.0)
             scores = np.zeros(docs.count, dtype=np.float64)
+            touched = np.zeros(docs.count, dtype=bool)
             for lexeme in dict.fromkeys(lexemes):
                 term = self._terms.get(lexeme)
                 if term is None:
@@ -250,7 +259,8 @@ class KeywordRanking:
                 df = float(len(slots))
                 idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
                 scores[slots] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * docs.length[slots] / avgdl))
-            matched = np.flatnonzero(scores)
+                touched[slots] = True
+            matched = np.flatnonzero(touched)  # (a byte a memory: faster to scan than the scores)
             if unexpired_at is not None:
                 matched = matched[docs.expires[matched] > unexpired_at]
             return docs.seq[matched], scores[matched]
@@ -287,10 +297,10 @@ class KeywordRanking:
         candidates, more of them each round until ``limit`` pass."""
         import numpy as np
 
-        self.catch_up(conn)
+        lexemes = self._lexemes_of(conn, words)
         plain = _is_default(flt)
         at = flt.now.timestamp() if plain and flt.now is not None else None
-        seqs, scores = self.rank(self.lexemes(conn, words), at)
+        seqs, scores = self.rank(lexemes, at)
         if not plain and flt.is_selective() and len(seqs):
             allowed = narrowed()
             if allowed is not None:
