@@ -138,21 +138,30 @@ class _Tokenizer:
 
     def phrase(self, term: str) -> tuple[str, ...]:
         """The tokens FTS5 makes of a quoted query term (usually one)."""
-        tokens = self._cache.get(term)
-        if tokens is None:
+        return self.phrases([term])[0]
+
+    def phrases(self, terms: Sequence[str]) -> list[tuple[str, ...]]:
+        """The tokens of each term; those not remembered are tokenized together (one
+        transaction for a whole query instead of one per term)."""
+        unknown = list(dict.fromkeys(t for t in terms if t not in self._cache))
+        if unknown:
             conn = self._conn
             conn.execute("BEGIN")
             try:
-                conn.execute("INSERT INTO scratch (rowid, text) VALUES (1, ?)", (term,))
-                rows = conn.execute("SELECT offset, term FROM scratch_instance").fetchall()
+                conn.executemany("INSERT INTO scratch (rowid, text) VALUES (?, ?)",
+                                 [(i + 1, t) for i, t in enumerate(unknown)])
+                rows = conn.execute("SELECT doc, offset, term FROM scratch_instance").fetchall()
                 conn.execute("DELETE FROM scratch")
             finally:
                 conn.execute("COMMIT")
-            tokens = tuple(t for _, t in sorted(rows))
-            if len(self._cache) >= TOKEN_CACHE_MAX:
+            found: dict[int, list[tuple[int, str]]] = {}
+            for doc, offset, token in rows:
+                found.setdefault(int(doc), []).append((int(offset), token))
+            if len(self._cache) + len(unknown) > TOKEN_CACHE_MAX:
                 self._cache.clear()
-            self._cache[term] = tokens
-        return tokens
+            for i, term in enumerate(unknown, start=1):
+                self._cache[term] = tuple(t for _, t in sorted(found.get(i, [])))
+        return [self._cache[t] for t in terms]
 
 
 @dataclass(frozen=True)
@@ -622,8 +631,7 @@ class KeywordIndex:
         base = self._base
         if base is None:
             return None
-        tok = self._tok()
-        phrases = [tok.phrase(t) for t in terms if t]
+        phrases = self._tok().phrases([t for t in terms if t])
         if any(len(p) > 1 for p in phrases):
             return None
         if self.docs == 0 or limit <= 0:
@@ -651,10 +659,12 @@ class KeywordIndex:
             part = idf * ((freq * (K1 + 1.0)) / (freq + K1 * (1 - B + B * length / avgdl)))
             if score is None:
                 score = np.zeros(len(seqs), dtype=np.float64)
+                touched = np.zeros(len(seqs), dtype=bool)
             score[docs] += part
+            touched[docs] = True
         if score is None:
             return []
-        matched = np.flatnonzero(score)
+        matched = np.flatnonzero(touched)  # (a byte a row: faster to scan than the scores)
         if live_at is not None:
             matched = matched[self._passing(seqs, matched, live_at)]
         rank = -score[matched]
