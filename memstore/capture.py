@@ -201,10 +201,11 @@ class Capture:
         # per scope with a lock held to the end of the write, and they are made again under it:
         # two writers of nearly the same text cannot both miss each other.
         lock_scope = getattr(backend, "lock_scope", None) if vectors is not None else None
+        look_again = not backend.resolves_duplicates  # (else insert() answers with the live one)
         with backend.write():
             for n, i in enumerate(fresh):
                 row = rows[i]
-                again = backend.find_live(row.content_hash)
+                again = backend.find_live(row.content_hash) if look_again else None
                 if again is not None:  # another process stored it since we looked
                     results[i] = result(again, created=False)
                     continue

@@ -150,6 +150,9 @@ class Backend(Protocol):
     location: str
     #: A random id fixed when the store was created.
     store_id: str
+    #: True when insert() returns the live memory already holding a row's content hash
+    #: instead of storing it again (a unique constraint decides), so writers skip a lookup.
+    resolves_duplicates: bool
 
     # -- sessions ----------------------------------------------------------------------------
     def write(self) -> AbstractContextManager[None]:

@@ -61,6 +61,16 @@ def test_insert_get_and_find_by_hash(backend: Backend):
     assert backend.vectors_of([r.id])[r.id][:2] == (MODEL, r.content_hash)
 
 
+def test_a_live_duplicate_is_resolved_or_refused_as_the_backend_says(backend: Backend):
+    first = backend.insert(row("the same words"))
+    if backend.resolves_duplicates:  # writers then skip their own second lookup (capture.py)
+        assert backend.insert(row("the same words")).id == first.id
+    else:
+        with pytest.raises(StoreError, match="UNIQUE"):
+            backend.insert(row("the same words"))
+    assert backend.counts()["memories"] == 1
+
+
 def test_write_is_atomic(backend: Backend):
     r = row("never half stored")
     with pytest.raises(RuntimeError), backend.write():

@@ -187,3 +187,16 @@ def test_a_role_granted_before_the_change_log_keeps_ranking_in_sql(postgres_url)
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("DROP OWNED BY early_ranker")
             conn.execute("DROP ROLE early_ranker")
+
+
+def test_verify_names_a_disabled_change_trigger(pg):
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE memories DISABLE TRIGGER memories_changed")
+    report = pg.verify(model="test-model:384", dimension=384, quick=True, repair=False, embed=None)
+    schema = next(c for c in report.checks if c.name == "schema")
+    assert not schema.ok and schema.problems == (
+        "trigger memories_changed is disabled (ALTER TABLE memories ENABLE TRIGGER memories_changed)",)
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE memories ENABLE TRIGGER memories_changed")
+    assert next(c for c in pg.verify(model="test-model:384", dimension=384, quick=True, repair=False,
+                                     embed=None).checks if c.name == "schema").ok

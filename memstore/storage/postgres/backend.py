@@ -45,6 +45,9 @@ class PostgresBackend:
     connection pool instead of one connection."""
 
     kind = "postgres"
+    #: insert() itself returns the live memory that already has a row's text (ON CONFLICT on
+    #: the unique index), so a writer need not look it up again first.
+    resolves_duplicates = True
 
     def __init__(self, url: str, *, dimension: int = 384, author: str | None = None,
                  pool_size: int | None = None) -> None:
@@ -153,18 +156,17 @@ class PostgresBackend:
         """Store a new version; when a live memory already has its content hash (another
         writer got there first), that memory is returned instead and nothing is written."""
         with self.write(), self._op() as conn:
-            seq = sql.insert_memory(conn, self._values(row))
-            if seq is None:
+            inserted = sql.insert_memory_returning(conn, self._values(row))
+            if inserted is None:
                 existing = sql.find_live_by_hash(conn, row.content_hash)
                 if existing is None:  # the other writer's row is gone again: a real conflict
                     raise StoreError(f"memory {row.id} could not be stored (its text was being changed "
                                      "concurrently); run the command again")
                 return existing
+            seq, memory = inserted
             if vector is not None:
                 self._put(conn, seq, vector[0], row.content_hash, vector[1])
-            found = sql.get_memory(conn, row.id)
-        assert found is not None
-        return found[1]
+        return memory
 
     def get(self, memory_id: str) -> Memory | None:
         with self._op() as conn:

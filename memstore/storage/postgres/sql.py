@@ -137,6 +137,12 @@ def lock_scope(conn: psycopg.Connection, namespace: str, project: str | None) ->
 def insert_memory(conn: psycopg.Connection, values: dict[str, Any]) -> int | None:
     """Insert one memory; its seq, or None when a live current memory already has its
     content hash (the unique index decides: no check-then-insert race)."""
+    found = insert_memory_returning(conn, values)
+    return found[0] if found else None
+
+
+def insert_memory_returning(conn: psycopg.Connection, values: dict[str, Any]) -> tuple[int, Memory] | None:
+    """:func:`insert_memory`, returning the stored row as well (no second round trip)."""
     row = _column_values(values)
     columns = ", ".join(row)  # keys are the store's column names, never user text
     placeholders = ", ".join(["%s"] * len(row))
@@ -146,10 +152,10 @@ def insert_memory(conn: psycopg.Connection, values: dict[str, Any]) -> int | Non
         if live else ""
     )
     found = conn.execute(
-        f"INSERT INTO memories ({columns}) VALUES ({placeholders}){conflict} RETURNING seq",
+        f"INSERT INTO memories ({columns}) VALUES ({placeholders}){conflict} RETURNING {MEMORY_COLUMNS}",
         list(row.values()),
     ).fetchone()
-    return int(found[0]) if found else None
+    return (int(found[0]), row_to_memory(found)) if found else None
 
 def find_live_by_hash(conn: psycopg.Connection, chash: str, *, except_id: str | None = None
                       ) -> Memory | None:

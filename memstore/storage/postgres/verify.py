@@ -2,7 +2,8 @@
 
 - **schema**: the migration steps, the extensions, and the indexes that carry invariants
   (the unique index of live hashes, HNSW, GIN) exist and are valid (a failed concurrent
-  index build leaves an invalid one that silently stops enforcing or serving).
+  index build leaves an invalid one that silently stops enforcing or serving); the triggers
+  that keep the full text, the pending queue and the change counter/log exist and are enabled.
 - **fts**: every row's tsvector, length and CJK flag equal what the trigger computes from
   its text and tags now (repair: recompute them).
 - **vectors**: live memories without a current vector of the model (missing, or made from
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 __all__ = ["repair", "run_checks"]
 
 _INDEXES = ("memories_live_hash", "memories_tsv", "memories_cjk", "embeddings_hnsw")
+#: Triggers that keep derived columns, the pending queue and the change counter/log in step
+#: with the rows (a disabled one silently stops sync marks and processes' keyword rankings).
+_TRIGGERS = ("memories_text", "memories_pending", "embeddings_pending_done", "embeddings_pending_again",
+             "memories_changed")
 _FTS_DRIFT = (
     f"tsv IS DISTINCT FROM to_tsvector('{TEXT_CONFIG}', text || ' ' || array_to_string(tags, ' '))"
 )
@@ -49,9 +54,20 @@ def _schema(conn: psycopg.Connection) -> Check:
             problems.append(f"index {name} is missing")
         elif not valid[name]:
             problems.append(f"index {name} is invalid (REINDEX INDEX {name})")
+    enabled = {r[0]: (r[1], r[2]) for r in conn.execute(
+        "SELECT t.tgname, c.relname, t.tgenabled <> 'D' FROM pg_trigger t "
+        "JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname = ANY(%s) AND pg_table_is_visible(c.oid)",
+        (list(_TRIGGERS),),
+    )}
+    for name in _TRIGGERS:
+        if name not in enabled:
+            problems.append(f"trigger {name} is missing")
+        elif not enabled[name][1]:
+            table = enabled[name][0]
+            problems.append(f"trigger {name} is disabled (ALTER TABLE {table} ENABLE TRIGGER {name})")
     if problems:
         return Check("schema", False, f"{len(problems)} schema problem(s)", tuple(problems))
-    return Check("schema", True, f"schema v{version}, extensions and indexes valid")
+    return Check("schema", True, f"schema v{version}, extensions, indexes and triggers valid")
 
 
 def _fts(conn: psycopg.Connection, quick: bool) -> Check:

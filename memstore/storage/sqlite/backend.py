@@ -45,6 +45,9 @@ KEYWORD_INDEX_MIN = 2000
 class SQLiteBackend:
     """A store in one directory: ``memstore.db`` plus the ``index/`` cache."""
 
+    #: insert() stores what it is given; the caller looks a text up under the write lock.
+    resolves_duplicates = False
+
     def __init__(self, home: Path, *, keyword_index_min: int = KEYWORD_INDEX_MIN) -> None:
         self.home = Path(home)
         self.keyword_index_min = keyword_index_min
