@@ -88,6 +88,12 @@ class Filter:
             or self.authors
         )
 
+    def is_default(self) -> bool:
+        """True when it asks only for live, current memories unexpired at its ``now``: what a
+        derived index's own live state answers without asking the database."""
+        return (self.now is not None and not self.is_selective() and not (
+            self.include_deleted or self.only_deleted or self.include_superseded or self.include_expired))
+
 
 @dataclass(frozen=True)
 class NewMemory:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "cjk_grams",
     "CJK_GLOB",
     "CJK_RUN",
     "EVIDENCE_FACTOR",
@@ -107,6 +108,22 @@ def has_cjk(text: str) -> bool:
 
 def cjk_runs(text: str) -> list[str]:
     return list(dict.fromkeys(CJK_RUN.findall(text)))
+
+
+def cjk_grams(query: str) -> list[str]:
+    """What the trigram index is searched for: every 3-character window of each CJK run of
+    3+ characters, plus the query's other words of 3+ characters (matched as substrings), at
+    most MAX_TERMS; empty when no CJK run is long enough."""
+    grams: dict[str, None] = {}
+    for run in cjk_runs(query):
+        for start in range(len(run) - 2):
+            grams.setdefault(run[start : start + 3])
+    if not grams:
+        return []
+    for word in keyword_terms(CJK_RUN.sub(" ", query)):
+        if len(word) >= 3:
+            grams.setdefault(word)
+    return list(grams)[:MAX_TERMS]
 
 
 def cjk_substrings(query: str) -> list[str]:

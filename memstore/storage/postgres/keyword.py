@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import Filter, Key, KeywordMatch
 from ..terms import (
-    CJK_RUN,
     EVIDENCE_FACTOR,
-    MAX_TERMS,
-    cjk_runs,
+    cjk_grams,
     cjk_substrings,
     has_cjk,
     keyword_strength,
@@ -32,22 +30,7 @@ from . import sql
 if TYPE_CHECKING:
     from .keyword_ranking import KeywordRanking
 
-__all__ = ["KeywordLeg", "cjk_grams"]
-
-
-def cjk_grams(query: str) -> list[str]:
-    """Every 3-character window of each CJK run of 3+ characters, plus the query's other
-    words of 3+ characters; empty when no CJK run is long enough (as SQLite's trigram leg)."""
-    grams: dict[str, None] = {}
-    for run in cjk_runs(query):
-        for start in range(len(run) - 2):
-            grams.setdefault(run[start : start + 3])
-    if not grams:
-        return []
-    for word in keyword_terms(CJK_RUN.sub(" ", query)):
-        if len(word) >= 3:
-            grams.setdefault(word)
-    return list(grams)[:MAX_TERMS]
+__all__ = ["KeywordLeg"]
 
 
 def _few_passing(conn: Any, flt: Filter) -> list[int] | None:

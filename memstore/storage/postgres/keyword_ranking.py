@@ -298,7 +298,7 @@ class KeywordRanking:
         import numpy as np
 
         lexemes = self._lexemes_of(conn, words)
-        plain = _is_default(flt)
+        plain = flt.is_default()
         at = flt.now.timestamp() if plain and flt.now is not None else None
         seqs, scores = self.rank(lexemes, at)
         if not plain and flt.is_selective() and len(seqs):
@@ -320,12 +320,6 @@ class KeywordRanking:
                         break
             done, want = len(order), want * 4
         return out
-
-
-def _is_default(flt: Filter) -> bool:
-    """``flt`` asks only for live, current memories unexpired at its ``now``."""
-    return (flt.now is not None and not flt.is_selective() and not (
-        flt.include_deleted or flt.only_deleted or flt.include_superseded or flt.include_expired))
 
 
 def _empty() -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ from . import db
 from .db import transaction
 from .guard import Guard
 from .keyword import KeywordLeg as _SQLiteKeywordLeg
-from .keyword_index import KeywordIndex, fts_totals, is_default
+from .keyword_index import KeywordIndex, fts_totals
 from .vector_cache import VectorCache
 
 if TYPE_CHECKING:
@@ -287,7 +287,7 @@ class SQLiteBackend:
         """The seqs passing ``flt``: from the keyword index's live state when it holds it and
         ``flt`` is the default (no SQL), else from SQLite."""
         words = self._keywords
-        if words is not None and words.filters_live and is_default(flt):
+        if words is not None and words.filters_live and flt.is_default():
             notice = words.sync(self._conn, self.store_id)  # (one statement when nothing changed)
             if notice:
                 notify(notice)

@@ -22,17 +22,14 @@ from typing import TYPE_CHECKING
 from ...timeutil import format_ts
 from ..base import Filter, KeywordMatch
 from ..terms import (
-    CJK_RUN,
     EVIDENCE_FACTOR,
-    MAX_TERMS,
-    cjk_runs,
+    cjk_grams,
     cjk_substrings,
     has_cjk,
     keyword_strength,
     keyword_terms,
 )
 from . import db
-from .keyword_index import is_default
 
 if TYPE_CHECKING:
     from .keyword_index import KeywordIndex
@@ -55,19 +52,9 @@ def fts_match(terms: Sequence[str]) -> str | None:
 
 
 def cjk_match(query: str) -> str | None:
-    """A MATCH expression for the trigram index: every 3-character window of each CJK run of
-    3+ characters, plus the query's other words of 3+ characters (matched as substrings).
-    None when the query has no CJK run long enough."""
-    grams: dict[str, None] = {}
-    for run in cjk_runs(query):
-        for start in range(len(run) - 2):
-            grams.setdefault(run[start : start + 3])
-    if not grams:
-        return None
-    for word in keyword_terms(CJK_RUN.sub(" ", query)):
-        if len(word) >= 3:
-            grams.setdefault(word)
-    return fts_match(list(grams)[:MAX_TERMS])
+    """A MATCH expression for the trigram index (``terms.cjk_grams``); None when the query
+    has no CJK run long enough."""
+    return fts_match(cjk_grams(query))
 
 
 class KeywordLeg:
@@ -131,7 +118,7 @@ class KeywordLeg:
         where it holds the rows' live state (a long-lived process)."""
         words = self._words
         assert words is not None
-        default = words.filters_live and is_default(flt)
+        default = words.filters_live and flt.is_default()
         rows = words.search(self._terms, count, format_ts(flt.now) if default and flt.now else None)
         return None if rows is None else (rows, default)
 

@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import db
+from .files import replace_json
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..base import Filter
 
 __all__ = ["KeywordIndex", "fts_totals"]
 
@@ -828,10 +828,7 @@ class KeywordIndex:
                     "docs": self.docs, "tokens": self.tokens, "file": name,
                     "size": path.stat().st_size, "digest": digest.hexdigest(), "arrays": offsets,
                 }
-                tmp = self.meta_path.with_suffix(f".json.{os.urandom(4).hex()}.tmp")
-                tmp.write_text(json.dumps(meta, indent=1))
-                _fsync(tmp)
-                os.replace(tmp, self.meta_path)
+                replace_json(self.meta_path, meta)
             finally:
                 os.umask(old_umask)
             self.saved_position = self.position
@@ -879,13 +876,6 @@ class KeywordIndex:
         return problems
 
 
-def is_default(flt: Filter) -> bool:
-    """``flt`` asks only for live, current rows unexpired at its ``now``: what the live state
-    answers without SQL."""
-    return (flt.now is not None and not flt.is_selective() and not (
-        flt.include_deleted or flt.only_deleted or flt.include_superseded or flt.include_expired))
-
-
 def save_threshold(docs: int) -> int:
     """Changes to hold beside a saved index before saving folds them in (each fresh process
     tokenizes them again; a save rewrites the whole file)."""
@@ -912,12 +902,4 @@ def _inconsistent(base: _Arrays, docs: int, tokens: int) -> str | None:
     if ndocs > 1 and np.any(np.diff(base.doc_seq) <= 0):
         return "has rows out of order"
     return None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .files import fsync, replace_json
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -616,10 +618,7 @@ class VectorIndex:
                 }
                 if digest is not None:
                     data["digest"] = digest
-                tmp = self.meta_path.with_suffix(f".json.{os.urandom(4).hex()}.tmp")
-                tmp.write_text(json.dumps(data, indent=1))
-                _fsync(tmp)
-                os.replace(tmp, self.meta_path)
+                replace_json(self.meta_path, data)
             finally:
                 os.umask(old_umask)
             self.saved_position = self.position
@@ -632,7 +631,7 @@ class VectorIndex:
         base = self._base
         if isinstance(base, _Hnsw):
             base.index.save(str(path))
-            _fsync(path)
+            fsync(path)
             return file_digest(path)
         import numpy as np
         import xxhash
@@ -713,11 +712,3 @@ def _as_keys(keys: Sequence[int]) -> Any:
     import numpy as np
 
     return np.asarray(keys, dtype=np.uint64)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
