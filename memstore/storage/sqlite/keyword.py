@@ -76,7 +76,7 @@ class KeywordLeg:
             if trigrams is not None:
                 self._matches.append(("memories_cjk", trigrams))
             self._substrings = cjk_substrings(query)
-        self._beyond: dict[int, KeywordMatch] = {}
+        self._beyond: dict[int, tuple[float | None, float]] = {}
         self._scanned = False
         self._floor = 1.0
 
@@ -84,8 +84,9 @@ class KeywordLeg:
         """The ``depth`` strongest matches passing ``flt``, strongest first.
 
         Reads ``EVIDENCE_FACTOR × depth`` matches per index (ranking costs FTS5 the same
-        either way) and keeps those beyond ``depth`` as evidence for ``evidence_for``."""
-        found: dict[int, KeywordMatch] = {}
+        either way) and keeps those beyond ``depth`` as evidence for ``evidence_for``
+        (as plain pairs: most are never asked for)."""
+        found: dict[int, tuple[float | None, float]] = {}
         for index, match in self._matches:
             derived = index == "memories_fts" and self._words is not None
             rows = db.keyword_search(self._conn, match, flt, depth * EVIDENCE_FACTOR, index=index,
@@ -95,23 +96,24 @@ class KeywordLeg:
                 self._keep(found, ((seq, bm25, keyword_strength(bm25, best)) for seq, bm25 in rows))
         if self._substrings and len(found) < depth:
             self._scanned = True
-            self._floor = min((m.strength for m in found.values()), default=1.0)
+            self._floor = min((strength for _, strength in found.values()), default=1.0)
             rows = db.substring_search(self._conn, self._substrings, flt, depth)
             self._keep(found, ((seq, None, self._substring_strength(n)) for seq, n in rows))
-        ranked = sorted(found.values(), key=lambda m: -m.strength)
-        self._beyond = {m.key: m for m in ranked[depth:]}
-        return ranked[:depth]
+        ranked = sorted(found.items(), key=lambda item: -item[1][1])
+        self._beyond = dict(ranked[depth:])
+        return [KeywordMatch(seq, bm25, strength) for seq, (bm25, strength) in ranked[:depth]]
 
     def evidence_for(self, seqs: Iterable[int]) -> dict[int, KeywordMatch]:
         """Keyword evidence for memories ``search`` did not list: matches it read beyond
         ``depth``, and CJK substring matches. Memories with neither are left out (a match
         weaker than every match read is treated as none: measured to change nothing)."""
         seqs = list(seqs)
-        found = {seq: self._beyond[seq] for seq in seqs if seq in self._beyond}
+        beyond = self._beyond
+        found = {seq: beyond[seq] for seq in seqs if seq in beyond}
         if self._scanned and seqs:
             rows = db.substring_search(self._conn, self._substrings, Filter(), len(seqs), seqs=seqs)
             self._keep(found, ((seq, None, self._substring_strength(n)) for seq, n in rows))
-        return found
+        return {seq: KeywordMatch(seq, bm25, strength) for seq, (bm25, strength) in found.items()}
 
     def _word_ranking(self, count: int, flt: Filter) -> tuple[list[tuple[int, float]], bool] | None:
         """The derived index's ranking; with the default filter applied by the index itself
@@ -127,8 +129,9 @@ class KeywordLeg:
         return self._floor * count / len(self._substrings)
 
     @staticmethod
-    def _keep(found: dict[int, KeywordMatch], matches: Iterable[tuple[int, float | None, float]]) -> None:
+    def _keep(found: dict[int, tuple[float | None, float]],
+              matches: Iterable[tuple[int, float | None, float]]) -> None:
         for seq, bm25, strength in matches:
             current = found.get(seq)
-            if current is None or strength > current.strength:
-                found[seq] = KeywordMatch(seq, bm25, strength)
+            if current is None or strength > current[1]:
+                found[seq] = (bm25, strength)
