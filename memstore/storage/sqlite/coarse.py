@@ -4,7 +4,7 @@ A flat index (up to 20k vectors) is searched exactly, and a float32 matrix-vecto
 over it is bound by memory: 10k x 384 floats are 15 MB, ~2.0 ms on one core of the
 benchmark host. The same product over int8 rows (a quarter of the bytes, numkong's SIMD
 kernels) takes ~0.35 ms. Scores from the int8 rows are off by at most a bound computed
-from the actual rounding errors (`Coarse.bound`); the caller computes exact float32
+from the actual rounding errors (returned by `Coarse.scores`); the caller computes exact float32
 scores for the best candidates and keeps them only when that bound proves no other row
 could beat the last one kept — else it searches every row exactly. So results are the
 exact search's, and this stage only makes them cheaper (at 10k, real vectors, a search
@@ -12,7 +12,7 @@ for 200: 0.65 ms instead of 2.0 ms, 196 of 200 queries proved at 2x candidates, 
 at 8x).
 
 Each row is scaled by its own largest component (127 / max |x|), so a row's error is
-its own rounding; the error norms are kept per row and their maximum is the bound's.
+its own rounding; the largest row error norm (and dequantized row norm) enters the bound.
 """
 
 from __future__ import annotations

@@ -68,8 +68,10 @@ def expansion_search(count: int) -> int:
         if count <= upto:
             return beam
     return EXPANSION_SEARCH_LARGEST
+
+
 #: A flat index of at least this many rows gets its int8 candidate stage (:mod:`.coarse`)
-#: at its COARSE_AFTER-th search: building it costs ~10 ms at 10k, more than one exact
+#: at its COARSE_AFTER-th search: building it costs ~15 ms at 10k, more than one exact
 #: search, so a one-shot process (a CLI recall) never pays for it.
 COARSE_MIN_ROWS = 4096
 COARSE_AFTER = 2
