@@ -45,10 +45,18 @@ class VectorCache:
     def synced(self, model_id: str, dimension: int) -> VectorIndex:
         """The index of ``model_id``, loaded or rebuilt on first use, caught up with the database."""
         if self.index is None or self.index.model_id != model_id:
-            self.index = VectorIndex(self.directory, model_id, dimension)
+            self.index = self._new_index(model_id, dimension)
             self._warn_other_models(model_id)
         self.sync()
         return self.index
+
+    def _new_index(self, model_id: str, dimension: int) -> VectorIndex:
+        """An index whose approximate (int8) graph rescores from this connection's vectors:
+        read at search time, in the caller's snapshot, so a memory forgotten since the index
+        last synced is dropped rather than returned."""
+        conn = self._conn
+        return VectorIndex(self.directory, model_id, dimension,
+                           source=lambda seqs: db.live_vectors(conn, model_id, seqs))
 
     def sync_if_loaded(self) -> None:
         """After a write: catch a loaded index up (an unloaded one catches up when first used)."""
@@ -121,7 +129,7 @@ class VectorCache:
     def rebuild(self, model_id: str, dimension: int) -> int:
         """Rebuild the index from SQLite and save it over whatever is on disk."""
         if self.index is None or self.index.model_id != model_id:
-            self.index = VectorIndex(self.directory, model_id, dimension)
+            self.index = self._new_index(model_id, dimension)
         conn = self._conn
         with db.snapshot(conn):
             count = self._rebuild_from_db(self.index, db.log_head(conn))

@@ -343,7 +343,7 @@ def _compare_index(
             stored = np.frombuffer(b"".join(b for s, b in good if s in in_index), dtype="<f4")
             stored = stored.reshape(len(keys), dimension)
             held = index.vectors(keys)
-            close = np.isclose(held, stored, rtol=1e-5, atol=1e-6).all(axis=1)
+            close = np.isclose(held, stored, rtol=1e-5, atol=1e-6 + index.tolerance).all(axis=1)
             differ += [keys[i] for i in np.flatnonzero(~close)]
     problems: list[str] = []
     lacking = sorted(expected - in_index)
