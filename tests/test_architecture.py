@@ -118,3 +118,20 @@ def test_embedding_package_import_is_light():
     result = _run(code, ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1"), ("3", "3")])
+def test_the_cli_asks_numpy_for_one_blas_thread_unless_told(preset, expected):
+    """numpy's OpenBLAS threads spin while a command starts (twice the CPU of `import
+    numpy`); the CLI asks for one before anything imports numpy, keeping a user's choice.
+    The library alone leaves the setting to the program importing it."""
+    code = ("import os, sys, memstore; lib = os.environ.get('OPENBLAS_NUM_THREADS'); "
+            "import memstore.cli; import numpy; "
+            "print(lib, os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(preset), expected, "True"]

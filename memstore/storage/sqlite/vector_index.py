@@ -696,9 +696,11 @@ class VectorIndex:
                 found = base.search(query, wanted)
             elif rough is not None and (exact or wanted >= len(rough)):
                 found = self._rescored(query, [int(k) for k in rough.index.keys if k not in hidden], count)
-            elif rough is not None:
-                asked = min(len(rough), max(wanted * RESCORE_FACTOR, wanted + RESCORE_MIN))
+            elif rough is not None:  # the best few of the graph's candidates, rescored
+                rescore = max(count * RESCORE_FACTOR, count + RESCORE_MIN)
+                asked = min(len(rough), rescore + len(hidden))
                 candidates = [(s, sim) for s, sim in rough.search(query, asked, False) if s not in hidden]
+                candidates = candidates[:rescore]
                 found = self._rescored(query, [s for s, _ in candidates], count, dict(candidates))
             else:
                 found = base.search(query, wanted, exact)
