@@ -195,3 +195,18 @@ def test_changes_beside_a_loaded_int8_index_are_searched_exactly(tmp_path):
         assert [s for s, _ in index.search(query, 10, exact=True)] == want
         got = [s for s, _ in index.search(query, 10)]  # approximate: a neighbour may be missed
         assert len(set(got) & set(want)) >= 8 and not set(got) & set(gone)
+
+
+def test_a_float32_file_from_before_is_searched_as_it_was(tmp_path):
+    """An HNSW file saved by an earlier version (float32) loads beside a source and is
+    searched without rescoring; the next rebuild makes it int8."""
+    rng = np.random.default_rng(12)
+    matrix = _unit(rng, 500)
+    stored = Stored(matrix)
+    _built(tmp_path, matrix, None).save("store", force=True)
+    index = VectorIndex(tmp_path, "m", DIM, source=stored)
+    assert index.load("store", 0, 0) is None and index._base.index.dtype.name == "F32"
+    stored.asked.clear()
+    assert index.search(matrix[3], 5)[0][0] == 4 and stored.asked == []
+    index.rebuild(((1 + i, v.astype("<f4").tobytes()) for i, v in enumerate(matrix)), 0, "hnsw")
+    assert index._base.index.dtype.name == "I8"
