@@ -641,6 +641,17 @@ def live_vectors(
         )
 
 
+def stored_vectors(conn: sqlite3.Connection, model: str, seqs: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+    """(seq, vector bytes) of those ``seqs`` embedded by ``model``, live or not (callers
+    filter liveness as they do for any index result): what an int8 graph rescores its
+    candidates from. Without live_vectors' join to ``memories``: 400 random lookups at 100k
+    in 2.8 ms instead of 3.7."""
+    for chunk in chunks(seqs):
+        yield from conn.execute(
+            f"SELECT seq, vector FROM embeddings WHERE model = ? AND seq IN ({marks(chunk)})", [model, *chunk]
+        )
+
+
 def embedding_models(conn: sqlite3.Connection) -> dict[str, int]:
     """How many live memories each model has embedded."""
     rows = conn.execute(

@@ -51,12 +51,12 @@ class VectorCache:
         return self.index
 
     def _new_index(self, model_id: str, dimension: int) -> VectorIndex:
-        """An index whose approximate (int8) graph rescores from this connection's vectors:
-        read at search time, in the caller's snapshot, so a memory forgotten since the index
-        last synced is dropped rather than returned."""
+        """An index whose approximate (int8) graph rescores from this connection's vectors,
+        read at search time in the caller's snapshot (a purged memory drops out; a forgotten
+        one is left to the callers' liveness filter, as for any index result)."""
         conn = self._conn
         return VectorIndex(self.directory, model_id, dimension,
-                           source=lambda seqs: db.live_vectors(conn, model_id, seqs))
+                           source=lambda seqs: db.stored_vectors(conn, model_id, seqs))
 
     def sync_if_loaded(self) -> None:
         """After a write: catch a loaded index up (an unloaded one catches up when first used)."""

@@ -55,7 +55,7 @@ __all__ = ["NEWER", "IndexState", "Kind", "Source", "VectorIndex"]
 
 Kind = Literal["flat", "hnsw"]
 #: The stored float32 vectors of some seqs, as (seq, bytes): what an approximate index
-#: rescores its candidates from (seqs it does not yield are no longer live, and dropped).
+#: rescores its candidates from (seqs it does not yield, purged since, are dropped).
 Source = Callable[[Sequence[int]], Iterable[tuple[int, bytes]]]
 
 FORMAT = 2
