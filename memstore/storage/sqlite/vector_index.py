@@ -64,8 +64,8 @@ EXPANSION_ADD = 128
 EXPANSION_SEARCH = 64
 #: The scalar type of a new HNSW graph when the index has a Source: int8 builds the graph in
 #: a third of float32's time (100k bench vectors, 2 cores: 35 s vs 112 s; `reindex` at 1M
-#: 461 s vs 1,881 s) but ranks only roughly (recall@10 0.955 by itself at 100k), hence the
-#: exact rescoring (0.993 at 1M). Without a Source, float32 (scored as usearch gives it).
+#: 425-461 s vs 1,881 s) but ranks only roughly (recall@10 0.955 by itself at 100k), hence
+#: the exact rescoring (0.989-0.993 at 1M). Without a Source, float32 (scored as usearch gives it).
 HNSW_DTYPE = "i8"
 #: An int8 graph is asked for RESCORE_FACTOR times the results wanted (at least RESCORE_MIN
 #: more); those are rescored exactly and the best kept.
