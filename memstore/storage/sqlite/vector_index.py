@@ -300,6 +300,8 @@ class _Hnsw:
     def __init__(self, index: Any, *, readonly: bool = False) -> None:
         self.index = index
         self.readonly = readonly
+        #: usearch's scalar kind of the held vectors: "F32", "I8" (built here), "F16"...
+        self.scalar: str = index.dtype.name
 
     @staticmethod
     def new(dimension: int, dtype: str = "f32") -> _Hnsw:
@@ -318,13 +320,12 @@ class _Hnsw:
     def approximate(self) -> bool:
         """Whether its vectors are not float32 (an int8 graph, or a half-precision file):
         its own scores rank roughly and are not cosines, so results are rescored."""
-        return bool(self.index.dtype.name != "F32")
+        return self.scalar != "F32"
 
     @property
     def tolerance(self) -> float:
         """How far a held vector's component may be from the stored one (see vectors())."""
-        name = self.index.dtype.name
-        return 1.0 / I8_SCALE if name == "I8" else 1e-3 if name in ("F16", "BF16") else 0.0
+        return 1.0 / I8_SCALE if self.scalar == "I8" else 1e-3 if self.scalar in ("F16", "BF16") else 0.0
 
     def vectors(self, keys: Sequence[int]) -> np.ndarray:
         """The held vectors of ``keys`` (all present) as float32, int8 ones scaled back."""
@@ -332,7 +333,7 @@ class _Hnsw:
 
         rows = [np.asarray(self.index.get(key), dtype=np.float32).reshape(-1) for key in keys]
         matrix = np.vstack(rows) if rows else np.zeros((0, self.index.ndim), dtype=np.float32)
-        return matrix / I8_SCALE if self.index.dtype.name == "I8" else matrix
+        return matrix / I8_SCALE if self.scalar == "I8" else matrix
 
     def present(self, keys: Sequence[int]) -> list[int]:
         """Those of ``keys`` in the graph."""
@@ -372,7 +373,7 @@ class _Hnsw:
             return []
         matches = self.index.search(query, count, exact=exact)
         # an int8 graph's "inner product distance" is 1 - the dot product of the int8 vectors
-        scale = I8_SCALE * I8_SCALE if self.index.dtype.name == "I8" else 1.0
+        scale = I8_SCALE * I8_SCALE if self.scalar == "I8" else 1.0
         return [
             (int(key), (1.0 - float(dist)) / scale)
             for key, dist in zip(matches.keys, matches.distances, strict=True)
@@ -383,8 +384,7 @@ class _Hnsw:
         component is off by less than 1/127, so each side's error vector has a norm below
         sqrt(dim)/127 (0.154 at 384 dimensions), and the dot product is off by less than
         twice that. A candidate farther off means the file's vectors are damaged."""
-        name = self.index.dtype.name
-        return 2 * dimension**0.5 / I8_SCALE + 1e-3 if name == "I8" else 0.05
+        return 2 * dimension**0.5 / I8_SCALE + 1e-3 if self.scalar == "I8" else 0.05
 
     def search_among(self, query: np.ndarray, keys: Sequence[int], count: int) -> list[tuple[int, float]]:
         """Exact over ``keys`` (float32 graphs only: an approximate one is rescored instead)."""
@@ -702,7 +702,8 @@ class VectorIndex:
                 asked = min(len(rough), rescore + len(hidden))
                 candidates = [(s, sim) for s, sim in rough.search(query, asked, False) if s not in hidden]
                 candidates = candidates[:rescore]
-                found = self._rescored(query, [s for s, _ in candidates], count, dict(candidates))
+                found = self._rescored(query, [s for s, _ in candidates], count,
+                                       dict(candidates), rough.error_bound(self.dimension))
             else:
                 found = base.search(query, wanted, exact)
             if hidden:
@@ -714,10 +715,10 @@ class VectorIndex:
         return _bounded(found[:count], self)
 
     def _rescored(self, query: np.ndarray, keys: Sequence[int], count: int,
-                  rough: dict[int, float] | None = None) -> list[tuple[int, float]]:
+                  rough: dict[int, float] | None = None, bound: float = 0.0) -> list[tuple[int, float]]:
         """The best ``count`` of ``keys`` by their stored vectors (the source's): exact.
-        Candidates whose ``rough`` score is farther from the exact one than the graph's
-        error bound are counted in out_of_range (its file is damaged)."""
+        Candidates whose ``rough`` score is farther than ``bound`` from the exact one are
+        counted in out_of_range (the graph's file is damaged)."""
         import numpy as np
 
         if not keys:
@@ -730,9 +731,9 @@ class VectorIndex:
             return []
         seqs = np.fromiter((seq for seq, _ in rows), dtype=np.int64, count=len(rows))
         sims = _dot(_matrix(np, [blob for _, blob in rows], self.dimension), query)
-        if rough is not None and isinstance(self._base, _Hnsw):
+        if rough is not None:
             guess = np.fromiter((rough[seq] for seq, _ in rows), dtype=np.float64, count=len(rows))
-            off = ~(np.abs(guess - sims) <= self._base.error_bound(self.dimension))  # NaN too
+            off = ~(np.abs(guess - sims) <= bound)  # NaN too
             self.out_of_range += int(off.sum())
         return _top(sims, seqs, count)
 
